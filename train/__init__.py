@@ -1,0 +1,1 @@
+"""SMILE training: CelebA reader, preprocessing cache, training loop, vectors, evaluation, benchmark."""

@@ -1,0 +1,154 @@
+"""Face alignment into CelebA's framing, and pasting an edited face back into the photo.
+
+CelebA's own rule (from the dataset author's code): a non-reflective similarity transform maps the
+left eye, the right eye and the mouth centre (mean of the mouth corners) to fixed points of a
+178x218 frame, 1-based: (70.745, 112), (108.237, 112), (89.432, 153.514); bicubic, border
+replicated. Landmarks come from facenet-pytorch's MTCNN, whose weights ship inside its wheel.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .preprocess import CROP_FRACTION, IMAGE_SIZE
+
+FRAME_SIZE = (178, 218)  # width, height of CelebA's aligned images
+FRAME_POINTS = np.array([[70.745, 112.0], [108.237, 112.0], [89.432, 153.514]]) - 1.0  # 0-based pixel centres
+DETECT_MAX_SIDE = 1024  # detection runs on a downscaled copy of large photos: faster, same landmarks
+
+
+@dataclass
+class AlignedFace:
+    """A face warped into the CelebA frame, and how to get back to the photo."""
+
+    frame: Image.Image  # 178x218 RGB, ready for the usual centre crop
+    frame_to_photo: np.ndarray  # 3x3: frame pixel -> photo pixel
+    faces_found: int  # 0 means no face: `frame` is then the plain photo and the matrix the identity
+
+    @property
+    def found(self) -> bool:
+        return self.faces_found > 0
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares rotation + uniform scale + translation (no reflection) taking src to dst; 3x3."""
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / src_c.var(0).sum()
+    matrix = np.eye(3)
+    matrix[:2, :2] = scale * rotation
+    matrix[:2, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+def warp(image: torch.Tensor, out_to_src: np.ndarray, out_size: tuple[int, int], padding: str = "border") -> torch.Tensor:
+    """Sample a CxHxW image at `out_to_src` @ (x, y, 1) for every output pixel centre (bicubic)."""
+    width, height = out_size
+    src_h, src_w = image.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    m = torch.from_numpy(out_to_src)
+    sx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+    sy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    grid = torch.stack([(2 * sx + 1) / src_w - 1, (2 * sy + 1) / src_h - 1], dim=-1).float()[None]
+    out = F.grid_sample(image[None].float(), grid, mode="bicubic", padding_mode=padding, align_corners=False)
+    return out[0].clamp(0, 1)
+
+
+def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    return Image.fromarray(tensor.mul(255).round().byte().permute(1, 2, 0).numpy(), "RGB")
+
+
+def align_to_frame(photo: Image.Image, landmarks: np.ndarray) -> AlignedFace:
+    """Warp `photo` so that MTCNN's five landmarks (eyes, nose, mouth corners) sit on CelebA's points."""
+    left_eye, right_eye, mouth = landmarks[0], landmarks[1], (landmarks[3] + landmarks[4]) / 2
+    photo_to_frame = similarity_transform(np.stack([left_eye, right_eye, mouth]), FRAME_POINTS)
+    frame_to_photo = np.linalg.inv(photo_to_frame)
+    frame = _tensor_to_pil(warp(_pil_to_tensor(photo), frame_to_photo, FRAME_SIZE))
+    return AlignedFace(frame, frame_to_photo, faces_found=1)
+
+
+def crop_to_frame(frame_size: tuple[int, int], size: int = IMAGE_SIZE, fraction: float = CROP_FRACTION) -> np.ndarray:
+    """3x3 from pixels of the model's size x size centre crop to pixels of the frame it was cut from."""
+    side = max(1, round(min(frame_size) * fraction))
+    left, top = (frame_size[0] - side) // 2, (frame_size[1] - side) // 2
+    scale = side / size
+    return np.array([[scale, 0, left + 0.5 * scale - 0.5], [0, scale, top + 0.5 * scale - 0.5], [0, 0, 1.0]])
+
+
+def paste_back(photo: Image.Image, face: Image.Image, aligned: AlignedFace, feather: float = 0.12) -> Image.Image:
+    """Blend the model's square output `face` back into `photo` where it came from.
+
+    The mask is an ellipse inscribed in the crop whose edge fades over `feather` of its radius, so
+    hair and background of the photo stay untouched and no seam shows.
+    """
+    size = face.width
+    crop_to_photo = aligned.frame_to_photo @ crop_to_frame(aligned.frame.size, size)
+    corners = crop_to_photo @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], dtype=float)
+    x0, y0 = np.floor(corners[:2].min(1)).astype(int)
+    x1, y1 = np.ceil(corners[:2].max(1)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, photo.width), min(y1, photo.height)
+    if x1 <= x0 or y1 <= y0:
+        return photo.copy()
+    box_to_crop = np.linalg.inv(crop_to_photo) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    radius = torch.sqrt(xx**2 + yy**2)
+    mask = ((1 - radius) / feather).clamp(0, 1)[None]
+    face_rgba = torch.cat([_pil_to_tensor(face), mask])
+    warped = warp(face_rgba, box_to_crop, (x1 - x0, y1 - y0), padding="zeros")
+    region = _pil_to_tensor(photo.crop((x0, y0, x1, y1)))
+    alpha = warped[3:]
+    blended = region * (1 - alpha) + warped[:3] * alpha
+    result = photo.copy()
+    result.paste(_tensor_to_pil(blended), (x0, y0))
+    return result
+
+
+class FaceAligner:
+    """MTCNN landmarks + CelebA's similarity rule. Loads MTCNN on first use (a few MB, offline)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self._mtcnn = None
+
+    def _detector(self):
+        if self._mtcnn is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from facenet_pytorch import MTCNN
+            self._mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False)
+        return self._mtcnn
+
+    def landmarks(self, photo: Image.Image) -> list[np.ndarray]:
+        """Five landmarks per detected face, largest face first, in photo pixel coordinates."""
+        scale = min(1.0, DETECT_MAX_SIDE / max(photo.size))
+        small = photo if scale == 1.0 else photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
+        with torch.inference_mode():
+            boxes, _, points = self._detector().detect(small, landmarks=True)
+        if boxes is None:
+            return []
+        boxes = np.asarray(np.asarray(boxes).tolist(), float)
+        points = np.asarray(np.asarray(points).tolist(), float)  # numpy 2: MTCNN may hand back object arrays
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return [points[i] / scale for i in np.argsort(-areas)]
+
+    def align(self, photo: Image.Image) -> AlignedFace:
+        """The largest face in the CelebA frame; with no face, the photo itself and found=False."""
+        faces = self.landmarks(photo)
+        if not faces:
+            return AlignedFace(photo, np.eye(3), faces_found=0)
+        aligned = align_to_frame(photo, faces[0])
+        aligned.faces_found = len(faces)
+        return aligned

@@ -1,0 +1,148 @@
+"""Turn anything a user or a dataset hands us into the model's input: RGB, 128x128, float in [0, 1].
+
+One function (`preprocess`) serves training, vectors, the app and the CLI, so the model always sees
+the same framing. The crop is a centred square whose side is 80% of the image's shorter side: on
+CelebA's 178x218 aligned faces that is 142x142 around the face, cutting most background and hair
+while keeping chin and brows (the recipe's choice).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SIZE = 128
+CROP_FRACTION = 0.8
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; beyond that we refuse (decompression bombs)
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
+
+
+class ImageError(ValueError):
+    """An input image we cannot use; the message is meant for the person who supplied it."""
+
+
+def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open a path, bytes, PIL image or array as an upright RGB PIL image.
+
+    Applies the EXIF orientation (phones store portraits sideways) and converts every mode
+    (L, LA, P, RGBA, CMYK, I;16, F ...) to RGB; transparency is composited onto white.
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source, max_pixels)
+    if image.width * image.height > max_pixels:
+        raise ImageError(
+            f"Image is too large ({image.width}x{image.height}); the limit is {max_pixels // 1_000_000} megapixels."
+        )
+    try:
+        image = ImageOps.exif_transpose(image) or image
+        return _to_rgb(image)
+    except (OSError, SyntaxError) as err:  # PIL reports truncated data lazily, at decode time
+        raise ImageError(f"The image file is truncated or corrupt ({err}).") from err
+
+
+def _open(source: str | os.PathLike | bytes | bytearray, max_pixels: int) -> Image.Image:
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError("The file is empty.")
+        stream: io.BytesIO | Path = io.BytesIO(bytes(source))
+        label = "the uploaded data"
+    else:
+        stream = Path(source)
+        label = stream.name
+        if not stream.is_file():
+            raise ImageError(f"No such file: {stream}")
+        if stream.stat().st_size == 0:
+            raise ImageError(f"The file {label} is empty.")
+    try:
+        with Image.open(stream) as image:
+            if image.width * image.height > max_pixels:
+                raise ImageError(
+                    f"Image is too large ({image.width}x{image.height}); "
+                    f"the limit is {max_pixels // 1_000_000} megapixels."
+                )
+            image.load()
+            return image
+    except ImageError:
+        raise
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{label} is not an image we can read (JPEG, PNG, WebP, GIF, BMP, TIFF ...).") from err
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{label} is too large to decode safely.") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{label} is truncated or corrupt ({err}).") from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float greyscale: scale the real range to 8 bits instead of clipping at 255
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK (Pillow inverts Adobe CMYK correctly), YCbCr, LAB, HSV
+
+
+def _array_to_rgb(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"An image array must be HxW, HxWx3 or HxWx4, not {array.shape}.")
+    if array.size == 0:
+        raise ImageError("The image array is empty.")
+    if array.dtype != np.uint8:
+        values = array.astype(np.float64)
+        if np.issubdtype(array.dtype, np.floating) and values.max() <= 1.0:
+            values = values * 255.0
+        elif array.dtype == np.uint16:
+            values = values / 257.0
+        array = np.clip(values.round(), 0, 255).astype(np.uint8)
+    return _to_rgb(Image.fromarray(array))
+
+
+def center_crop(image: Image.Image, fraction: float = CROP_FRACTION) -> Image.Image:
+    """The centred square whose side is `fraction` of the shorter side."""
+    side = max(1, round(min(image.size) * fraction))
+    left = (image.width - side) // 2
+    top = (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def crop_and_resize(image: Image.Image, size: int = IMAGE_SIZE, fraction: float = CROP_FRACTION) -> np.ndarray:
+    """Centre crop + antialiased resize to an HxWx3 uint8 array (what the training cache stores)."""
+    square = center_crop(image, fraction)
+    return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """HxWx3 (or NxHxWx3) uint8 -> 3xHxW (or Nx3xHxW) float32 in [0, 1]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0)
+    return tensor.movedim(-1, -3)
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """3xHxW float in [0, 1] -> PIL RGB image."""
+    pixels = tensor.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels, "RGB")
+
+
+def preprocess(source: ImageInput, size: int = IMAGE_SIZE, fraction: float = CROP_FRACTION) -> torch.Tensor:
+    """Any image input -> 3x`size`x`size` float32 tensor in [0, 1], centre-cropped to `fraction`."""
+    return to_tensor(crop_and_resize(load_image(source), size, fraction))
