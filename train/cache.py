@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from train.data import CelebAIndex
+from train.data import CelebAIndex, load_index
 from vae.align import FRAME_SIZE, FaceAligner
 from vae.preprocess import CROP_FRACTION, IMAGE_SIZE, crop_and_resize, load_image
 
@@ -140,3 +140,12 @@ def load_cache(path: str | Path) -> FaceCache:
         partition=np.array(meta["partition"], dtype=np.int8),
         info=meta["info"],
     )
+
+
+def open_cache(data: list[str], cache: str | None, cache_dir: str | Path, align: str = "auto", workers: int | None = None) -> FaceCache:
+    """The cache for `--data` folders (built on first use) or an explicit `--cache` folder."""
+    if cache:
+        return load_cache(cache)
+    if not data:
+        raise SystemExit("Give the data: --data DIR (CelebA layout, repeatable) or --cache DIR.")
+    return build_cache(load_index(data), cache_dir, align=align, workers=workers)

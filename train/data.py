@@ -135,7 +135,7 @@ def _read_same_photo(root: Path, loaded_folders: set[str]) -> dict[str, str]:
     return {name: f"{folder}/{other}" for name, other, folder in pairs if folder in loaded_folders}
 
 
-def test_mask(groups: list[str], partition: np.ndarray, mode: str = "random", test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+def held_out_mask(groups: list[str], partition: np.ndarray, mode: str = "random", test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
     """Boolean mask of the test rows.
 
     `random`: a seeded shuffle of the distinct photos (groups), the first `test_fraction` of them test.

@@ -26,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from train.cache import ALIGN_MODES, FaceCache, build_cache, load_cache
-from train.data import load_index, test_mask
+from train.cache import ALIGN_MODES, FaceCache, open_cache
+from train.data import held_out_mask
 from train.loss import vae_loss
 from vae.model import SmileVAE
 
@@ -114,14 +114,11 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
 
 def get_cache(args: argparse.Namespace, rt: Runtime) -> FaceCache:
     """Rank 0 builds the cache (once, reused later); the other ranks wait and open it."""
-    if args.cache:
-        return load_cache(args.cache)
-    index = load_index(args.data)
     if rt.main:
-        cache = build_cache(index, args.cache_dir, align=args.align, workers=args.workers)
+        cache = open_cache(args.data, args.cache, args.cache_dir, args.align, args.workers)
     if rt.world > 1:
         dist.barrier()
-    return cache if rt.main else build_cache(index, args.cache_dir, align=args.align)
+    return cache if rt.main else open_cache(args.data, args.cache, args.cache_dir, args.align)
 
 
 class Batches:
@@ -229,13 +226,11 @@ class StopRequested(Exception):
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    if not args.data and not args.cache:
-        raise SystemExit("Give the training data: --data DIR (CelebA layout, repeatable) or --cache DIR.")
     rt = setup_runtime(args)
     out = Path(args.out)
     torch.manual_seed(args.seed)
     cache = get_cache(args, rt)
-    is_test = test_mask(cache.groups, cache.partition, args.split, args.test_fraction, args.seed)
+    is_test = held_out_mask(cache.groups, cache.partition, args.split, args.test_fraction, args.seed)
     train_rows, test_rows = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     eval_rows = test_rows if args.eval_images <= 0 else test_rows[: args.eval_images]
     batches = Batches(cache.images, train_rows, args.batch_size, rt, args.seed)

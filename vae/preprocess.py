@@ -133,7 +133,7 @@ def crop_and_resize(image: Image.Image, size: int = IMAGE_SIZE, fraction: float 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """HxWx3 (or NxHxWx3) uint8 -> 3xHxW (or Nx3xHxW) float32 in [0, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0)
+    tensor = torch.from_numpy(np.array(pixels, dtype=np.uint8)).float().div_(255.0)
     return tensor.movedim(-1, -3)
 
 

@@ -1,0 +1,78 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import write_celeba
+from train.cache import build_cache, load_cache
+from train.data import DatasetError, load_index, held_out_mask
+
+
+def test_reads_the_official_layout(tiny_celeba):
+    index = load_index([tiny_celeba])
+    assert len(index) == 48 and len(index.attr_names) == 40
+    assert index.attribute("Smiling").sum() == 24
+    assert set(np.unique(index.attrs)) == {-1, 1}
+    assert (index.partition == 0).sum() == 39 and (index.partition == 2).sum() == 9
+
+
+def test_several_roots_and_same_photo_grouping(tmp_path):
+    a = write_celeba(tmp_path / "celeba-a", 10)
+    b = write_celeba(tmp_path / "hq-b", 10, seed=1, partition=False)
+    (b / "same_photo_in_celeba_folders.txt").write_text("000003.jpg 000007.jpg celeba-a\n")
+    index = load_index([a, b])
+    assert len(index) == 20 and len(set(index.keys)) == 20
+    assert index.groups[index.keys.index("hq-b/000003.jpg")] == "celeba-a/000007.jpg"
+    for seed in range(10):
+        mask = held_out_mask(index.groups, index.partition, "random", 0.5, seed)
+        assert mask[index.keys.index("hq-b/000003.jpg")] == mask[index.keys.index("celeba-a/000007.jpg")]
+
+
+def test_random_split_is_seeded_80_20(tiny_celeba):
+    index = load_index([tiny_celeba])
+    first = held_out_mask(index.groups, index.partition, "random", 0.2, seed=0)
+    assert first.sum() == round(48 * 0.2)
+    assert np.array_equal(first, held_out_mask(index.groups, index.partition, "random", 0.2, seed=0))
+    assert not np.array_equal(first, held_out_mask(index.groups, index.partition, "random", 0.2, seed=1))
+    official = held_out_mask(index.groups, index.partition, "official")
+    assert official.sum() == 9
+
+
+def test_missing_files_and_mismatches_are_named(tmp_path):
+    with pytest.raises(DatasetError, match="list_attr_celeba.txt"):
+        load_index([tmp_path])
+    root = write_celeba(tmp_path / "d", 6)
+    (root / "img_align_celeba" / "000002.jpg").unlink()
+    with pytest.raises(DatasetError, match="000002.jpg"):
+        load_index([root])
+    shutil.copy(root / "img_align_celeba" / "000001.jpg", root / "img_align_celeba" / "999999.jpg")
+    (root / "img_align_celeba" / "000002.jpg").write_bytes((root / "img_align_celeba" / "000001.jpg").read_bytes())
+    with pytest.raises(DatasetError, match="999999.jpg"):
+        load_index([root])
+    with pytest.raises(DatasetError, match="--data"):
+        load_index([])
+
+
+def test_cache_is_built_once_and_reused(tiny_celeba, tmp_path):
+    index = load_index([tiny_celeba])
+    cache = build_cache(index, tmp_path, workers=1)
+    assert cache.images.shape == (48, 128, 128, 3) and cache.images.dtype == np.uint8
+    assert cache.info["aligned"] == 0  # 178x218 images are CelebA-framed already
+    mtime = (cache.path / "images.npy").stat().st_mtime_ns
+    again = build_cache(index, tmp_path, workers=1)
+    assert again.path == cache.path and (again.path / "images.npy").stat().st_mtime_ns == mtime
+    reopened = load_cache(cache.path)
+    assert np.array_equal(reopened.images[:4], cache.images[:4]) and reopened.keys == index.keys
+
+
+def test_real_celeba_folders(shared_data):
+    roots = [shared_data / n for n in ("celeba-subset", "celeba-small", "celebahq-256")]
+    index = load_index(roots)
+    assert len(index) == 21_723
+    assert index.attribute("Smiling").sum() == 10_409
+    mask = held_out_mask(index.groups, index.partition, "random", 0.2, 0)
+    assert 0.19 < mask.mean() < 0.21
+    twins = [(k, g) for k, g in zip(index.keys, index.groups) if g != k]
+    assert len(twins) == 358
+    key_mask = dict(zip(index.keys, mask))
+    assert all(key_mask[k] == key_mask[g] for k, g in twins)

@@ -1,0 +1,105 @@
+"""Vectors step: `python -m train.vectors --model RUN_OR_DIR --data DIR [--data DIR ...]`.
+
+Encodes the split the model was trained with (posterior means, never samples), forms the recipe's
+mean-difference vector for every attribute from the *train* rows (capped at --cap per side) and
+scores it on the *test* rows: ROC-AUC of the projection z . v, a first check that the direction
+carries the attribute. Scoring on rows the vector was not fitted on keeps the AUC honest. Writes
+`attribute_vectors.npz`, `smile_vector.npy` and `vectors_report.json` next to the model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
+
+from train.cache import ALIGN_MODES, FaceCache, open_cache
+from train.data import held_out_mask
+from vae.model import SmileVAE
+from vae.vectors import AttributeVectors, mean_difference, projection_std
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder (config.json inside) or a run folder holding `model/`."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise SystemExit(f"No model at {path}: expected config.json there or in {path / 'model'}.")
+
+
+@torch.inference_mode()
+def encode_rows(model: SmileVAE, images: np.ndarray, rows: np.ndarray, batch_size: int = 64, desc: str = "Encoding") -> np.ndarray:
+    """Posterior means for `images[rows]` as a float32 (len(rows), latent_dim) array."""
+    out = np.empty((len(rows), model.latent_dim), dtype=np.float32)
+    model = model.to(memory_format=torch.channels_last)
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+        pixels = torch.from_numpy(np.ascontiguousarray(images[rows[start:start + batch_size]]))
+        x = pixels.permute(0, 3, 1, 2).float().div_(255.0).to(model.device)
+        out[start:start + len(x)] = model.encode(x)[0].cpu().numpy()
+    return out
+
+
+def add_split_args(p: argparse.ArgumentParser) -> None:
+    """Data arguments shared by the steps that must see the training run's exact split."""
+    p.add_argument("--model", required=True, help="model folder or run folder")
+    p.add_argument("--data", action="append", default=[], metavar="DIR")
+    p.add_argument("--cache", metavar="DIR", help="an already built cache folder instead of --data")
+    p.add_argument("--cache-dir", default="runs/cache")
+    p.add_argument("--align", choices=ALIGN_MODES, default="auto")
+    p.add_argument("--split", choices=("random", "official"), default="random")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0, help="the training run's seed (same split)")
+
+
+def load_split(args: argparse.Namespace) -> tuple[FaceCache, np.ndarray, np.ndarray]:
+    cache = open_cache(args.data, args.cache, args.cache_dir, args.align)
+    is_test = held_out_mask(cache.groups, cache.partition, args.split, args.test_fraction, args.seed)
+    return cache, np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def compute_vectors(train_z: np.ndarray, train_labels: np.ndarray, test_z: np.ndarray, names: list[str],
+                    cap: int = 10_000, seed: int = 0) -> AttributeVectors:
+    """One recipe vector per attribute column (labels in {-1, 1}) with its slider unit (std over `test_z`)."""
+    vectors, stds = [], []
+    for column in range(len(names)):
+        v = mean_difference(train_z, train_labels[:, column] > 0, cap=cap, seed=seed)
+        vectors.append(v)
+        stds.append(projection_std(test_z, v))
+    return AttributeVectors(list(names), np.stack(vectors), np.array(stds))
+
+
+def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> float:
+    positive = labels > 0
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(roc_auc_score(positive, z @ vector))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_split_args(p)
+    p.add_argument("--cap", type=int, default=10_000, help="samples per side (recipe: 10,000)")
+    args = p.parse_args(argv)
+    model_dir = resolve_model_dir(args.model)
+    model = SmileVAE.load(model_dir)
+    cache, train_rows, test_rows = load_split(args)
+    train_z = encode_rows(model, cache.images, train_rows, desc="Encoding train split")
+    test_z = encode_rows(model, cache.images, test_rows, desc="Encoding test split")
+    vectors = compute_vectors(train_z, cache.attrs[train_rows], test_z, cache.attr_names, args.cap, args.seed)
+    auc = {name: projection_auc(test_z, cache.attrs[test_rows, i], vectors.vectors[i]) for i, name in enumerate(vectors.names)}
+    vectors.save(model_dir)
+    report = {"train_images": len(train_rows), "test_images": len(test_rows), "cap": args.cap, "projection_auc": auc}
+    (model_dir / "vectors_report.json").write_text(json.dumps(report, indent=2))
+    for name, value in sorted(auc.items(), key=lambda kv: -np.nan_to_num(kv[1])):
+        print(f"{name:22s} AUC {value:.3f}")
+    print(f"Wrote {model_dir / 'attribute_vectors.npz'} and smile_vector.npy; Smiling AUC {auc.get('Smiling', float('nan')):.3f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
