@@ -18,26 +18,21 @@ from PIL import Image
 
 from vae.editor import ModelLoadError, Prepared, SmileEditor
 from vae.export import save_gif
-from vae.preprocess import ImageError, load_image
+from vae.preprocess import ImageError
 
 ROOT = Path(__file__).resolve().parent
 WORK_DIR = Path(tempfile.mkdtemp(prefix="smile-"))
 
 
-class PhotoInput(gr.Image):
-    """gr.Image that hands us the raw upload (no mode conversion) and turns unreadable files into our message."""
+def upload_path(payload: dict | str | None) -> str | None:
+    """The server-side path of an uploaded image.
 
-    def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except gr.Error:
-            raise
-        except Exception as err:
-            try:
-                load_image(payload.path)  # raises the specific, person-readable reason
-            except ImageError as reason:
-                raise gr.Error(str(reason)) from err
-            raise gr.Error(f"Could not read {payload.orig_name or 'the upload'} as an image.") from err
+    Our events run with `preprocess=False`, so gr.Image does not decode the upload itself: our own
+    loader does, and a bad file reaches the person as our message instead of a generic error.
+    """
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return payload
 
 
 def load_editor() -> SmileEditor:
@@ -75,7 +70,8 @@ class PreparedCache:
 CACHE = PreparedCache()
 
 
-def prepare_or_error(path: str | None, align: bool) -> Prepared:
+def prepare_or_error(payload: dict | str | None, align: bool) -> Prepared:
+    path = upload_path(payload)
     if not path:
         raise gr.Error("Upload a photo of a face first.")
     try:
@@ -97,15 +93,15 @@ def render(prepared: Prepared | None, strength: float, attribute: str):
     return result.recon, result.less, result.more, result.in_photo, strip, str(gif)
 
 
-def prepare(path: str | None, align: bool, strength: float, attribute: str):
+def prepare(payload: dict | None, align: bool, strength: float, attribute: str):
     """New photo or align toggle: detect, align and encode once, then render."""
-    if not path:
+    if not upload_path(payload):
         return None, None, *[None] * 6
-    prepared = prepare_or_error(path, align)
+    prepared = prepare_or_error(payload, align)
     return prepared, prepared.crop, *render(prepared, strength, attribute)
 
 
-def edit_api(image: str, strength: float, align: bool = True, attribute: str = SETTINGS["default_attribute"]):
+def edit_api(image: dict, strength: float, align: bool = True, attribute: str = SETTINGS["default_attribute"]):
     """One call from a script: less and more smile, reconstruction, model input, pasted photo, info."""
     prepared = prepare_or_error(image, align)
     if attribute not in EDITOR.attributes:
@@ -139,7 +135,7 @@ def build_demo() -> gr.Blocks:
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                photo = PhotoInput(type="filepath", image_mode=None, label="Face photo", sources=["upload", "webcam", "clipboard"], elem_id="photo")
+                photo = gr.Image(type="filepath", image_mode=None, label="Face photo", sources=["upload", "webcam", "clipboard"], elem_id="photo")
                 align = gr.Checkbox(value=True, label="Align face", info="Detect the face and frame it like CelebA")
                 strength = gr.Slider(0, SETTINGS["max_strength"], value=SETTINGS["default_strength"], step=0.1,
                                      label="Strength", elem_id="strength")
@@ -157,14 +153,14 @@ def build_demo() -> gr.Blocks:
                 gif = gr.File(label="Strip as animated GIF", elem_id="gif")
         outputs = [recon, less, more, in_photo, strip, gif]
         for trigger in (photo.change, align.change):
-            trigger(prepare, [photo, align, strength, attribute], [state, crop, *outputs], api_name=False)
+            trigger(prepare, [photo, align, strength, attribute], [state, crop, *outputs], api_name=False, preprocess=False)
         strength.release(render, [state, strength, attribute], outputs, api_name="render", trigger_mode="always_last")
         attribute.change(render, [state, strength, attribute], outputs, api_visibility="private", trigger_mode="always_last")
         with gr.Column(visible=False):  # outputs of the scripting endpoint /edit; the page does not show them
             api_outputs = [gr.Image(format="png", label=n) for n in ("less", "more", "recon", "crop", "in_photo")]
             api_outputs.append(gr.JSON(label="info"))
             api_trigger = gr.Button()
-        api_trigger.click(edit_api, [photo, strength, align, attribute], api_outputs, api_name="edit")
+        api_trigger.click(edit_api, [photo, strength, align, attribute], api_outputs, api_name="edit", preprocess=False)
         gr.Markdown("Model card, API and training: see the project README. Faces are 128x128 and blurry by design.")
     return demo
 

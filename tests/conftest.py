@@ -70,3 +70,54 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "celeba-subset" / "list_attr_celeba.txt").exists():
         pytest.skip(f"real CelebA data not found at {SHARED_DATA} (see README: Training on CelebA)")
     return SHARED_DATA
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """The real app (`python app.py`) in a subprocess on a free port, offline; yields its URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("GRADIO_SERVER_NAME", None)
+    log = open(ROOT / ".pytest_app.log", "w")
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() - started > 180:
+                    raise RuntimeError("app did not start: " + (ROOT / ".pytest_app.log").read_text()[-2000:])
+                time.sleep(0.5)
+        print(f"\napp ready in {time.time() - started:.1f} s (offline)")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def astronaut_path(tmp_path_factory) -> Path:
+    """The public-domain astronaut photo that ships inside scikit-image."""
+    from skimage.data import astronaut
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(astronaut()).save(path)
+    return path

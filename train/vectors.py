@@ -46,7 +46,6 @@ def encode_rows(model: SmileVAE, images: np.ndarray, rows: np.ndarray, batch_siz
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
     """Data arguments shared by the steps that must see the training run's exact split."""
-    p.add_argument("--model", required=True, help="model folder or run folder")
     p.add_argument("--data", action="append", default=[], metavar="DIR")
     p.add_argument("--cache", metavar="DIR", help="an already built cache folder instead of --data")
     p.add_argument("--cache-dir", default="runs/cache")
@@ -82,6 +81,7 @@ def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> flo
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model folder or run folder")
     add_split_args(p)
     p.add_argument("--cap", type=int, default=10_000, help="samples per side (recipe: 10,000)")
     args = p.parse_args(argv)

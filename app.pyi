@@ -1,0 +1,182 @@
+"""SMILE web app: upload a face, slide the smile. `python app.py`, then open http://127.0.0.1:7860.
+
+UI wiring only; the work happens in `vae.editor.SmileEditor`. Model: `assets/` by default, or the
+local folder / Hub repo id in SMILE_MODEL. Named API endpoints (see README): /edit, /prepare, /render.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from vae.editor import ModelLoadError, Prepared, SmileEditor
+from vae.export import save_gif
+from vae.preprocess import ImageError, load_image
+
+ROOT = Path(__file__).resolve().parent
+WORK_DIR = Path(tempfile.mkdtemp(prefix="smile-"))
+
+from gradio.events import Dependency
+
+class PhotoInput(gr.Image):
+    """gr.Image that hands us the raw upload (no mode conversion) and turns unreadable files into our message."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as err:
+            try:
+                load_image(payload.path)  # raises the specific, person-readable reason
+            except ImageError as reason:
+                raise gr.Error(str(reason)) from err
+            raise gr.Error(f"Could not read {payload.orig_name or 'the upload'} as an image.") from err
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def load_editor() -> SmileEditor:
+    source = os.environ.get("SMILE_MODEL") or str(ROOT / "assets")
+    try:
+        return SmileEditor.from_pretrained(source)
+    except ModelLoadError as err:
+        sys.exit(f"SMILE cannot start: {err}\nSet SMILE_MODEL to a model folder or Hub repo id (see README).")
+
+
+EDITOR = load_editor()
+SETTINGS = EDITOR.settings
+
+
+class PreparedCache:
+    """Recently encoded photos keyed by content, so /edit with a new strength only decodes."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, path: str, align: bool) -> Prepared:
+        key = (hashlib.sha256(Path(path).read_bytes()).hexdigest(), align)
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        prepared = EDITOR.prepare(path, align=align)
+        with self.lock:
+            self.items[key] = prepared
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return prepared
+
+
+CACHE = PreparedCache()
+
+
+def prepare_or_error(path: str | None, align: bool) -> Prepared:
+    if not path:
+        raise gr.Error("Upload a photo of a face first.")
+    try:
+        prepared = CACHE.get(path, align)
+    except ImageError as err:
+        raise gr.Error(str(err)) from err
+    for note in prepared.notes:
+        gr.Warning(note)
+    return prepared
+
+
+def render(prepared: Prepared | None, strength: float, attribute: str):
+    """Slider moves and attribute changes: decode only."""
+    if prepared is None:
+        return [None] * 6
+    result = EDITOR.render(prepared, strength, attribute)
+    gif = save_gif(result.strip, tempfile.NamedTemporaryFile(dir=WORK_DIR, suffix=".gif", delete=False).name)
+    strip = [(img, f"{s:+.1f}") for img, s in zip(result.strip, result.strengths)]
+    return result.recon, result.less, result.more, result.in_photo, strip, str(gif)
+
+
+def prepare(path: str | None, align: bool, strength: float, attribute: str):
+    """New photo or align toggle: detect, align and encode once, then render."""
+    if not path:
+        return None, None, *[None] * 6
+    prepared = prepare_or_error(path, align)
+    return prepared, prepared.crop, *render(prepared, strength, attribute)
+
+
+def edit_api(image: str, strength: float, align: bool = True, attribute: str = SETTINGS["default_attribute"]):
+    """One call from a script: less and more smile, reconstruction, model input, pasted photo, info."""
+    prepared = prepare_or_error(image, align)
+    if attribute not in EDITOR.attributes:
+        raise gr.Error(f"Unknown attribute {attribute!r}.")
+    result = EDITOR.render(prepared, strength, attribute, strip=False)
+    info = {"faces_found": prepared.aligned.faces_found, "notes": prepared.notes, "strength": strength,
+            "attribute": attribute, "photos_encoded": EDITOR.prepare_count}
+    return result.less, result.more, result.recon, prepared.crop, result.in_photo, info
+
+
+def example_files() -> list[str]:
+    """Only shippable faces: the public-domain astronaut from scikit-image and faces from the prior."""
+    from skimage.data import astronaut
+
+    paths = [WORK_DIR / "astronaut.png"]
+    Image.fromarray(astronaut()).save(paths[0])
+    for i, face in enumerate(EDITOR.sample(2, seed=3)):
+        paths.append(WORK_DIR / f"prior_face_{i}.png")
+        face.resize((256, 256), Image.Resampling.BICUBIC).save(paths[-1])
+    return [str(p) for p in paths]
+
+
+def build_demo() -> gr.Blocks:
+    names = EDITOR.attributes
+    with gr.Blocks(title="SMILE: slide the smile") as demo:
+        gr.Markdown(
+            "# SMILE\nUpload a face, then move the slider: a variational autoencoder trained on CelebA moves the "
+            "face along its learned *smile direction*. Strength is in standard deviations of the test faces "
+            "along that direction; the photo is encoded once, the slider only decodes."
+        )
+        state = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = PhotoInput(type="filepath", image_mode=None, label="Face photo", sources=["upload", "webcam", "clipboard"], elem_id="photo")
+                align = gr.Checkbox(value=True, label="Align face", info="Detect the face and frame it like CelebA")
+                strength = gr.Slider(0, SETTINGS["max_strength"], value=SETTINGS["default_strength"], step=0.1,
+                                     label="Strength", elem_id="strength")
+                attribute = gr.Dropdown(names, value=SETTINGS["default_attribute"], label="Attribute")
+                gr.Examples(example_files(), inputs=photo, label="Examples (public domain / sampled from the model)")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop", buttons=["download"])
+                    recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
+                with gr.Row():
+                    less = gr.Image(label="Less", format="png", elem_id="less", buttons=["download"])
+                    more = gr.Image(label="More", format="png", elem_id="more", buttons=["download"])
+                in_photo = gr.Image(label="In the photo (more)", format="png", elem_id="in_photo", buttons=["download"])
+                strip = gr.Gallery(label="From less to more", columns=7, height="auto", format="png", elem_id="strip")
+                gif = gr.File(label="Strip as animated GIF", elem_id="gif")
+        outputs = [recon, less, more, in_photo, strip, gif]
+        for trigger in (photo.change, align.change):
+            trigger(prepare, [photo, align, strength, attribute], [state, crop, *outputs], api_name=False)
+        strength.release(render, [state, strength, attribute], outputs, api_name="render", trigger_mode="always_last")
+        attribute.change(render, [state, strength, attribute], outputs, api_visibility="private", trigger_mode="always_last")
+        with gr.Column(visible=False):  # outputs of the scripting endpoint /edit; the page does not show them
+            api_outputs = [gr.Image(format="png", label=n) for n in ("less", "more", "recon", "crop", "in_photo")]
+            api_outputs.append(gr.JSON(label="info"))
+            api_trigger = gr.Button()
+        api_trigger.click(edit_api, [photo, strength, align, attribute], api_outputs, api_name="edit")
+        gr.Markdown("Model card, API and training: see the project README. Faces are 128x128 and blurry by design.")
+    return demo
+
+
+demo = build_demo()
+demo.queue(default_concurrency_limit=2, max_size=64)
+
+if __name__ == "__main__":
+    demo.launch(allowed_paths=[str(WORK_DIR)])

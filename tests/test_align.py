@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from vae.align import FRAME_POINTS, FRAME_SIZE, AlignedFace, FaceAligner, paste_back, similarity_transform
+
+
+def test_similarity_transform_recovers_a_known_one():
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = np.array([[10.0, 20.0], [50.0, 25.0], [30.0, 70.0]])
+    matrix = similarity_transform(src, src @ rotation.T + shift)
+    assert np.allclose(matrix[:2, :2], rotation) and np.allclose(matrix[:2, 2], shift)
+
+
+def test_never_reflects():
+    src = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    mirrored = src * [-1, 1]
+    assert np.linalg.det(similarity_transform(src, mirrored)[:2, :2]) > 0
+
+
+@pytest.fixture(scope="module")
+def aligner():
+    return FaceAligner()
+
+
+def test_astronaut_lands_on_celebas_landmarks(aligner, astronaut_path):
+    photo = Image.open(astronaut_path).convert("RGB")
+    aligned = aligner.align(photo)
+    assert aligned.found and aligned.frame.size == FRAME_SIZE
+    points = aligner.landmarks(aligned.frame)[0]
+    found = np.stack([points[0], points[1], (points[3] + points[4]) / 2])
+    assert np.abs(found - FRAME_POINTS).max() < 4  # within a few pixels of CelebA's rule
+
+
+def test_rotated_photo_is_aligned_upright(aligner, astronaut_path):
+    photo = Image.open(astronaut_path).convert("RGB").rotate(25, expand=True, fillcolor=(128, 128, 128))
+    aligned = aligner.align(photo)
+    points = aligner.landmarks(aligned.frame)[0]
+    assert abs(points[0][1] - points[1][1]) < 4  # eyes level again
+
+
+def test_no_face_is_reported(aligner):
+    aligned = aligner.align(Image.new("RGB", (240, 200), (80, 120, 200)))
+    assert not aligned.found and aligned.faces_found == 0
+
+
+def test_paste_back_changes_only_the_face_region(aligner, astronaut_path):
+    photo = Image.open(astronaut_path).convert("RGB")
+    aligned = aligner.align(photo)
+    pasted = np.asarray(paste_back(photo, Image.new("RGB", (128, 128), (255, 0, 0)), aligned), float)
+    diff = np.abs(pasted - np.asarray(photo, float)).sum(2) > 30
+    ys, xs = np.nonzero(diff)
+    assert diff.mean() < 0.15  # the face, not the whole picture
+    assert 150 < xs.mean() < 260 and 60 < ys.mean() < 180  # the astronaut's face (512x512 photo)
+    assert not diff[:, :60].any() and not diff[400:].any()
+
+
+def test_paste_back_without_alignment_uses_the_centre_crop():
+    photo = Image.new("RGB", (300, 200), (0, 0, 0))
+    pasted = np.asarray(paste_back(photo, Image.new("RGB", (128, 128), (255, 255, 255)), AlignedFace(photo, np.eye(3), 0)))
+    assert pasted[100, 150].min() > 250 and pasted[5, 5].max() == 0

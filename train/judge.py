@@ -1,0 +1,113 @@
+"""A small CNN that judges Smiling, Male and Young, independent of the VAE.
+
+Edit quality is measured by a classifier that is not the generator (Fader Networks, @smilevector):
+it is trained on the *training split images* and then scores decoded edits of test faces. VAE outputs
+are blurrier than photos, so half the training batches are blurred (down- and up-sampled) to keep the
+judge from reading "blurry" as "not smiling". `python -m train.judge --data ... --out runs/judge`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from train.vectors import add_split_args, load_split
+
+JUDGED = ["Smiling", "Male", "Young"]
+JUDGE_SIZE = 64
+
+
+class AttributeJudge(nn.Module, PyTorchModelHubMixin, library_name="smile", tags=["classifier", "celeba"]):
+    """Four stride-2 conv blocks, global average pooling, one logit per attribute; 64x64 input."""
+
+    def __init__(self, attributes: list[str] = JUDGED) -> None:
+        super().__init__()
+        self.attributes = list(attributes)
+        blocks, channels = [], 3
+        for width in (32, 64, 128, 256):
+            blocks += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(channels, len(self.attributes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for images in [0, 1] of any size (resized to 64x64)."""
+        if x.shape[-1] != JUDGE_SIZE:
+            x = F.interpolate(x, size=(JUDGE_SIZE, JUDGE_SIZE), mode="area")
+        return self.head(self.features(x))
+
+    @torch.inference_mode()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x))
+
+
+def batch_from(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    pixels = torch.from_numpy(np.ascontiguousarray(images[np.sort(rows)]))
+    return F.interpolate(pixels.permute(0, 3, 1, 2).float().div_(255.0), size=(JUDGE_SIZE, JUDGE_SIZE), mode="area")
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    blur = torch.rand(len(x), generator=generator) < 0.5
+    blurred = F.interpolate(F.interpolate(x, scale_factor=0.5, mode="area"), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.where(blur[:, None, None, None], blurred, x)
+
+
+def evaluate_judge(judge: AttributeJudge, images: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> dict:
+    judge.eval()
+    probs = np.concatenate([judge.probabilities(batch_from(images, rows[s:s + 256])).numpy() for s in range(0, len(rows), 256)])
+    order = np.argsort(rows)  # batch_from sorts rows; bring labels into the same order
+    labels = labels[order] > 0
+    return {name: {"accuracy": float(((probs[:, i] > 0.5) == labels[:, i]).mean()),
+                   "auc": float(roc_auc_score(labels[:, i], probs[:, i]))} for i, name in enumerate(judge.attributes)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_split_args(p)
+    p.add_argument("--out", default="runs/judge")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=128)
+    args = p.parse_args(argv)
+    cache, train_rows, test_rows = load_split(args)
+    columns = [cache.attr_names.index(a) for a in JUDGED]
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    judge = AttributeJudge()
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = args.epochs * (len(train_rows) // args.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+    for epoch in range(args.epochs):
+        judge.train()
+        order = np.random.default_rng((args.seed, epoch)).permutation(train_rows)
+        bar = tqdm(range(len(order) // args.batch_size), desc=f"judge epoch {epoch + 1}/{args.epochs}", unit="batch")
+        for b in bar:
+            rows = np.sort(order[b * args.batch_size:(b + 1) * args.batch_size])
+            x = augment(batch_from(cache.images, rows), generator)
+            y = torch.from_numpy((cache.attrs[rows][:, columns] > 0).astype(np.float32))
+            loss = F.binary_cross_entropy_with_logits(judge(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if b % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    report = evaluate_judge(judge, cache.images, test_rows, cache.attrs[test_rows][:, columns])
+    out = Path(args.out)
+    judge.save_pretrained(out)
+    (out / "judge_report.json").write_text(json.dumps({"test": report, "train_images": len(train_rows), "epochs": args.epochs}, indent=2))
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
