@@ -88,7 +88,7 @@ def render(prepared: Prepared | None, strength: float, attribute: str):
     if prepared is None:
         return [None] * 6
     result = EDITOR.render(prepared, strength, attribute)
-    gif = save_gif(result.strip, tempfile.NamedTemporaryFile(dir=WORK_DIR, suffix=".gif", delete=False).name)
+    gif = save_gif(result.strip, WORK_DIR / f"strip-{id(prepared):x}.gif")  # one file per photo, rewritten per move
     strip = [(img, f"{s:+.1f}") for img, s in zip(result.strip, result.strengths)]
     return result.recon, result.less, result.more, result.in_photo, strip, str(gif)
 
@@ -126,7 +126,7 @@ def example_files() -> list[str]:
 
 def build_demo() -> gr.Blocks:
     names = EDITOR.attributes
-    with gr.Blocks(title="SMILE: slide the smile") as demo:
+    with gr.Blocks(title="SMILE: slide the smile", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# SMILE\nUpload a face, then move the slider: a variational autoencoder trained on CelebA moves the "
             "face along its learned *smile direction*. Strength is in standard deviations of the test faces "

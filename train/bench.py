@@ -1,0 +1,185 @@
+"""Benchmark: `python -m train.bench` prints one JSON object as its last line.
+
+Measured in one process, on this machine's CPU: training images/s of plain float32 (contiguous
+NCHW) and of the default fast path (`--precision auto --channels-last auto`, which picks bf16 only
+where the CPU runs it natively), their ratio `train_speedup`; cache-building images/s; encode(1 image)
+and decode(2 latents) latency p50/p95; and, with `--app`, the real app over HTTP: upload (align +
+encode + decode) and slider move (decode only) round trips p50/p95, and throughput with 4 clients.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.loss import vae_loss
+from train.train import default_precision
+from vae.model import SmileVAE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+
+
+def train_rate(precision: str, channels_last: bool, batch: int, steps: int) -> float:
+    torch.manual_seed(0)
+    model = SmileVAE()
+    x = torch.rand(batch, 3, 128, 128)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    times = []
+    for i in range(steps + 2):  # two warm-up steps
+        start = time.perf_counter()
+        with autocast:
+            recon, mean, logvar = model(x)
+        loss = vae_loss(recon, x, mean, logvar)[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return batch / float(np.median(times[2:]))
+
+
+def cache_rate(data: Path | None, count: int) -> float | None:
+    """Images/s of building a fresh cache for `count` images of a real CelebA-layout folder."""
+    from train.cache import build_cache
+    from train.data import load_index
+
+    if data is None or not (data / "list_attr_celeba.txt").exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / data.name
+        (root / "img_align_celeba").mkdir(parents=True)
+        lines = (data / "list_attr_celeba.txt").read_text().splitlines()
+        rows = lines[2:2 + count]
+        for row in rows:
+            name = row.split()[0]
+            os.symlink((data / "img_align_celeba" / name).resolve(), root / "img_align_celeba" / name)
+        (root / "list_attr_celeba.txt").write_text(f"{len(rows)}\n{lines[1]}\n" + "\n".join(rows) + "\n")
+        start = time.perf_counter()
+        build_cache(load_index([root]), Path(tmp) / "cache")
+        return len(rows) / (time.perf_counter() - start)
+
+
+def latency(fn, repeats: int) -> dict:
+    with torch.inference_mode():
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return percentiles(times)
+
+
+def app_numbers(requests: int) -> dict:
+    """Round trips through the real HTTP API of `python app.py` started here."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+    from skimage.data import astronaut
+
+    port = 7000 + os.getpid() % 1000
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        while True:
+            try:
+                client = Client(url, verbose=False)
+                break
+            except Exception:
+                if proc.poll() is not None or time.perf_counter() - started > 180:
+                    raise RuntimeError("app did not start")
+                time.sleep(0.5)
+        ready_s = time.perf_counter() - started
+        base = astronaut()
+        uploads, moves = [], []
+        for i in range(requests):
+            photo = base.copy()
+            photo[0, 0] = (i, i // 256, 7)  # new content: the server must align and encode again
+            path = tmp / f"photo_{i}.png"
+            Image.fromarray(photo).save(path)
+            start = time.perf_counter()
+            client.predict(handle_file(str(path)), 2.0, api_name="/edit")
+            uploads.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            client.predict(handle_file(str(path)), 1.0 + (i % 20) / 10, api_name="/edit")
+            moves.append(time.perf_counter() - start)
+        done, lock = [0], threading.Lock()
+
+        def worker(k: int) -> None:
+            c = Client(url, verbose=False)
+            for j in range(requests // 4 + 1):
+                c.predict(handle_file(str(tmp / f"photo_{k}.png")), 0.5 + j / 10, api_name="/edit")
+                with lock:
+                    done[0] += 1
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        throughput = done[0] / (time.perf_counter() - start)
+        return {"app_ready_s": round(ready_s, 1), "upload": percentiles(uploads), "slider_move": percentiles(moves),
+                "slider_move_p50_ms": percentiles(moves)["p50_ms"], "upload_p50_ms": percentiles(uploads)["p50_ms"],
+                "concurrent4_requests_per_s": round(throughput, 2), "requests": requests}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "celeba-subset")
+    p.add_argument("--cache-images", type=int, default=600)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--app", action="store_true", help="also measure the app over HTTP")
+    p.add_argument("--requests", type=int, default=30)
+    args = p.parse_args(argv)
+    fast_precision = default_precision(torch.device("cpu"))
+    result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "fast_path": f"{fast_precision}+channels_last"}
+    fp32 = train_rate("fp32", False, args.batch_size, args.steps)
+    fast = train_rate(fast_precision, True, args.batch_size, args.steps)
+    print(f"train fp32 {fp32:.1f} img/s, fast path {fast:.1f} img/s", flush=True)
+    if fast_precision != "bf16":  # show why bf16 is not the default here
+        result["train_bf16_images_per_s"] = round(train_rate("bf16", True, args.batch_size, 2), 2)
+    result.update(train_fp32_images_per_s=round(fp32, 2), train_fast_images_per_s=round(fast, 2), train_speedup=round(fast / fp32, 3))
+    rate = cache_rate(args.data, args.cache_images)
+    result["cache_images_per_s"] = None if rate is None else round(rate, 1)
+    model = SmileVAE.load(ROOT / "assets") if (ROOT / "assets" / "config.json").exists() else SmileVAE().eval()
+    for layout in ("contiguous", "channels_last"):
+        m = model.to(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+        x, z = torch.rand(1, 3, 128, 128), torch.randn(2, 64)
+        result[f"encode1_{layout}"] = latency(lambda: m.encode(x), args.repeats)
+        result[f"decode2_{layout}"] = latency(lambda: m.decode(z), args.repeats)
+    result["decode2_p50_ms"] = result["decode2_channels_last"]["p50_ms"]  # what the app uses
+    if args.app:
+        result.update(app_numbers(args.requests))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
