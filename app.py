@@ -84,21 +84,28 @@ def prepare_or_error(payload: dict | str | None, align: bool) -> Prepared:
 
 
 def render(prepared: Prepared | None, strength: float, attribute: str):
-    """Slider moves and attribute changes: decode only."""
+    """Slider moves and attribute changes: decode two latents (less, more) and paste into the photo."""
     if prepared is None:
-        return [None] * 6
-    result = EDITOR.render(prepared, strength, attribute)
+        return None, None, None
+    result = EDITOR.render(prepared, strength, attribute, strip=False)
+    return result.less, result.more, result.in_photo
+
+
+def render_strip(prepared: Prepared | None, strength: float, attribute: str):
+    """The 7-step strip and its GIF, chained after the fast outputs so the slider feels instant."""
+    if prepared is None:
+        return None, None
+    result = EDITOR.render(prepared, strength, attribute, in_photo=False)
     gif = save_gif(result.strip, WORK_DIR / f"strip-{id(prepared):x}.gif")  # one file per photo, rewritten per move
-    strip = [(img, f"{s:+.1f}") for img, s in zip(result.strip, result.strengths)]
-    return result.recon, result.less, result.more, result.in_photo, strip, str(gif)
+    return [(img, f"{s:+.1f}") for img, s in zip(result.strip, result.strengths)], str(gif)
 
 
 def prepare(payload: dict | None, align: bool, strength: float, attribute: str):
     """New photo or align toggle: detect, align and encode once, then render."""
     if not upload_path(payload):
-        return None, None, *[None] * 6
+        return None, None, None, None, None, None
     prepared = prepare_or_error(payload, align)
-    return prepared, prepared.crop, *render(prepared, strength, attribute)
+    return prepared, prepared.crop, prepared.recon, *render(prepared, strength, attribute)
 
 
 def edit_api(image: dict, strength: float, align: bool = True, attribute: str = SETTINGS["default_attribute"]):
@@ -148,16 +155,22 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     less = gr.Image(label="Less", format="png", elem_id="less", buttons=["download"])
                     more = gr.Image(label="More", format="png", elem_id="more", buttons=["download"])
-                in_photo = gr.Image(label="In the photo (more)", format="png", elem_id="in_photo", buttons=["download"])
+                in_photo = gr.Image(label="In the photo (more)", format="jpeg", elem_id="in_photo", buttons=["download"])
                 strip = gr.Gallery(label="From less to more", columns=7, height="auto", format="png", elem_id="strip")
                 gif = gr.File(label="Strip as animated GIF", elem_id="gif")
-        outputs = [recon, less, more, in_photo, strip, gif]
-        for trigger in (photo.change, align.change):
-            trigger(prepare, [photo, align, strength, attribute], [state, crop, *outputs], api_name=False, preprocess=False)
-        strength.release(render, [state, strength, attribute], outputs, api_name="render", trigger_mode="always_last")
-        attribute.change(render, [state, strength, attribute], outputs, api_visibility="private", trigger_mode="always_last")
+        edited, strip_outputs = [less, more, in_photo], [strip, gif]
+        controls = [state, strength, attribute]
+        photo.change(prepare, [photo, align, strength, attribute], [state, crop, recon, *edited], api_name="prepare",
+                     preprocess=False).then(render_strip, controls, strip_outputs, api_visibility="private")
+        align.change(prepare, [photo, align, strength, attribute], [state, crop, recon, *edited], api_visibility="private",
+                     preprocess=False).then(render_strip, controls, strip_outputs, api_visibility="private")
+        strength.release(render, controls, edited, api_name="render", trigger_mode="always_last").then(
+            render_strip, controls, strip_outputs, api_visibility="private")
+        attribute.change(render, controls, edited, api_visibility="private", trigger_mode="always_last").then(
+            render_strip, controls, strip_outputs, api_visibility="private")
         with gr.Column(visible=False):  # outputs of the scripting endpoint /edit; the page does not show them
-            api_outputs = [gr.Image(format="png", label=n) for n in ("less", "more", "recon", "crop", "in_photo")]
+            api_outputs = [gr.Image(format="png", label=n) for n in ("less", "more", "recon", "crop")]
+            api_outputs.append(gr.Image(format="jpeg", label="in_photo"))
             api_outputs.append(gr.JSON(label="info"))
             api_trigger = gr.Button()
         api_trigger.click(edit_api, [photo, strength, align, attribute], api_outputs, api_name="edit", preprocess=False)

@@ -109,3 +109,13 @@ def test_a_missing_or_broken_model_stops_the_app_with_one_clear_message(model):
     done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "SMILE cannot start" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_page_flow_prepare_once_then_render_per_slider_move(app_server, astronaut_path):
+    session = Client(app_server, verbose=False)  # one client = one browser session with its own state
+    _, recon, less, more, in_photo = session.predict(handle_file(str(astronaut_path)), api_name="/prepare")
+    assert Image.open(recon).size == (128, 128) and Image.open(in_photo).size == (512, 512)
+    less2, more2, _ = session.predict(3.5, api_name="/render")
+    assert np.abs(pixels(more2) - pixels(recon)).mean() > np.abs(pixels(more) - pixels(recon)).mean()
+    other = Client(app_server, verbose=False)
+    assert other.predict(2.0, api_name="/render") == (None, None, None)  # state is per session

@@ -36,6 +36,7 @@ class Prepared:
     aligned: AlignedFace
     crop: Image.Image
     latent: torch.Tensor  # (1, latent_dim) posterior mean
+    recon: Image.Image  # decode(latent): the alpha = 0 face, decoded once
     notes: list[str] = field(default_factory=list)  # messages for the person (no face, several faces)
 
 
@@ -112,7 +113,7 @@ class SmileEditor:
             x = to_tensor(pixels)[None].contiguous(memory_format=torch.channels_last)
             latent = self.model.encode(x)[0]
         self.prepare_count += 1
-        return Prepared(photo, aligned, Image.fromarray(pixels), latent, notes)
+        return Prepared(photo, aligned, Image.fromarray(pixels), latent, self.decode(latent)[0], notes)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         with torch.inference_mode():
@@ -120,19 +121,23 @@ class SmileEditor:
 
     def render(self, prepared: Prepared, strength: float, attribute: str | None = None, strip: bool = True,
                in_photo: bool = True) -> EditResult:
-        """Decode less (z - a*step), recon (z) and more (z + a*step); optionally the strip and the pasted photo."""
+        """Less (z - a*step), recon (z) and more (z + a*step); optionally the strip and the pasted photo.
+
+        Only the non-zero strengths are decoded (2 latents without the strip): the reconstruction
+        was decoded once in `prepare`.
+        """
         step = self.vectors.step(attribute or self.settings["default_attribute"])
         if strip:
             strengths = np.linspace(-strength, strength, self.settings["strip_steps"]).tolist()
         else:
             strengths = [-strength, 0.0, strength]
-        alphas = torch.tensor(strengths, dtype=torch.float32)[:, None]
-        faces = self.decode(edit(prepared.latent, step, alphas))
-        middle = len(faces) // 2
+        moving = [a for a in strengths if a != 0]
+        decoded = iter(self.decode(edit(prepared.latent, step, torch.tensor(moving)[:, None])) if moving else [])
+        faces = [prepared.recon if a == 0 else next(decoded) for a in strengths]
         pasted = None
         if in_photo and prepared.aligned.found:
             pasted = paste_back(prepared.photo, faces[-1], prepared.aligned)
-        return EditResult(faces[0], faces[middle], faces[-1], strengths, faces if strip else [], pasted)
+        return EditResult(faces[0], prepared.recon, faces[-1], strengths, faces if strip else [], pasted)
 
     def sample(self, count: int, seed: int = 0) -> list[Image.Image]:
         """Faces decoded from the prior N(0, I): shippable examples that are no one's photo."""
