@@ -81,7 +81,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server():
+def app_server(request):
     """The real app (`python app.py`) in a subprocess on a free port, offline; yields its URL."""
     import subprocess
     import sys
@@ -105,7 +105,10 @@ def app_server():
                 if proc.poll() is not None or time.time() - started > 180:
                     raise RuntimeError("app did not start: " + (ROOT / ".pytest_app.log").read_text()[-2000:])
                 time.sleep(0.5)
-        print(f"\napp ready in {time.time() - started:.1f} s (offline)")
+        ready = time.time() - started
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(f"\napp started offline and was ready in {ready:.1f} s")
         yield url
     finally:
         proc.terminate()
