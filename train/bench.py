@@ -127,6 +127,19 @@ def app_numbers(requests: int) -> dict:
             start = time.perf_counter()
             client.predict(handle_file(str(path)), 2.5, api_name="/edit")  # a script: cached photo, new strength
             edits.append(time.perf_counter() - start)
+        lean = Client(url, verbose=False, download_files=False)  # server round trip without fetching the images
+        lean.predict(handle_file(str(tmp / "photo_0.png")), api_name="/prepare")
+        no_download = []
+        for i in range(requests):
+            start = time.perf_counter()
+            lean.predict(1.0 + (i % 20) / 10, api_name="/render")
+            no_download.append(time.perf_counter() - start)
+        empty = Client(url, verbose=False)  # a session with no photo: /render returns at once (framework overhead)
+        overhead = []
+        for i in range(requests):
+            start = time.perf_counter()
+            empty.predict(1.0, api_name="/render")
+            overhead.append(time.perf_counter() - start)
         done, lock = [0], threading.Lock()
 
         def worker(k: int) -> None:
@@ -145,7 +158,8 @@ def app_numbers(requests: int) -> dict:
             t.join()
         throughput = done[0] / (time.perf_counter() - start)
         return {"app_ready_s": round(ready_s, 1), "upload": percentiles(uploads), "slider_move": percentiles(moves),
-                "edit_cached": percentiles(edits), "slider_move_p50_ms": percentiles(moves)["p50_ms"],
+                "edit_cached": percentiles(edits), "slider_move_without_image_download": percentiles(no_download),
+                "empty_event_round_trip": percentiles(overhead), "slider_move_p50_ms": percentiles(moves)["p50_ms"],
                 "upload_p50_ms": percentiles(uploads)["p50_ms"], "concurrent4_slider_moves_per_s": round(throughput, 2),
                 "requests": requests}
     finally:
