@@ -156,7 +156,7 @@ def build_demo() -> gr.Blocks:
                     less = gr.Image(label="Less", format="png", elem_id="less", buttons=["download"])
                     more = gr.Image(label="More", format="png", elem_id="more", buttons=["download"])
                 in_photo = gr.Image(label="In the photo (more)", format="jpeg", elem_id="in_photo", buttons=["download"])
-                strip = gr.Gallery(label="From less to more", columns=7, height="auto", format="png", elem_id="strip")
+                strip = gr.Gallery(label="From less to more", columns=7, height=190, format="png", elem_id="strip")
                 gif = gr.File(label="Strip as animated GIF", elem_id="gif")
         edited, strip_outputs = [less, more, in_photo], [strip, gif]
         controls = [state, strength, attribute]
