@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
 from vae.align import FRAME_POINTS, FRAME_SIZE, AlignedFace, FaceAligner, paste_back, similarity_transform
 
 
@@ -60,3 +61,17 @@ def test_paste_back_without_alignment_uses_the_centre_crop():
     photo = Image.new("RGB", (300, 200), (0, 0, 0))
     pasted = np.asarray(paste_back(photo, Image.new("RGB", (128, 128), (255, 255, 255)), AlignedFace(photo, np.eye(3), 0)))
     assert pasted[100, 150].min() > 250 and pasted[5, 5].max() == 0
+
+
+def test_several_faces_edit_the_largest_and_say_so(astronaut_path):
+    from vae.editor import SmileEditor
+
+    face = Image.open(astronaut_path).convert("RGB")
+    group = Image.new("RGB", (512 + 256, 512), (128, 128, 128))
+    group.paste(face, (0, 0))
+    group.paste(face.resize((256, 256)), (512, 128))
+    editor = SmileEditor.from_pretrained(ROOT / "assets")
+    prepared = editor.prepare(group)
+    assert prepared.aligned.faces_found == 2 and "2 faces found" in prepared.notes[0]
+    eye_x = (prepared.aligned.frame_to_photo @ np.array([FRAME_POINTS[0][0], FRAME_POINTS[0][1], 1.0]))[0]
+    assert eye_x < 512  # the large face on the left, not the small one
