@@ -5,7 +5,6 @@ sigmoid on the output so reconstructions live in [0, 1] like the input.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +14,6 @@ from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import save_file
 from torch import nn
 
-IMAGE_SIZE = 128
 FEATURE_SHAPE = (256, 16, 16)  # encoder output before flattening: 128 px / 2**3 = 16
 
 
@@ -96,8 +94,3 @@ class SmileVAE(
         """`from_pretrained` in float32 and eval mode, whatever dtype the file was stored in."""
         model = cls.from_pretrained(str(model_id), **kwargs)
         return model.float().eval()
-
-
-def read_config(model_dir: str | os.PathLike) -> dict:
-    """The model's config.json as a dict (used to report settings in model cards)."""
-    return json.loads((Path(model_dir) / "config.json").read_text())
