@@ -106,9 +106,9 @@ def app_server(request):
                     raise RuntimeError("app did not start: " + (ROOT / ".pytest_app.log").read_text()[-2000:])
                 time.sleep(0.5)
         ready = time.time() - started
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter:
-            reporter.write_line(f"\napp started offline and was ready in {ready:.1f} s")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled():  # shown in the test output, not swallowed by capture
+            print(f"\napp started offline and was ready in {ready:.1f} s")
         yield url
     finally:
         proc.terminate()
