@@ -5,7 +5,8 @@ NCHW) and of the default fast path (`--precision auto --channels-last auto`, whi
 where the CPU runs it natively), their ratio `train_speedup`; cache-building images/s; encode(1 image)
 and decode(2 latents) latency p50/p95; and, with `--app`, the real app over HTTP: upload (align +
 encode + decode, `/prepare`) and slider move (decode only, `/render`) round trips p50/p95, a cached
-`/edit`, and slider moves/s with 4 concurrent clients (each with its own session).
+`/edit`, slider moves/s with 4 concurrent clients (each with its own session), and the slider as a person
+sees it in Chromium (release -> new image shown), when Debian's chromium and playwright are installed.
 """
 from __future__ import annotations
 
@@ -89,6 +90,38 @@ def latency(fn, repeats: int) -> dict:
     return percentiles(times)
 
 
+def browser_slider_moves(url: str, photo: Path, moves: int) -> dict:
+    """What a person waits for: Chromium from slider release until the new 'more' image is shown."""
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if not chromium:
+        return {"browser_slider_move": "skipped: needs Debian's chromium and playwright"}
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("#photo input[type=file]").set_input_files(str(photo))
+        page.wait_for_function("() => document.querySelector('#more img')", timeout=60_000)
+        slider = page.locator("#strength input[type=range]")
+        for i in range(moves):
+            old = page.locator("#more img").get_attribute("src")
+            slider.fill(f"{1.0 + (i % 20) / 10:.1f}")
+            start = time.perf_counter()
+            slider.dispatch_event("pointerup")
+            page.wait_for_function("""(old) => { const img = document.querySelector('#more img');
+                                       return img && img.src !== old && img.complete; }""", arg=old, timeout=60_000)
+            times.append(time.perf_counter() - start)
+            page.wait_for_timeout(400)  # let the chained strip finish, as a person pausing between moves
+        browser.close()
+    return {"browser_slider_move": percentiles(times)}
+
+
 def app_numbers(requests: int) -> dict:
     """Round trips through the real HTTP API of `python app.py` started here."""
     from gradio_client import Client, handle_file
@@ -157,7 +190,8 @@ def app_numbers(requests: int) -> dict:
         for t in threads:
             t.join()
         throughput = done[0] / (time.perf_counter() - start)
-        return {"app_ready_s": round(ready_s, 1), "upload": percentiles(uploads), "slider_move": percentiles(moves),
+        browser = browser_slider_moves(url, tmp / "photo_0.png", requests)
+        return {"app_ready_s": round(ready_s, 1), **browser, "upload": percentiles(uploads), "slider_move": percentiles(moves),
                 "edit_cached": percentiles(edits), "slider_move_without_image_download": percentiles(no_download),
                 "empty_event_round_trip": percentiles(overhead), "slider_move_p50_ms": percentiles(moves)["p50_ms"],
                 "upload_p50_ms": percentiles(uploads)["p50_ms"], "concurrent4_slider_moves_per_s": round(throughput, 2),
