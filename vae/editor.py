@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from .vectors import AttributeVectors, VECTORS_FILE, edit
 SETTINGS_FILE = "editor.json"
 DEFAULT_SETTINGS = {"default_attribute": "Smiling", "default_strength": 2.0, "max_strength": 4.0, "strip_steps": 7}
 PHOTO_MAX_SIDE = 1024  # the in-photo result is shown at most this large; keeps pasting fast
+DECODED_FACES_KEPT = 256  # ~12 MB of 128x128 faces: a slider move's ends are reused by the strip after it
 
 
 class ModelLoadError(RuntimeError):
@@ -73,6 +76,8 @@ class SmileEditor:
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.aligner = aligner or FaceAligner()
         self.prepare_count = 0  # how many photos were aligned + encoded (the app shows that sliders don't re-encode)
+        self._faces: OrderedDict[tuple, Image.Image] = OrderedDict()  # (latent, attribute, alpha) -> decoded face
+        self._faces_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> "SmileEditor":
@@ -126,18 +131,34 @@ class SmileEditor:
         Only the non-zero strengths are decoded (2 latents without the strip): the reconstruction
         was decoded once in `prepare`.
         """
-        step = self.vectors.step(attribute or self.settings["default_attribute"])
         if strip:
-            strengths = np.linspace(-strength, strength, self.settings["strip_steps"]).tolist()
+            strengths = np.linspace(-strength, strength, self.settings["strip_steps"]).tolist()  # ends are exactly +-strength
         else:
             strengths = [-strength, 0.0, strength]
-        moving = [a for a in strengths if a != 0]
-        decoded = iter(self.decode(edit(prepared.latent, step, torch.tensor(moving)[:, None])) if moving else [])
-        faces = [prepared.recon if a == 0 else next(decoded) for a in strengths]
+        faces = self.edited_faces(prepared, attribute or self.settings["default_attribute"], strengths)
         pasted = None
         if in_photo and prepared.aligned.found:
             pasted = paste_back(prepared.photo, faces[-1], prepared.aligned)
         return EditResult(faces[0], prepared.recon, faces[-1], strengths, faces if strip else [], pasted)
+
+    def edited_faces(self, prepared: Prepared, attribute: str, strengths: list[float]) -> list[Image.Image]:
+        """decode(z + a * step) for each strength, decoding only faces not decoded recently.
+
+        A slider release decodes less and more; the strip that follows needs the same two ends, so
+        they are kept (with a bound) instead of being decoded twice.
+        """
+        photo_key = (prepared.latent.numpy().tobytes(), attribute)
+        with self._faces_lock:
+            faces = {a: self._faces.get((photo_key, a)) for a in strengths if a != 0}
+        missing = sorted(a for a, face in faces.items() if face is None)
+        if missing:
+            step = self.vectors.step(attribute)
+            faces.update(zip(missing, self.decode(edit(prepared.latent, step, torch.tensor(missing)[:, None]))))
+            with self._faces_lock:
+                self._faces.update(((photo_key, a), faces[a]) for a in missing)
+                while len(self._faces) > DECODED_FACES_KEPT:
+                    self._faces.popitem(last=False)
+        return [prepared.recon if a == 0 else faces[a] for a in strengths]
 
     def sample(self, count: int, seed: int = 0) -> list[Image.Image]:
         """Faces decoded from the prior N(0, I): shippable examples that are no one's photo."""
