@@ -23,7 +23,7 @@ from skimage.metrics import structural_similarity
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from train.judge import JUDGED, AttributeJudge
+from train.judge import AttributeJudge
 from train.vectors import add_split_args, compute_vectors, encode_rows, load_split, projection_auc, resolve_model_dir
 from vae.editor import DEFAULT_SETTINGS, SETTINGS_FILE
 from vae.model import SmileVAE
@@ -49,14 +49,16 @@ def reconstruction_metrics(model: SmileVAE, images: np.ndarray, rows: np.ndarray
 
 
 @torch.inference_mode()
-def judged_curve(model: SmileVAE, judge: AttributeJudge, z: np.ndarray, step: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Judge probabilities (len(ALPHAS), N, len(JUDGED)) of decode(z + alpha * step)."""
-    out = np.empty((len(ALPHAS), len(z), len(JUDGED)), dtype=np.float32)
-    for a, alpha in enumerate(ALPHAS):
-        for s in range(0, len(z), batch):
-            faces = model.decode(torch.from_numpy(z[s:s + batch] + alpha * step))
-            out[a, s:s + len(faces)] = judge.probabilities(faces).numpy()
-    return out
+def judge_decoded(model: SmileVAE, judge: AttributeJudge, z: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Judge probabilities (N, len(JUDGED)) of the faces decoded from latents z."""
+    return np.concatenate([judge.probabilities(model.decode(torch.from_numpy(z[s:s + batch]))).numpy()
+                           for s in range(0, len(z), batch)])
+
+
+def judged_curve(model: SmileVAE, judge: AttributeJudge, z: np.ndarray, step: np.ndarray, at_zero: np.ndarray) -> np.ndarray:
+    """Judge probabilities (len(ALPHAS), N, len(JUDGED)) of decode(z + alpha * step); alpha = 0 is shared by all vectors."""
+    return np.stack([at_zero if alpha == 0 else judge_decoded(model, judge, (z + alpha * step).astype(np.float32))
+                     for alpha in ALPHAS])
 
 
 def edit_report(probs: np.ndarray, smiling: np.ndarray, male: np.ndarray, young: np.ndarray, alpha: float) -> dict:
@@ -169,9 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
     smiling, male, young = (labels[:, names.index(n)] > 0 for n in ("Smiling", "Male", "Young"))
     variants = smile_variants(train_z, cache.attrs[train_rows], names, recipe, args.seed)
     per_variant, curves = {}, {}
+    at_zero = judge_decoded(model, judge, z)
     for name, vector in variants.items():
         step = vector / np.linalg.norm(vector) * projection_std(test_z, vector)
-        probs = judged_curve(model, judge, z, step.astype(np.float32))
+        probs = judged_curve(model, judge, z, step, at_zero)
         per_variant[name] = {a: edit_report(probs, smiling, male, young, a) for a in (1.0, 2.0, 3.0)}
         curves[name] = per_variant[name][2.0]
         print(f"{name}: min flip rate at alpha 1/2/3 = "
