@@ -5,8 +5,11 @@ local folder / Hub repo id in SMILE_MODEL. Named API endpoints (see README): /ed
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -21,7 +24,8 @@ from vae.export import save_gif
 from vae.preprocess import ImageError
 
 ROOT = Path(__file__).resolve().parent
-WORK_DIR = Path(tempfile.mkdtemp(prefix="smile-"))
+WORK_DIR = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and strip GIFs of this run
+atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
 
 
 def upload_path(payload: dict | str | None) -> str | None:
@@ -182,4 +186,5 @@ demo = build_demo()
 demo.queue(default_concurrency_limit=2, max_size=64)
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stopped server (Spaces, tests) still cleans WORK_DIR
     demo.launch(allowed_paths=[str(WORK_DIR)])
