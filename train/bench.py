@@ -1,8 +1,9 @@
 """Benchmark: `python -m train.bench` prints one JSON object as its last line.
 
-Measured in one process, on this machine's CPU: training images/s of plain float32 (contiguous
-NCHW) and of the default fast path (`--precision auto --channels-last auto`, which picks bf16 only
-where the CPU runs it natively), their ratio `train_speedup`; cache-building images/s; encode(1 image)
+Measured in one process, on this machine's CPU: training images/s of every path that
+`--precision auto --channels-last auto` times (float32 NCHW and channels_last, and bf16 where the
+CPU's flags say it is native), the path it keeps (the fastest) and `train_speedup`, the kept path
+over plain float32 NCHW, which is therefore never below 1; cache-building images/s; encode(1 image)
 and decode(2 latents) latency p50/p95; and, with `--app`, the real app over HTTP: upload (align +
 encode + decode, `/prepare`) and slider move (decode only, `/render`) round trips p50/p95, a cached
 `/edit`, slider moves/s with 4 concurrent clients (each with its own session), and the slider as a person
@@ -24,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.loss import vae_loss
-from train.train import default_precision
+from train.speed import SpeedPath, candidates, images_per_s
 from vae.model import SmileVAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,25 +36,20 @@ def percentiles(seconds: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
 
 
-def train_rate(precision: str, channels_last: bool, batch: int, steps: int) -> float:
-    torch.manual_seed(0)
-    model = SmileVAE()
+def train_rates(batch: int, steps: int) -> dict:
+    """What `python -m train` does on this CPU: time each candidate path and keep the fastest."""
     x = torch.rand(batch, 3, 128, 128)
-    if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    times = []
-    for i in range(steps + 2):  # two warm-up steps
-        start = time.perf_counter()
-        with autocast:
-            recon, mean, logvar = model(x)
-        loss = vae_loss(recon, x, mean, logvar)[0]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return batch / float(np.median(times[2:]))
+    torch.manual_seed(0)
+    paths = candidates(torch.device("cpu"))
+    rates = {path: images_per_s(path, x, steps) for path in paths}
+    chosen = max(rates, key=rates.get)
+    fp32 = rates[SpeedPath("fp32", False)]
+    result = {"train_images_per_s": {p.name: round(r, 2) for p, r in rates.items()}, "fast_path": chosen.name,
+              "train_fp32_images_per_s": round(fp32, 2), "train_fast_images_per_s": round(rates[chosen], 2),
+              "train_speedup": round(rates[chosen] / fp32, 3)}
+    if all(p.precision != "bf16" for p in paths):  # show why bf16 is not a candidate here (tiny run: it is slow)
+        result["train_bf16_images_per_s"] = round(images_per_s(SpeedPath("bf16", True), x[:4], 1), 2)
+    return result
 
 
 def cache_rate(data: Path | None, count: int) -> float | None:
@@ -212,14 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--app", action="store_true", help="also measure the app over HTTP")
     p.add_argument("--requests", type=int, default=30)
     args = p.parse_args(argv)
-    fast_precision = default_precision(torch.device("cpu"))
-    result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "fast_path": f"{fast_precision}+channels_last"}
-    fp32 = train_rate("fp32", False, args.batch_size, args.steps)
-    fast = train_rate(fast_precision, True, args.batch_size, args.steps)
-    print(f"train fp32 {fp32:.1f} img/s, fast path {fast:.1f} img/s", flush=True)
-    if fast_precision != "bf16":  # show why bf16 is not the default on this CPU (tiny run: it is very slow)
-        result["train_bf16_images_per_s"] = round(train_rate("bf16", True, 4, 1), 2)
-    result.update(train_fp32_images_per_s=round(fp32, 2), train_fast_images_per_s=round(fast, 2), train_speedup=round(fast / fp32, 3))
+    result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), **train_rates(args.batch_size, args.steps)}
+    print(f"train {result['train_images_per_s']} img/s: keeps {result['fast_path']}", flush=True)
     rate = cache_rate(args.data, args.cache_images)
     result["cache_images_per_s"] = None if rate is None else round(rate, 1)
     model = SmileVAE.load(ROOT / "assets") if (ROOT / "assets" / "config.json").exists() else SmileVAE().eval()

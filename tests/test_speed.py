@@ -1,0 +1,25 @@
+"""The training path is chosen by timing candidates that the CPU really runs natively."""
+import torch
+
+from train.speed import SpeedPath, cpu_has_native_bf16, fastest
+
+
+def test_speed_trial_times_every_path_without_touching_the_run():
+    x = torch.rand(2, 3, 128, 128)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    paths = [SpeedPath("fp32", False), SpeedPath("fp32", True)]
+    chosen, rates = fastest(paths, x, steps=1)
+    assert torch.equal(torch.get_rng_state(), before)  # the real run's random draws are unchanged
+    assert set(rates) == {"fp32", "fp32+channels_last"} and all(r > 0 for r in rates.values())
+    assert rates[chosen.name] == max(rates.values())
+    assert fastest(paths[:1], x) == (paths[0], {})  # nothing to choose: nothing timed
+
+
+def test_bf16_is_a_candidate_only_where_the_cpu_flags_say_it_is_native(tmp_path):
+    xeon = tmp_path / "cpuinfo"
+    xeon.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n")
+    assert not cpu_has_native_bf16(xeon)  # oneDNN says "supported" on such a CPU, and bf16 runs ~3x slower there
+    xeon.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert cpu_has_native_bf16(xeon)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
