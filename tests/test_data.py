@@ -5,7 +5,8 @@ import pytest
 
 from conftest import write_celeba
 from train.cache import build_cache, load_cache
-from train.data import DatasetError, load_index, held_out_mask
+from train.data import DatasetError, load_index
+from train.split import make_split
 
 
 def test_reads_the_official_layout(tiny_celeba):
@@ -24,18 +25,9 @@ def test_several_roots_and_same_photo_grouping(tmp_path):
     assert len(index) == 20 and len(set(index.keys)) == 20
     assert index.groups[index.keys.index("hq-b/000003.jpg")] == "celeba-a/000007.jpg"
     for seed in range(10):
-        mask = held_out_mask(index.groups, index.partition, "random", 0.5, seed)
-        assert mask[index.keys.index("hq-b/000003.jpg")] == mask[index.keys.index("celeba-a/000007.jpg")]
-
-
-def test_random_split_is_seeded_80_20(tiny_celeba):
-    index = load_index([tiny_celeba])
-    first = held_out_mask(index.groups, index.partition, "random", 0.2, seed=0)
-    assert first.sum() == round(48 * 0.2)
-    assert np.array_equal(first, held_out_mask(index.groups, index.partition, "random", 0.2, seed=0))
-    assert not np.array_equal(first, held_out_mask(index.groups, index.partition, "random", 0.2, seed=1))
-    official = held_out_mask(index.groups, index.partition, "official")
-    assert official.sum() == 9
+        split = make_split(index, validation_fraction=0.25, test_fraction=0.25, seed=seed)
+        side = {key: part for part in ("train", "validation", "test") for key in getattr(split, part)}
+        assert side["hq-b/000003.jpg"] == side["celeba-a/000007.jpg"]
 
 
 def test_missing_files_and_mismatches_are_named(tmp_path):
@@ -70,9 +62,6 @@ def test_real_celeba_folders(shared_data):
     index = load_index(roots)
     assert len(index) == 21_723
     assert index.attribute("Smiling").sum() == 10_409
-    mask = held_out_mask(index.groups, index.partition, "random", 0.2, 0)
-    assert 0.19 < mask.mean() < 0.21
+    assert sum(bool(i) for i in index.identities) == 6_031 + 9_692  # both CelebA folders say who is who
     twins = [(k, g) for k, g in zip(index.keys, index.groups) if g != k]
     assert len(twins) == 358
-    key_mask = dict(zip(index.keys, mask))
-    assert all(key_mask[k] == key_mask[g] for k, g in twins)

@@ -46,7 +46,7 @@ def test_edit_and_step_units(tmp_path):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(500, 64)).astype(np.float32)
     labels = np.where(rng.random((500, 2)) < 0.5, 1, -1)
-    vectors = compute_vectors(z, labels, z, ["Smiling", "Male"])
+    vectors = compute_vectors(z, labels, ["Smiling", "Male"])
     vectors.save(tmp_path)
     loaded = AttributeVectors.load(tmp_path)
     assert loaded.names == ["Smiling", "Male"] and np.array_equal(loaded.vectors, vectors.vectors)

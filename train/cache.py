@@ -7,6 +7,7 @@ from it on a machine that has no copy of the source images.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from train.data import CelebAIndex, load_index
 from vae.align import FRAME_SIZE, FaceAligner
 from vae.preprocess import CROP_FRACTION, IMAGE_SIZE, crop_and_resize, load_image
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta.json carries the identities the split needs
 ALIGN_MODES = ("auto", "always", "never")
 
 
@@ -37,6 +38,7 @@ class FaceCache:
     keys: list[str]
     groups: list[str]
     partition: np.ndarray
+    identities: list[str]
     info: dict
 
     def __len__(self) -> int:
@@ -115,7 +117,7 @@ def build_cache(
         "aligned": int((statuses == 1).sum()), "no_face": [index.keys[i] for i in np.flatnonzero(statuses == 2)],
     }
     meta = {"info": info, "attr_names": index.attr_names, "keys": index.keys, "groups": index.groups,
-            "partition": index.partition.tolist()}
+            "partition": index.partition.tolist(), "identities": index.identities}
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, target)  # a whole cache appears at once, or not at all
@@ -130,6 +132,8 @@ def load_cache(path: str | Path) -> FaceCache:
     if not (path / "meta.json").exists():
         raise FileNotFoundError(f"{path} is not an image cache (no meta.json); build one with `python -m train --data ...`.")
     meta = json.loads((path / "meta.json").read_text())
+    if meta["info"].get("version") != CACHE_VERSION:
+        raise SystemExit(f"{path} was built by an older version of the cache; build it again with `python -m train --data ...`.")
     return FaceCache(
         path=path,
         images=np.load(path / "images.npy", mmap_mode="r"),
@@ -138,6 +142,7 @@ def load_cache(path: str | Path) -> FaceCache:
         keys=meta["keys"],
         groups=meta["groups"],
         partition=np.array(meta["partition"], dtype=np.int8),
+        identities=meta["identities"],
         info=meta["info"],
     )
 
@@ -149,3 +154,13 @@ def open_cache(data: list[str], cache: str | None, cache_dir: str | Path, align:
     if not data:
         raise SystemExit("Give the data: --data DIR (CelebA layout, repeatable) or --cache DIR.")
     return build_cache(load_index(data), cache_dir, align=align, workers=workers)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """`--data` / `--cache` and the cache settings, shared by every step that reads faces."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data", action="append", default=[], metavar="DIR", help="CelebA-layout folder; repeat for several")
+    g.add_argument("--cache", metavar="DIR", help="an already built cache folder instead of --data")
+    g.add_argument("--cache-dir", default="runs/cache", help="where caches are built and reused (default: %(default)s)")
+    g.add_argument("--align", choices=ALIGN_MODES, default="auto", help="align faces with MTCNN: auto = only non-CelebA framings")
+    g.add_argument("--workers", type=int, default=None, help="processes for building the cache (default: all cores)")

@@ -1,9 +1,10 @@
-"""Read CelebA in its official layout, from one or several folders, and split it.
+"""Read CelebA in its official layout, from one or several folders.
 
 A folder holds `img_align_celeba/*.jpg`, `list_attr_celeba.txt` (count, 40 names, rows of +-1) and
-optionally `list_eval_partition.txt`. A folder may also hold `same_photo_in_celeba_folders.txt`
-(`<name> <other name> <other folder>`): such pairs are the same photo and always land on the same
-side of the split.
+optionally `list_eval_partition.txt` and `identity_CelebA.txt` (`<name> <person id>`, who is who). A
+folder may also hold `same_photo_in_celeba_folders.txt` (`<name> <other name> <other folder>`): such
+pairs are the same photo. Both kinds of grouping feed the split (train/split.py), so that one photo,
+or one person where known, never sits on both sides.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 SAME_PHOTO_FILE = "same_photo_in_celeba_folders.txt"
+IDENTITY_FILE = "identity_CelebA.txt"
 
 
 class DatasetError(RuntimeError):
@@ -32,6 +34,7 @@ class CelebAIndex:
     attrs: np.ndarray  # (N, 40) int8 in {-1, 1}
     groups: list[str]  # images with the same group are the same photo
     partition: np.ndarray  # (N,) int8: 0 train, 1 val, 2 test, -1 unknown
+    identities: list[str]  # the person's CelebA identity id, "" where the folder does not say
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -73,12 +76,15 @@ def read_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     return names, rows
 
 
-def read_partition(path: Path) -> dict[str, int]:
-    return {name: int(part) for name, part in (line.split() for line in path.read_text().splitlines() if line.strip())}
+def read_name_table(path: Path) -> dict[str, str]:
+    """`<file name> <value>` lines (the partition and identity files); {} when the file is absent."""
+    if not path.exists():
+        return {}
+    return dict(line.split()[:2] for line in path.read_text().splitlines() if line.strip())
 
 
-def read_folder(root: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, int]]:
-    """Names, rows and partition of one folder, checked against the images that really exist."""
+def read_folder(root: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, str], dict[str, str]]:
+    """Names, rows, partition and identities of one folder, checked against the images that really exist."""
     image_dir, attr_file = root / IMAGE_DIR, root / ATTR_FILE
     missing = [str(p) for p in (image_dir, attr_file) if not p.exists()]
     if missing:
@@ -90,9 +96,7 @@ def read_folder(root: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str,
     images = {p.name for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
     _report_mismatch(root, sorted(set(rows) - images), f"rows in {ATTR_FILE} without an image")
     _report_mismatch(root, sorted(images - set(rows)), f"images without a row in {ATTR_FILE}")
-    partition_file = root / PARTITION_FILE
-    partition = read_partition(partition_file) if partition_file.exists() else {}
-    return names, rows, partition
+    return names, rows, read_name_table(root / PARTITION_FILE), read_name_table(root / IDENTITY_FILE)
 
 
 def _report_mismatch(root: Path, names: list[str], what: str) -> None:
@@ -105,11 +109,11 @@ def load_index(roots: list[str | Path]) -> CelebAIndex:
     """Read every folder in `roots` into one index; all must share the same 40 attribute names."""
     if not roots:
         raise DatasetError("No data folder given: pass --data PATH (a folder in the CelebA layout).")
-    paths, keys, attrs, groups, partition = [], [], [], [], []
+    paths, keys, attrs, groups, partition, identities = [], [], [], [], [], []
     attr_names: list[str] | None = None
     folders = {Path(r).resolve().name for r in roots}
     for root in map(Path, roots):
-        names, rows, part = read_folder(root)
+        names, rows, part, identity = read_folder(root)
         if attr_names is not None and names != attr_names:
             raise DatasetError(f"{root} uses different attribute names from the first folder.")
         attr_names = names
@@ -120,10 +124,12 @@ def load_index(roots: list[str | Path]) -> CelebAIndex:
             keys.append(key)
             attrs.append(rows[name])
             groups.append(same_photo.get(name, key))
-            partition.append(part.get(name, -1))
+            partition.append(int(part.get(name, -1)))
+            identities.append(identity.get(name, ""))
     if len(set(keys)) != len(keys):
         raise DatasetError("Two data folders have the same folder name; rename one so images stay distinct.")
-    return CelebAIndex(paths, keys, attr_names or [], np.stack(attrs), groups, np.array(partition, dtype=np.int8))
+    return CelebAIndex(paths, keys, attr_names or [], np.stack(attrs), groups,
+                       np.array(partition, dtype=np.int8), identities)
 
 
 def _read_same_photo(root: Path, loaded_folders: set[str]) -> dict[str, str]:
@@ -134,20 +140,3 @@ def _read_same_photo(root: Path, loaded_folders: set[str]) -> dict[str, str]:
     pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
     return {name: f"{folder}/{other}" for name, other, folder in pairs if folder in loaded_folders}
 
-
-def held_out_mask(groups: list[str], partition: np.ndarray, mode: str = "random", test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
-    """Boolean mask of the test rows.
-
-    `random`: a seeded shuffle of the distinct photos (groups), the first `test_fraction` of them test.
-    `official`: CelebA's partition file (val and test both count as test); every row needs one.
-    """
-    if mode == "official":
-        if (partition < 0).any():
-            raise DatasetError(f"--split official needs a {PARTITION_FILE} row for every image; {(partition < 0).sum()} have none.")
-        return partition > 0
-    if mode != "random":
-        raise ValueError(f"split mode must be 'random' or 'official', not {mode!r}")
-    unique = sorted(set(groups))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    test_groups = {unique[i] for i in order[: round(len(unique) * test_fraction)]}
-    return np.array([g in test_groups for g in groups])

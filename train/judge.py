@@ -1,9 +1,11 @@
 """A small CNN that judges Smiling, Male and Young, independent of the VAE.
 
 Edit quality is measured by a classifier that is not the generator (Fader Networks, @smilevector):
-it is trained on the *training split images* and then scores decoded edits of test faces. VAE outputs
-are blurrier than photos, so half the training batches are blurred (down- and up-sampled) to keep the
-judge from reading "blurry" as "not smiling". `python -m train.judge --data ... --out runs/judge`.
+it is trained on the *train part of the model's split.json* and then scores decoded edits of
+validation and test faces; its report records a digest of the train keys, which evaluation checks.
+VAE outputs are blurrier than photos, so half the training batches are blurred (down- and up-sampled)
+to keep the judge from reading "blurry" as "not smiling".
+`python -m train.judge --model RUN_OR_DIR --data ... --out runs/judge`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from train.vectors import add_split_args, load_split
+from train.cache import add_data_args
+from train.vectors import open_model_split, resolve_model_dir
+from vae.preprocess import to_tensor
 
 JUDGED = ["Smiling", "Male", "Young"]
 JUDGE_SIZE = 64
@@ -50,8 +54,7 @@ class AttributeJudge(nn.Module, PyTorchModelHubMixin, library_name="smile", tags
 
 
 def batch_from(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    pixels = torch.from_numpy(np.ascontiguousarray(images[rows]))
-    return F.interpolate(pixels.permute(0, 3, 1, 2).float().div_(255.0), size=(JUDGE_SIZE, JUDGE_SIZE), mode="area")
+    return F.interpolate(to_tensor(images[rows]), size=(JUDGE_SIZE, JUDGE_SIZE), mode="area")
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -72,12 +75,16 @@ def evaluate_judge(judge: AttributeJudge, images: np.ndarray, rows: np.ndarray, 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_split_args(p)
+    p.add_argument("--model", required=True, help="model or run folder: the judge trains on its split.json's train part")
+    add_data_args(p)
     p.add_argument("--out", default="runs/judge")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="seeds the initialisation, batch order and augmentation")
     args = p.parse_args(argv)
-    cache, train_rows, test_rows = load_split(args)
+    model_dir = resolve_model_dir(args.model)
+    cache, split, rows = open_model_split(args, model_dir)
+    train_rows, test_rows = rows.train, rows.test
     columns = [cache.attr_names.index(a) for a in JUDGED]
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -103,7 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     report = evaluate_judge(judge, cache.images, test_rows, cache.attrs[test_rows][:, columns])
     out = Path(args.out)
     judge.save_pretrained(out)
-    (out / "judge_report.json").write_text(json.dumps({"test": report, "train_images": len(train_rows), "epochs": args.epochs}, indent=2))
+    trained_on = {"part": "train", "images": len(train_rows), "digest": split.digest("train"), "data_fingerprint": split.fingerprint}
+    (out / "judge_report.json").write_text(json.dumps({"test": report, "train_images": len(train_rows), "trained_on": trained_on,
+                                                       "epochs": args.epochs}, indent=2))
     print(json.dumps(report, indent=2))
     return report
 

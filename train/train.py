@@ -1,17 +1,20 @@
 """Train the SMILE VAE: `python -m train --data DIR [--data DIR ...] --out runs/NAME`.
 
-Reads CelebA (official layout), builds the preprocessing cache once, splits 80/20 with a seed,
-trains with MSE + KL and Adam, and writes into the run folder every epoch: `log.jsonl` (train/test
-MSE, PSNR, KL), `grid_XXXX.png` (test reconstructions over samples from the prior) and
-`checkpoint.pt` (atomic). Ctrl-C saves a checkpoint; `--resume` carries on bit-for-bit. The end
-model goes to `RUN/model` with `save_pretrained`. `torchrun --nproc_per_node=N -m train ...` runs DDP.
+Reads CelebA (official layout), builds the preprocessing cache once, splits it once into train /
+validation / test (80/10/10, by person where known) and writes that split to `RUN/split.json`; a
+resumed run reads it back. Trains with MSE + KL and Adam, and writes into the run folder every epoch:
+`log.jsonl` (train objective; train and validation MSE, PSNR, KL and loss of the posterior-mean
+reconstruction), `grid_XXXX.png` (validation reconstructions over samples from the prior) and
+`checkpoint.pt` (atomic). `RUN/model` (with a copy of split.json) holds the epoch with the lowest
+validation loss; the test part is left for `python -m train.evaluate`. Ctrl-C or SIGTERM stops
+after the current optimiser step and saves a checkpoint; `--resume` carries on bit-for-bit.
+`torchrun --nproc_per_node=N -m train ...` runs DDP.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import json
-import math
 import os
 import random
 import signal
@@ -26,22 +29,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from train.cache import ALIGN_MODES, FaceCache, open_cache
-from train.data import held_out_mask
+from train.cache import FaceCache, add_data_args, open_cache
 from train.loss import vae_loss
+from train.metrics import psnr, reconstruct
+from train.speed import SpeedPath, autocast, candidates, fastest
+from train.split import Split, add_split_args, make_split
 from vae.model import SmileVAE
+from vae.preprocess import to_tensor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_argument_group("data")
-    src.add_argument("--data", action="append", default=[], metavar="DIR", help="CelebA-layout folder; repeat for several")
-    src.add_argument("--cache", metavar="DIR", help="train from an already built cache folder instead of --data")
-    src.add_argument("--cache-dir", default="runs/cache", help="where caches are built and reused (default: %(default)s)")
-    src.add_argument("--align", choices=ALIGN_MODES, default="auto", help="align faces with MTCNN: auto = only non-CelebA framings")
-    src.add_argument("--split", choices=("random", "official"), default="random", help="seeded 80/20, or list_eval_partition.txt")
-    src.add_argument("--test-fraction", type=float, default=0.2)
-    src.add_argument("--workers", type=int, default=None, help="processes for building the cache (default: all cores)")
+    add_data_args(p)
+    add_split_args(p)
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--out", default="runs/smile", help="run folder (default: %(default)s)")
     opt.add_argument("--epochs", type=int, default=100)
@@ -56,9 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hw = p.add_argument_group("speed")
     hw.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     hw.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                    help="auto: bf16 autocast where the CPU/GPU supports it natively, fp32 on other CPUs, fp16 on old GPUs")
-    hw.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto = on (faster convolutions)")
-    hw.add_argument("--eval-images", type=int, default=2000, help="test images scored each epoch (0 = all)")
+                    help="auto: on a GPU bf16 (fp16 on old GPUs); on a CPU the fastest of fp32 and native bf16, timed")
+    hw.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                    help="auto: on for a GPU; on a CPU timed against the plain layout")
+    hw.add_argument("--eval-images", type=int, default=2000, help="validation (and train) images scored each epoch (0 = all)")
     hw.add_argument("--save-fp16", action="store_true", help="store the end model in fp16 (~80 MB instead of ~160 MB)")
     return p.parse_args(argv)
 
@@ -68,29 +69,18 @@ class Runtime:
     device: torch.device
     rank: int
     world: int
-    precision: str  # fp32 | bf16 | fp16
-    channels_last: bool
+    path: SpeedPath = SpeedPath("fp32", False)  # chosen once the first batch exists (choose_path)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def channels_last(self) -> bool:
+        return self.path.channels_last
+
     def autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
-
-def default_precision(device: torch.device) -> str:
-    """bf16 autocast where the hardware runs it natively, else fp32 on CPU and fp16 on old GPUs.
-
-    On CPUs without AVX-512 BF16 / AMX, oneDNN falls back to reference kernels and bf16 training
-    runs ~15x *slower* than fp32 (measured on this project's 2-core AMD EPYC), so we never guess.
-    """
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        return autocast(self.device, self.path.precision)
 
 
 def setup_runtime(args: argparse.Namespace) -> Runtime:
@@ -107,9 +97,22 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    precision = args.precision if args.precision != "auto" else default_precision(device)
-    channels_last = args.channels_last == "on" or args.channels_last == "auto"
-    return Runtime(device, rank, world, precision, channels_last)
+    return Runtime(device, rank, world)
+
+
+def choose_path(args: argparse.Namespace, rt: Runtime, x: torch.Tensor) -> dict[str, float]:
+    """Set rt.path to the fastest candidate on the first batch (rank 0 times, every rank follows); returns the figures."""
+    paths = candidates(rt.device, args.precision, args.channels_last)
+    chosen, rates = fastest(paths, x, latent_dim=args.latent_dim) if rt.main else (paths[0], {})
+    if rt.world > 1:
+        index = torch.tensor([paths.index(chosen)], device=rt.device)
+        dist.broadcast(index, 0)
+        chosen = paths[int(index)]
+    rt.path = chosen
+    if rates and rt.main:
+        print("Training speed on the first batch: " + ", ".join(f"{n} {r:.1f} img/s" for n, r in rates.items())
+              + f" -> {chosen.name}")
+    return rates
 
 
 def get_cache(args: argparse.Namespace, rt: Runtime) -> FaceCache:
@@ -144,38 +147,36 @@ class Batches:
             yield self.load(np.sort(mine[b * self.batch_size:(b + 1) * self.batch_size]))
 
     def load(self, rows: np.ndarray) -> torch.Tensor:
-        if isinstance(self.images, torch.Tensor):
-            pixels = self.images[torch.from_numpy(rows).to(self.rt.device)]
+        if isinstance(self.images, torch.Tensor):  # already on the GPU: convert there
+            x = self.images[torch.from_numpy(rows).to(self.rt.device)].movedim(-1, -3).float().div_(255.0)
         else:
-            pixels = torch.from_numpy(self.images[rows]).to(self.rt.device, non_blocking=True)
-        x = pixels.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC storage: this view is channels_last already
-        return x if self.rt.channels_last else x.contiguous()
-
-
-def psnr(mse_per_image: torch.Tensor) -> torch.Tensor:
-    return 10 * torch.log10(1.0 / mse_per_image.clamp_min(1e-10))
+            x = to_tensor(self.images[rows]).to(self.rt.device, non_blocking=True)
+        return x if self.rt.channels_last else x.contiguous()  # NHWC storage: the NCHW view is channels_last already
 
 
 @torch.no_grad()
-def evaluate(model: SmileVAE, batches: Batches, rows: np.ndarray, rt: Runtime, batch_size: int = 128) -> dict:
-    """Test reconstruction of the posterior mean: per-pixel MSE, PSNR (mean over images), KL."""
+def evaluate(model: SmileVAE, batches: Batches, rows: np.ndarray, rt: Runtime, beta: float, prefix: str,
+             batch_size: int = 128) -> dict:
+    """Posterior-mean reconstruction of `rows`: MSE, PSNR (per image, then averaged), KL and the loss
+    (summed squared error + beta * KL per image, the objective with z = mu), keys prefixed `prefix_`."""
     model.eval()
     mses, kls = [], []
     for start in range(0, len(rows), batch_size):
         x = batches.load(rows[start:start + batch_size])
         with rt.autocast():
-            mean, logvar = model.encode(x)
-            recon = model.decode(mean)
-        mses.append((recon.float() - x).pow(2).flatten(1).mean(1).cpu())
-        kls.append((0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1)).cpu())
+            _, mse, kl = reconstruct(model, x)
+        mses.append(mse.cpu())
+        kls.append(kl.cpu())
     model.train()
-    mse, kl = torch.cat(mses), torch.cat(kls)
-    return {"test_mse": mse.mean().item(), "test_psnr": psnr(mse).mean().item(), "test_kl": kl.mean().item()}
+    mse, kl = torch.cat(mses).numpy(), torch.cat(kls).numpy()
+    pixels = int(np.prod(batches.images.shape[1:]))
+    scores = {"mse": mse.mean(), "psnr": psnr(mse).mean(), "kl": kl.mean(), "loss": (mse * pixels + beta * kl).mean()}
+    return {f"{prefix}_{name}": float(value) for name, value in scores.items()}
 
 
 @torch.no_grad()
 def save_grid(model: SmileVAE, x: torch.Tensor, path: Path, rt: Runtime, seed: int) -> None:
-    """Rows: test images, their reconstructions, samples from the prior (same prior draws every epoch)."""
+    """Rows: validation images, their reconstructions, samples from the prior (same prior draws every epoch)."""
     model.eval()
     z = torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(seed)).to(rt.device)
     with rt.autocast():
@@ -203,12 +204,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: SmileVAE, optimizer: torch.optim.Optimizer, epoch: int, step_in_epoch: int,
-                    global_step: int, args: argparse.Namespace) -> None:
+                    global_step: int, best: dict | None, rt: Runtime, args: argparse.Namespace) -> None:
     """Write to a temporary file and rename: a crash mid-write never corrupts the last checkpoint."""
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        "step_in_epoch": step_in_epoch, "global_step": global_step, "rng": rng_state(),
-        "latent_dim": model.latent_dim, "args": vars(args),
+        "step_in_epoch": step_in_epoch, "global_step": global_step, "rng": rng_state(), "best": best,
+        "path": (rt.path.precision, rt.path.channels_last), "latent_dim": model.latent_dim, "args": vars(args),
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -220,109 +221,158 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     return torch.load(path, map_location=device, weights_only=False)
 
 
-class StopRequested(Exception):
-    """Raised from the SIGINT/SIGTERM handler between steps so the loop can checkpoint and exit."""
+class StopFlag:
+    """SIGINT/SIGTERM only raise a flag, which the loop reads between optimiser steps.
+
+    A handler that raised wherever Python happened to be could cut Adam's per-parameter update in
+    half, or land after the update but before the step counter moved (that batch would be replayed
+    on resume). A second signal acts as it did before, for a run that must die at once.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+        signal.signal(signum, self.previous[signum])
+
+    def __enter__(self) -> "StopFlag":
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def save_model(model: SmileVAE, split: Split, directory: Path, fp16: bool) -> None:
+    """The model and, next to it, the split it was trained on (what vectors, judge and evaluate read)."""
+    model.eval()
+    model.to(memory_format=torch.contiguous_format).save_pretrained_atomic(directory, fp16=fp16)
+    split.save(directory)
+
+
+def run_split(args: argparse.Namespace, cache: FaceCache, out: Path) -> Split:
+    """A new run makes the split (and rank 0 writes it); a resumed run reads its own back, whatever the flags say."""
+    if args.resume:
+        return Split.load(out)
+    return make_split(cache, args.split, args.split_by, args.validation_fraction, args.test_fraction, args.seed)
+
+
+def stop_everywhere(stop: bool, rt: Runtime) -> bool:
+    """True on every rank as soon as one rank wants to stop, so DDP ranks leave the loop at the same step."""
+    if rt.world == 1:
+        return stop
+    flag = torch.tensor([float(stop)], device=rt.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     rt = setup_runtime(args)
     out = Path(args.out)
+    checkpoint_path = out / "checkpoint.pt"
+    if args.resume and not checkpoint_path.exists():
+        raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
     torch.manual_seed(args.seed)
     cache = get_cache(args, rt)
-    is_test = held_out_mask(cache.groups, cache.partition, args.split, args.test_fraction, args.seed)
-    train_rows, test_rows = np.flatnonzero(~is_test), np.flatnonzero(is_test)
-    eval_rows = test_rows if args.eval_images <= 0 else test_rows[: args.eval_images]
-    batches = Batches(cache.images, train_rows, args.batch_size, rt, args.seed)
+    split = run_split(args, cache, out)
+    rows = split.rows(cache)
+    eval_count = None if args.eval_images <= 0 else args.eval_images
+    batches = Batches(cache.images, rows.train, args.batch_size, rt, args.seed)
     if len(batches) == 0:
-        raise SystemExit(f"Only {len(train_rows)} training images: fewer than one batch of {args.batch_size} per process.")
+        raise SystemExit(f"Only {len(rows.train)} training images: fewer than one batch of {args.batch_size} per process.")
+    if len(rows.validation) == 0:
+        raise SystemExit("The split has no validation images, so no epoch could be chosen: raise --validation-fraction.")
 
+    state = load_checkpoint(checkpoint_path, rt.device) if args.resume else None
+    if state:
+        rt.path, speed_trial = SpeedPath(*state["path"]), {}  # the same numerics as before the stop
+    else:
+        speed_trial = choose_path(args, rt, batches.load(rows.train[:args.batch_size]))
     model = SmileVAE(latent_dim=args.latent_dim).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scaler = torch.amp.GradScaler(enabled=rt.precision == "fp16")
-    epoch, skip, global_step = 0, 0, 0
-    checkpoint_path = out / "checkpoint.pt"
-    if args.resume:
-        if not checkpoint_path.exists():
-            raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
-        state = load_checkpoint(checkpoint_path, rt.device)
+    scaler = torch.amp.GradScaler(enabled=rt.path.precision == "fp16")
+    epoch, skip, global_step, best = 0, 0, 0, None
+    if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        epoch, skip, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        epoch, skip, global_step, best = state["epoch"], state["step_in_epoch"], state["global_step"], state["best"]
         set_rng_state(state["rng"])
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "args.json").write_text(json.dumps({**vars(args), "cache_path": str(cache.path), "train_images": len(train_rows),
-                                                   "test_images": len(test_rows), "precision": rt.precision,
+        if not args.resume:
+            split.save(out)
+        (out / "args.json").write_text(json.dumps({**vars(args), "cache_path": str(cache.path), **split.counts(),
+                                                   "split_unit": split.unit, "precision": rt.path.precision,
+                                                   "channels_last": rt.channels_last, "speed_trial_images_per_s": speed_trial,
                                                    "device": str(rt.device), "world_size": rt.world}, indent=2))
     ddp = DistributedDataParallel(model) if rt.world > 1 else model
-    grid_x = batches.load(test_rows[:8]) if len(test_rows) else batches.load(train_rows[:8])
-
-    def request_stop(signum, frame):
-        raise StopRequested()
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    grid_x = batches.load(rows.validation[:8])
     started = time.time()
     stopped = False
-    try:
+    with StopFlag() as signalled:
         while epoch < args.epochs and not stopped:
             bar = tqdm(batches.epoch(epoch, skip), total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
                        disable=not rt.main, unit="batch", dynamic_ncols=True)
             sums = torch.zeros(3, device=rt.device)
             seen, t0, step_in_epoch = 0, time.time(), skip
-            try:
-                for x in bar:
-                    with rt.autocast():
-                        recon, mean, logvar = ddp(x)
-                    loss, mse, kl = vae_loss(recon, x, mean, logvar, args.beta)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    step_in_epoch += 1
-                    global_step += 1
-                    sums += torch.stack([loss.detach(), mse.detach(), kl.detach()]) * len(x)
-                    seen += len(x)
-                    if step_in_epoch % 10 == 0 or step_in_epoch == len(batches):
-                        rate = seen * rt.world / max(time.time() - t0, 1e-9)
-                        bar.set_postfix(loss=f"{loss.item():.1f}", mse=f"{mse.item():.4f}", kl=f"{kl.item():.1f}", img_s=f"{rate:.0f}")
-                    minutes_up = args.max_minutes is not None and (time.time() - started) / 60 >= args.max_minutes
-                    if (args.max_steps is not None and global_step >= args.max_steps) or minutes_up:
-                        stopped = True
-                        break
-            except StopRequested:
-                stopped = True
-                if rt.main:
-                    print(f"\nInterrupted: saving checkpoint at epoch {epoch + 1}, step {step_in_epoch}.")
+            for x in bar:
+                with rt.autocast():
+                    recon, mean, logvar = ddp(x)
+                loss, mse, kl = vae_loss(recon, x, mean, logvar, args.beta)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step_in_epoch += 1
+                global_step += 1
+                sums += torch.stack([loss.detach(), mse.detach(), kl.detach()]) * len(x)
+                seen += len(x)
+                if step_in_epoch % 10 == 0 or step_in_epoch == len(batches):
+                    rate = seen * rt.world / max(time.time() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{loss.item():.1f}", mse=f"{mse.item():.4f}", kl=f"{kl.item():.1f}", img_s=f"{rate:.0f}")
+                minutes_up = args.max_minutes is not None and (time.time() - started) / 60 >= args.max_minutes
+                steps_up = args.max_steps is not None and global_step >= args.max_steps
+                if stop_everywhere(signalled.raised or steps_up or minutes_up, rt):
+                    stopped = True
+                    if signalled.raised and rt.main:
+                        tqdm.write(f"Stopping after step {step_in_epoch} of epoch {epoch + 1}: saving a checkpoint.")
+                    break
             bar.close()
             epoch_done = step_in_epoch >= len(batches)
             if epoch_done:
-                epoch, skip_next = epoch + 1, 0
+                epoch, skip = epoch + 1, 0
             else:
-                skip_next = step_in_epoch
+                skip = step_in_epoch
+            if rt.main and epoch_done and seen:
+                record = {"epoch": epoch, "step": global_step, "images_seen": global_step * args.batch_size * rt.world,
+                          "objective_loss": (sums[0] / seen).item(), "objective_mse": (sums[1] / seen).item(),
+                          "objective_kl": (sums[2] / seen).item(), "images_per_s": seen * rt.world / (time.time() - t0),
+                          "wall_s": time.time() - started,
+                          **evaluate(model, batches, rows.train[:eval_count], rt, args.beta, "train"),
+                          **evaluate(model, batches, rows.validation[:eval_count], rt, args.beta, "validation")}
+                if best is None or record["validation_loss"] < best["validation_loss"]:
+                    best = {"epoch": epoch, "validation_loss": record["validation_loss"]}
+                    save_model(copy.deepcopy(model), split, out / "model", args.save_fp16)
+                record["best_epoch"] = best["epoch"]
+                with open(out / "log.jsonl", "a") as log:
+                    log.write(json.dumps(record) + "\n")
+                save_grid(model, grid_x, out / f"grid_{epoch:04d}.png", rt, args.seed)
+                tqdm.write(f"epoch {epoch}: validation PSNR {record['validation_psnr']:.2f} dB, loss {record['validation_loss']:.1f} "
+                           f"(best: epoch {best['epoch']}), {record['images_per_s']:.0f} img/s")
             if rt.main:
-                save_checkpoint(checkpoint_path, model, optimizer, epoch, skip_next, global_step, args)
-                if epoch_done and seen:
-                    record = {"epoch": epoch, "step": global_step, "images_seen": global_step * args.batch_size * rt.world,
-                              "train_loss": (sums[0] / seen).item(), "train_mse": (sums[1] / seen).item(),
-                              "train_kl": (sums[2] / seen).item(), "train_psnr": -10 * math.log10(max((sums[1] / seen).item(), 1e-10)),
-                              "images_per_s": seen * rt.world / (time.time() - t0), "wall_s": time.time() - started,
-                              **evaluate(model, batches, eval_rows, rt)}
-                    with open(out / "log.jsonl", "a") as log:
-                        log.write(json.dumps(record) + "\n")
-                    save_grid(model, grid_x, out / f"grid_{epoch:04d}.png", rt, args.seed)
-                    tqdm.write(f"epoch {epoch}: test PSNR {record['test_psnr']:.2f} dB, KL {record['test_kl']:.1f}, "
-                               f"{record['images_per_s']:.0f} img/s")
-            skip = skip_next
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+                save_checkpoint(checkpoint_path, model, optimizer, epoch, skip, global_step, best, rt, args)
     if rt.main:
-        model.eval()
-        model.to(memory_format=torch.contiguous_format).save_pretrained_atomic(out / "model", fp16=args.save_fp16)
-        print(f"Saved model to {out / 'model'} (epoch {epoch}, {global_step} steps)")
+        if best is None:  # no whole epoch yet (a smoke run): the model is the last state
+            save_model(copy.deepcopy(model), split, out / "model", args.save_fp16)
+        print(f"Saved {out / 'model'}: " + (f"epoch {best['epoch']}, the lowest validation loss" if best else
+                                             f"the state after {global_step} steps (no whole epoch)")
+              + f"; stopped at epoch {epoch}, {global_step} steps")
     if rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -1,10 +1,11 @@
 """Vectors step: `python -m train.vectors --model RUN_OR_DIR --data DIR [--data DIR ...]`.
 
-Encodes the split the model was trained with (posterior means, never samples), forms the recipe's
-mean-difference vector for every attribute from the *train* rows (capped at --cap per side) and
-scores it on the *test* rows: ROC-AUC of the projection z . v, a first check that the direction
-carries the attribute. Scoring on rows the vector was not fitted on keeps the AUC honest. Writes
-`attribute_vectors.npz`, `smile_vector.npy` and `vectors_report.json` next to the model.
+Reads the split the model was trained with from its `split.json` (never re-derived from flags),
+encodes it (posterior means, never samples), forms the recipe's mean-difference vector for every
+attribute from the *train* rows (capped at --cap per side), with its slider unit (the std of z . v_hat
+over the train rows), and scores it on the *test* rows: ROC-AUC of the projection z . v, a first check
+that the direction carries the attribute. Writes `attribute_vectors.npz`, `smile_vector.npy` and
+`vectors_report.json` next to the model.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from train.cache import ALIGN_MODES, FaceCache, open_cache
-from train.data import held_out_mask
+from train.cache import FaceCache, add_data_args, open_cache
+from train.split import Split, SplitRows
 from vae.model import SmileVAE
+from vae.preprocess import to_tensor
 from vae.vectors import AttributeVectors, mean_difference, projection_std
 
 
@@ -38,37 +40,26 @@ def encode_rows(model: SmileVAE, images: np.ndarray, rows: np.ndarray, batch_siz
     out = np.empty((len(rows), model.latent_dim), dtype=np.float32)
     model = model.to(memory_format=torch.channels_last)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-        pixels = torch.from_numpy(np.ascontiguousarray(images[rows[start:start + batch_size]]))
-        x = pixels.permute(0, 3, 1, 2).float().div_(255.0).to(model.device)
+        x = to_tensor(images[rows[start:start + batch_size]]).to(model.device)
         out[start:start + len(x)] = model.encode(x)[0].cpu().numpy()
     return out
 
 
-def add_split_args(p: argparse.ArgumentParser) -> None:
-    """Data arguments shared by the steps that must see the training run's exact split."""
-    p.add_argument("--data", action="append", default=[], metavar="DIR")
-    p.add_argument("--cache", metavar="DIR", help="an already built cache folder instead of --data")
-    p.add_argument("--cache-dir", default="runs/cache")
-    p.add_argument("--align", choices=ALIGN_MODES, default="auto")
-    p.add_argument("--split", choices=("random", "official"), default="random")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0, help="the training run's seed (same split)")
+def open_model_split(args: argparse.Namespace, model_dir: Path) -> tuple[FaceCache, Split, SplitRows]:
+    """The faces of `--data` / `--cache`, divided by the model's own split.json (stops if the data differ)."""
+    split = Split.load(model_dir)
+    cache = open_cache(args.data, args.cache, args.cache_dir, args.align, args.workers)
+    return cache, split, split.rows(cache)
 
 
-def load_split(args: argparse.Namespace) -> tuple[FaceCache, np.ndarray, np.ndarray]:
-    cache = open_cache(args.data, args.cache, args.cache_dir, args.align)
-    is_test = held_out_mask(cache.groups, cache.partition, args.split, args.test_fraction, args.seed)
-    return cache, np.flatnonzero(~is_test), np.flatnonzero(is_test)
-
-
-def compute_vectors(train_z: np.ndarray, train_labels: np.ndarray, test_z: np.ndarray, names: list[str],
-                    cap: int = 10_000, seed: int = 0) -> AttributeVectors:
-    """One recipe vector per attribute column (labels in {-1, 1}) with its slider unit (std over `test_z`)."""
+def compute_vectors(train_z: np.ndarray, train_labels: np.ndarray, names: list[str], cap: int = 10_000,
+                    seed: int = 0) -> AttributeVectors:
+    """One recipe vector per attribute column (labels in {-1, 1}) with its slider unit, both from the train rows."""
     vectors, stds = [], []
     for column in range(len(names)):
         v = mean_difference(train_z, train_labels[:, column] > 0, cap=cap, seed=seed)
         vectors.append(v)
-        stds.append(projection_std(test_z, v))
+        stds.append(projection_std(train_z, v))
     return AttributeVectors(list(names), np.stack(vectors), np.array(stds))
 
 
@@ -82,18 +73,20 @@ def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> flo
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder or run folder")
-    add_split_args(p)
+    add_data_args(p)
     p.add_argument("--cap", type=int, default=10_000, help="samples per side (recipe: 10,000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the --cap sampling")
     args = p.parse_args(argv)
     model_dir = resolve_model_dir(args.model)
     model = SmileVAE.load(model_dir)
-    cache, train_rows, test_rows = load_split(args)
-    train_z = encode_rows(model, cache.images, train_rows, desc="Encoding train split")
-    test_z = encode_rows(model, cache.images, test_rows, desc="Encoding test split")
-    vectors = compute_vectors(train_z, cache.attrs[train_rows], test_z, cache.attr_names, args.cap, args.seed)
-    auc = {name: projection_auc(test_z, cache.attrs[test_rows, i], vectors.vectors[i]) for i, name in enumerate(vectors.names)}
+    cache, _, rows = open_model_split(args, model_dir)
+    train_z = encode_rows(model, cache.images, rows.train, desc="Encoding train split")
+    test_z = encode_rows(model, cache.images, rows.test, desc="Encoding test split")
+    vectors = compute_vectors(train_z, cache.attrs[rows.train], cache.attr_names, args.cap, args.seed)
+    auc = {name: projection_auc(test_z, cache.attrs[rows.test, i], vectors.vectors[i]) for i, name in enumerate(vectors.names)}
     vectors.save(model_dir)
-    report = {"train_images": len(train_rows), "test_images": len(test_rows), "cap": args.cap, "projection_auc": auc}
+    report = {"train_images": len(rows.train), "test_images": len(rows.test), "cap": args.cap, "slider_unit": "std of z . v_hat over train",
+              "projection_auc": auc}
     (model_dir / "vectors_report.json").write_text(json.dumps(report, indent=2))
     for name, value in sorted(auc.items(), key=lambda kv: -np.nan_to_num(kv[1])):
         print(f"{name:22s} AUC {value:.3f}")
