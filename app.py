@@ -1,184 +1,213 @@
 """SMILE web app: upload a face, slide the smile. `python app.py`, then open http://127.0.0.1:7860.
 
-UI wiring only; the work happens in `vae.editor.SmileEditor`. Model: `assets/` by default, or the
-local folder / Hub repo id in SMILE_MODEL. Named API endpoints (see README): /edit, /prepare, /render.
+UI wiring only: the editing is `vae.editor.SmileEditor`, the live slider is `ui/live.html|css|js`, and
+what a public server must check is `vae.serving`. Model: `assets/` by default, or the local folder /
+Hub repo id in SMILE_MODEL. Named API endpoints (see README): /edit, /prepare, /render.
 """
 from __future__ import annotations
 
 import atexit
-import hashlib
+import base64
+import functools
+import io
+import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from gradio.data_classes import FileData
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from vae.editor import ModelLoadError, Prepared, SmileEditor
-from vae.export import save_gif
+from vae.export import strip_image
 from vae.preprocess import ImageError
+from vae.serving import PreparedCache, ResultFiles, read_upload
 
 ROOT = Path(__file__).resolve().parent
-WORK_DIR = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and strip GIFs of this run
+LIVE = ROOT / "ui"
+WORK_DIR = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and results of this run
 atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
-
-
-def upload_path(payload: dict | str | None) -> str | None:
-    """The server-side path of an uploaded image.
-
-    Our events run with `preprocess=False`, so gr.Image does not decode the upload itself: our own
-    loader does, and a bad file reaches the person as our message instead of a generic error.
-    """
-    if isinstance(payload, dict):
-        return payload.get("path")
-    return payload
 
 
 def load_editor() -> SmileEditor:
     source = os.environ.get("SMILE_MODEL") or str(ROOT / "assets")
     try:
-        return SmileEditor.from_pretrained(source)
+        editor = SmileEditor.from_pretrained(source)
     except ModelLoadError as err:
         sys.exit(f"SMILE cannot start: {err}\nSet SMILE_MODEL to a model folder or Hub repo id (see README).")
+    editor.aligner.warm_up()
+    return editor
 
 
 EDITOR = load_editor()
 SETTINGS = EDITOR.settings
+RESULTS = ResultFiles(WORK_DIR / "results")
+CACHE = PreparedCache(lambda data, align: EDITOR.prepare(data, align=align))
 
 
-class PreparedCache:
-    """Recently encoded photos keyed by content, so /edit with a new strength only decodes."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, path: str, align: bool) -> Prepared:
-        key = (hashlib.sha256(Path(path).read_bytes()).hexdigest(), align)
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        prepared = EDITOR.prepare(path, align=align)
-        with self.lock:
-            self.items[key] = prepared
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return prepared
+def clear_error(fn):
+    """Turn the editor's ValueErrors (bad image, strength, attribute) into the message the person sees."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as err:  # ImageError is a ValueError
+            raise gr.Error(str(err)) from err
+    return wrapped
 
 
-CACHE = PreparedCache()
+def checked_align(align: object) -> bool:
+    if not isinstance(align, bool):
+        raise ValueError(f"align must be true or false, not {align!r}.")
+    return align
 
 
-def prepare_or_error(payload: dict | str | None, align: bool) -> Prepared:
-    path = upload_path(payload)
-    if not path:
-        raise gr.Error("Upload a photo of a face first.")
-    try:
-        prepared = CACHE.get(path, align)
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
+def prepared_upload(payload: object, align: object) -> Prepared:
+    """Read the uploaded file (only Gradio's upload folder is accepted) and align + encode it, once per content."""
+    path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
+    prepared = CACHE.get(read_upload(path, get_upload_folder()), checked_align(align))
     for note in prepared.notes:
         gr.Warning(note)
     return prepared
 
 
-def render(prepared: Prepared | None, strength: float, attribute: str):
-    """Slider moves and attribute changes: decode two latents (less, more) and paste into the photo."""
+def live_value(edits) -> str:
+    """The live slider's frames as JSON: strengths and JPEG data URIs, all decoded in one batch."""
+    frames = []
+    for view in edits.views():
+        buffer = io.BytesIO()
+        Image.fromarray(view).save(buffer, "JPEG", quality=90)
+        frames.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return json.dumps({"strengths": edits.strengths, "frames": frames})
+
+
+def page_outputs(prepared: Prepared, attribute: str):
+    """Everything the page shows for a photo: live frames, less/more photos, under-the-hood faces."""
+    strength = SETTINGS["default_strength"]
+    edits = EDITOR.live(prepared, attribute, strength)
+    less, more = edits.photos([-strength, strength])
+    return (live_value(edits), RESULTS.image(less, "less"), RESULTS.image(more, "more"), RESULTS.image(prepared.crop, "crop"),
+            RESULTS.image(edits.raw(0.0), "reconstruction"), RESULTS.image(edits.raw(-strength), "decoded_less"),
+            RESULTS.image(edits.raw(strength), "decoded_more"))
+
+
+@clear_error
+def prepare(payload: dict | None, align: bool, attribute: str):
+    """New photo or align toggle: detect, align and encode once, then render every frame."""
+    if not payload:
+        return None, "", None, None, None, None, None, None
+    prepared = prepared_upload(payload, align)
+    return prepared, *page_outputs(prepared, EDITOR.check_attribute(attribute))
+
+
+@clear_error
+def change_attribute(prepared: Prepared | None, attribute: str):
+    """Another direction for the same photo: decode again, no alignment or encoding."""
     if prepared is None:
-        return None, None, None
-    result = EDITOR.render(prepared, strength, attribute, strip=False)
-    return result.less, result.more, result.in_photo
+        return "", None, None, None, None, None, None
+    return page_outputs(prepared, EDITOR.check_attribute(attribute))
 
 
-def render_strip(prepared: Prepared | None, strength: float, attribute: str):
-    """The 7-step strip and its GIF, chained after the fast outputs so the slider feels instant."""
+@clear_error
+def strip(prepared: Prepared | None, attribute: str):
+    """The strip and its GIF from whole-photo frames, chained after the page's first outputs."""
     if prepared is None:
         return None, None
-    result = EDITOR.render(prepared, strength, attribute, in_photo=False)
-    gif = save_gif(result.strip, WORK_DIR / f"strip-{id(prepared):x}.gif")  # one file per photo, rewritten per move
-    return [(img, f"{s:+.1f}") for img, s in zip(result.strip, result.strengths)], str(gif)
+    strengths = EDITOR.strip_strengths(SETTINGS["default_strength"])
+    frames = [Image.fromarray(v) for v in EDITOR.edits(prepared, strengths, attribute).views()]
+    return RESULTS.image(strip_image(frames), "strip"), RESULTS.gif(frames, "strip")
 
 
-def prepare(payload: dict | None, align: bool, strength: float, attribute: str):
-    """New photo or align toggle: detect, align and encode once, then render."""
-    if not upload_path(payload):
-        return None, None, None, None, None, None
-    prepared = prepare_or_error(payload, align)
-    return prepared, prepared.crop, prepared.recon, *render(prepared, strength, attribute)
+@clear_error
+def render(prepared: Prepared | None, strength: float, attribute: str):
+    """This session's photo at one signed strength, whole and at full resolution (the download button)."""
+    strength = EDITOR.check_strength(strength, signed=True)
+    if prepared is None:
+        raise ValueError("Upload a photo of a face first.")
+    photo = EDITOR.edits(prepared, [strength], attribute).photos([strength])[0]
+    return RESULTS.image(photo, f"smile_{strength:+.1f}")
 
 
-def edit_api(image: dict, strength: float, align: bool = True, attribute: str = SETTINGS["default_attribute"]):
-    """One call from a script: less and more smile, reconstruction, model input, pasted photo, info."""
-    prepared = prepare_or_error(image, align)
-    if attribute not in EDITOR.attributes:
-        raise gr.Error(f"Unknown attribute {attribute!r}.")
-    result = EDITOR.render(prepared, strength, attribute, strip=False)
+@clear_error
+def edit(image: FileData, strength: float, align: bool = True, attribute: str = SETTINGS["default_attribute"]) -> tuple[
+        FileData, FileData, FileData, FileData, FileData, FileData, dict]:
+    """One call from a script: the whole photo with less and more smile, plus the model's crop, its
+    reconstruction and the raw decoded faces (less, more), and an info dict."""
+    strength = EDITOR.check_strength(strength)
+    attribute = EDITOR.check_attribute(attribute)
+    prepared = prepared_upload(image, align)
+    edits = EDITOR.edits(prepared, [-strength, strength], attribute)
+    less, more = edits.photos([-strength, strength])
+    files = [RESULTS.image(less, "less"), RESULTS.image(more, "more"), RESULTS.image(edits.raw(0.0), "reconstruction"),
+             RESULTS.image(prepared.crop, "crop"), RESULTS.image(edits.raw(-strength), "decoded_less"),
+             RESULTS.image(edits.raw(strength), "decoded_more")]
     info = {"faces_found": prepared.aligned.faces_found, "notes": prepared.notes, "strength": strength,
-            "attribute": attribute, "photos_encoded": EDITOR.prepare_count}
-    return result.less, result.more, result.recon, prepared.crop, result.in_photo, info
+            "attribute": attribute, "photos_encoded": EDITOR.prepare_count, "size": list(prepared.photo.shape[1::-1])}
+    return (*[FileData(path=f) for f in files], info)
 
 
 def example_files() -> list[str]:
-    """Only shippable faces: the public-domain astronaut from scikit-image and faces from the prior."""
-    from skimage.data import astronaut
-
-    paths = [WORK_DIR / "astronaut.png"]
-    Image.fromarray(astronaut()).save(paths[0])
+    """Only shippable faces: the public-domain astronaut photo (NASA) and faces sampled from the model."""
+    paths = [str(ROOT / "assets" / "examples" / "astronaut.jpg")]
     for i, face in enumerate(EDITOR.sample(2, seed=3)):
-        paths.append(WORK_DIR / f"prior_face_{i}.png")
+        paths.append(str(WORK_DIR / f"prior_face_{i}.png"))
         face.resize((256, 256), Image.Resampling.BICUBIC).save(paths[-1])
-    return [str(p) for p in paths]
+    return paths
 
 
 def build_demo() -> gr.Blocks:
-    names = EDITOR.attributes
+    top, default = SETTINGS["max_strength"], SETTINGS["default_strength"]
     with gr.Blocks(title="SMILE: slide the smile", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
-            "# SMILE\nUpload a face, then move the slider: a variational autoencoder trained on CelebA moves the "
-            "face along its learned *smile direction*. Strength is in standard deviations of the test faces "
-            "along that direction; the photo is encoded once, the slider only decodes."
+            "# SMILE\nUpload a face photo and slide: your own photo smiles less or more. A variational autoencoder "
+            "trained on CelebA finds the smile direction; only the change it makes is added to your photo, so the "
+            "person, the detail and everything outside the face stay yours."
         )
-        state = gr.State(None)
+        state = gr.State(None, time_to_live=1800)
         with gr.Row():
             with gr.Column(scale=1):
-                photo = gr.Image(type="filepath", image_mode=None, label="Face photo", sources=["upload", "webcam", "clipboard"], elem_id="photo")
-                align = gr.Checkbox(value=True, label="Align face", info="Detect the face and frame it like CelebA")
-                strength = gr.Slider(0, SETTINGS["max_strength"], value=SETTINGS["default_strength"], step=0.1,
-                                     label="Strength", elem_id="strength")
-                attribute = gr.Dropdown(names, value=SETTINGS["default_attribute"], label="Attribute")
+                photo = gr.Image(type="filepath", image_mode=None, label="Your photo", sources=["upload", "webcam", "clipboard"],
+                                 elem_id="photo")
+                align = gr.Checkbox(value=True, label="Align face", info="Find the face and frame it like CelebA")
+                attribute = gr.Dropdown(EDITOR.attributes, value=SETTINGS["default_attribute"], label="Attribute")
                 gr.Examples(example_files(), inputs=photo, label="Examples (public domain / sampled from the model)")
             with gr.Column(scale=2):
+                live = gr.HTML("", html_template=(LIVE / "live.html").read_text(), css_template=(LIVE / "live.css").read_text(),
+                               js_on_load=(LIVE / "live.js").read_text(), label="Live frames", elem_id="live")
+                strength = gr.Slider(-top, top, value=default, step=EDITOR.live_strengths[1] - EDITOR.live_strengths[0],
+                                     label="Smile: less ← 0 → more", info="Follows your thumb: every frame is already in the page",
+                                     elem_id="strength")
+                download = gr.DownloadButton("Download at this strength (full resolution)", elem_id="download")
                 with gr.Row():
-                    crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop", buttons=["download"])
-                    recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
-                with gr.Row():
-                    less = gr.Image(label="Less", format="png", elem_id="less", buttons=["download"])
-                    more = gr.Image(label="More", format="png", elem_id="more", buttons=["download"])
-                in_photo = gr.Image(label="In the photo (more)", format="jpeg", elem_id="in_photo", buttons=["download"])
-                strip = gr.Gallery(label="From less to more", columns=7, height=190, format="png", elem_id="strip")
-                gif = gr.File(label="Strip as animated GIF", elem_id="gif")
-        edited, strip_outputs = [less, more, in_photo], [strip, gif]
-        controls = [state, strength, attribute]
-        photo.change(prepare, [photo, align, strength, attribute], [state, crop, recon, *edited], api_name="prepare",
-                     preprocess=False).then(render_strip, controls, strip_outputs, api_visibility="private")
-        align.change(prepare, [photo, align, strength, attribute], [state, crop, recon, *edited], api_visibility="private",
-                     preprocess=False).then(render_strip, controls, strip_outputs, api_visibility="private")
-        strength.release(render, controls, edited, api_name="render", trigger_mode="always_last").then(
-            render_strip, controls, strip_outputs, api_visibility="private")
-        attribute.change(render, controls, edited, api_visibility="private", trigger_mode="always_last").then(
-            render_strip, controls, strip_outputs, api_visibility="private")
-        with gr.Column(visible=False):  # outputs of the scripting endpoint /edit; the page does not show them
-            api_outputs = [gr.Image(format="png", label=n) for n in ("less", "more", "recon", "crop")]
-            api_outputs.append(gr.Image(format="jpeg", label="in_photo"))
-            api_outputs.append(gr.JSON(label="info"))
-            api_trigger = gr.Button()
-        api_trigger.click(edit_api, [photo, strength, align, attribute], api_outputs, api_name="edit", preprocess=False)
-        gr.Markdown("Model card, API and training: see the project README. Faces are 128x128 and blurry by design.")
+                    less = gr.Image(label=f"Less smile (−{default:g})", format="png", elem_id="less", buttons=["download"])
+                    more = gr.Image(label=f"More smile (+{default:g})", format="png", elem_id="more", buttons=["download"])
+                strip_view = gr.Image(label="From less to more", format="png", elem_id="strip", buttons=["download"])
+                gif = gr.File(label="As an animated GIF", elem_id="gif")
+                with gr.Accordion("Under the hood: what the VAE sees and draws", open=False):
+                    gr.Markdown("The model works on a 128x128 aligned crop. Its own faces are blurry by design; the page "
+                                "adds only their *difference* to your photo.")
+                    with gr.Row():
+                        crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop")
+                        recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
+                        raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
+                        raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
+        shown = [live, less, more, crop, recon, raw_less, raw_more]
+        for trigger, name in ((photo.change, "prepare"), (align.change, None)):
+            trigger(prepare, [photo, align, attribute], [state, *shown], preprocess=False, api_name=name,
+                    api_visibility="public" if name else "private").then(strip, [state, attribute], [strip_view, gif],
+                                                                         api_visibility="private")
+        attribute.change(change_attribute, [state, attribute], shown, api_visibility="private", trigger_mode="always_last").then(
+            strip, [state, attribute], [strip_view, gif], api_visibility="private")
+        download.click(render, [state, strength, attribute], download, api_name="render")
+        gr.api(edit, api_name="edit")
+        gr.Markdown("Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
+                    "only (CelebA's terms).")
     return demo
 
 

@@ -81,8 +81,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(request):
-    """The real app (`python app.py`) in a subprocess on a free port, offline; yields its URL."""
+def app_server(request, tmp_path_factory):
+    """The real app (`python app.py`) in a subprocess on a free port, offline, with its own upload folder; yields its URL."""
     import subprocess
     import sys
     import time
@@ -90,7 +90,7 @@ def app_server(request):
 
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_uploads"))}
     env.pop("GRADIO_SERVER_NAME", None)
     log = open(ROOT / ".pytest_app.log", "w")
     started = time.time()
@@ -117,10 +117,6 @@ def app_server(request):
 
 
 @pytest.fixture(scope="session")
-def astronaut_path(tmp_path_factory) -> Path:
-    """The public-domain astronaut photo that ships inside scikit-image."""
-    from skimage.data import astronaut
-
-    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
-    Image.fromarray(astronaut()).save(path)
-    return path
+def astronaut_path() -> Path:
+    """The public-domain astronaut photo (NASA; the copy scikit-image ships), shipped as the app's example."""
+    return ROOT / "assets" / "examples" / "astronaut.jpg"

@@ -1,4 +1,4 @@
-"""A real browser (Debian's chromium via Playwright) uploads a photo and moves the slider."""
+"""A real browser (Debian's chromium via Playwright) uploads a photo and slides the smile, live."""
 import shutil
 
 import pytest
@@ -19,28 +19,30 @@ def chromium_browser():
         browser.close()
 
 
-def image_src(page, elem_id: str) -> str | None:
-    locator = page.locator(f"#{elem_id} img")
-    return locator.first.get_attribute("src") if locator.count() else None
+def live_src(page) -> str:
+    return page.locator("#live img.live-frame").get_attribute("src")
 
 
-def test_upload_and_slide(chromium_browser, app_server, astronaut_path, tmp_path):
+def test_upload_then_the_slider_swaps_frames_without_asking_the_server(chromium_browser, app_server, astronaut_path, tmp_path):
     page = chromium_browser.new_page(viewport={"width": 1400, "height": 1800})
     page.goto(app_server)
     page.locator("#photo input[type=file]").set_input_files(str(astronaut_path))
-    page.wait_for_selector("#photo img")
-    page.wait_for_function("() => document.querySelector('#more img') && document.querySelector('#in_photo img')", timeout=60_000)
-    first_more = image_src(page, "more")
-    assert image_src(page, "crop") and image_src(page, "less") and image_src(page, "recon")
+    page.wait_for_selector("#live [data-ready='1']", timeout=90_000)
+    assert page.locator("#live img.live-frame").is_visible()
+    page.wait_for_function("() => document.querySelector('#more img') && document.querySelector('#less img')", timeout=60_000)
+    first = live_src(page)
 
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
     slider = page.locator("#strength input[type=range]")
-    slider.fill("3.5")
-    slider.dispatch_event("pointerup")
-    page.wait_for_function(
-        "(old) => { const img = document.querySelector('#more img'); return img && img.src !== old; }",
-        arg=first_more, timeout=60_000,
-    )
-    assert image_src(page, "more") != first_more
+    seen = {first}
+    for value in (-3.5, 0.0, 3.5):
+        before = live_src(page)
+        slider.fill(str(value))  # fires the standard `input` event
+        page.wait_for_function("(old) => document.querySelector('#live img.live-frame').src !== old", arg=before, timeout=5_000)
+        assert float(page.locator("#live img.live-frame").get_attribute("data-strength")) == value
+        seen.add(live_src(page))
+    assert len(seen) == 4  # the default strength and three other frames, all different
+    assert not [url for url in requests if not url.startswith("blob:")]  # no request left the page while sliding
     page.screenshot(path=str(tmp_path / "smile.png"), full_page=True)
-    assert (tmp_path / "smile.png").stat().st_size > 10_000
     page.close()

@@ -1,27 +1,36 @@
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 from conftest import ROOT
 
 
-def test_cli_writes_less_more_strip_and_gif(astronaut_path, tmp_path):
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "vae", "edit", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_cli_writes_whole_photo_less_more_strip_and_gif(astronaut_path, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")
-    done = subprocess.run([sys.executable, "-m", "vae", "edit", str(astronaut_path), str(bad), "--strength", "2",
-                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_cli(astronaut_path, bad, "--strength", "2", "--out", tmp_path / "out")
     assert done.returncode == 1  # one photo could not be used
     assert "bad.jpg: skipped" in done.stderr and "not an image" in done.stderr
     out = tmp_path / "out"
-    assert Image.open(out / "astronaut_less.png").size == (128, 128)
-    assert Image.open(out / "astronaut_strip.png").size == (7 * 128, 128)
-    gif = Image.open(out / "astronaut_strip.gif")
-    assert gif.n_frames == 12
-    assert Image.open(out / "astronaut_in_photo.png").size == (512, 512)
+    less, more = (np.asarray(Image.open(out / f"astronaut_{side}.png")) for side in ("less", "more"))
+    assert less.shape == more.shape == (512, 512, 3)  # the whole photo, at its own size
+    assert not np.array_equal(less, more)
+    frame = Image.open(out / "astronaut_strip.png")
+    assert frame.width > 6 * frame.height  # 7 frames side by side
+    assert Image.open(out / "astronaut_strip.gif").n_frames == 12
 
 
-def test_cli_reports_a_missing_model(astronaut_path, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "vae", "edit", str(astronaut_path), "--model", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+def test_cli_reports_a_missing_model_and_a_bad_attribute_without_a_traceback(astronaut_path, tmp_path):
+    done = run_cli(astronaut_path, "--model", tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert done.returncode == 2 and "incomplete" in done.stderr
+    done = run_cli(astronaut_path, "--attribute", "NOPE", "--out", tmp_path)
+    assert done.returncode == 2 and "Unknown attribute 'NOPE'" in done.stderr and "Traceback" not in done.stderr
+    done = run_cli(astronaut_path, "--strength", "nan", "--out", tmp_path)
+    assert done.returncode == 2 and "finite number" in done.stderr

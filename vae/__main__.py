@@ -1,8 +1,9 @@
 """Command-line twin of the app: `python -m vae edit PHOTO... --strength 2 --out DIR`.
 
-Same alignment, model and vectors as the web app. For each photo writes `<name>_less.png`,
-`<name>_more.png`, `<name>_strip.png` (less -> more), `<name>_strip.gif` and, when a face was found,
-`<name>_in_photo.png`. A photo that cannot be used is reported and skipped; the exit code is 1 if any was.
+Same alignment, model, vectors and residual transfer as the web app. For each photo writes the whole
+photo edited, at its own resolution (up to 2048 px): `<name>_less.png` and `<name>_more.png`, and the
+face region from less to more as `<name>_strip.png` and `<name>_strip.gif`. A photo that cannot be used
+is reported and skipped; the exit code is 1 if any was, 2 if nothing could run (model, attribute, strength).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from .editor import ModelLoadError, SmileEditor
@@ -26,7 +28,12 @@ def edit_command(args: argparse.Namespace) -> int:
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    strength = editor.settings["default_strength"] if args.strength is None else args.strength
+    try:
+        attribute = editor.check_attribute(args.attribute)
+        strength = editor.check_strength(editor.settings["default_strength"] if args.strength is None else args.strength)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for photo in tqdm(args.photos, desc="Editing", unit="photo", disable=len(args.photos) < 2):
@@ -38,14 +45,15 @@ def edit_command(args: argparse.Namespace) -> int:
             continue
         for note in prepared.notes:
             print(f"{photo}: {note}", file=sys.stderr)
-        result = editor.render(prepared, strength, args.attribute)
+        strip = editor.strip_strengths(strength)
+        edits = editor.edits(prepared, strip, attribute)
+        less, more = edits.photos([-strength, strength])
+        frames = [Image.fromarray(view) for view in edits.views()]
         stem = args.out / Path(photo).stem
-        atomic_save(result.less, f"{stem}_less.png")
-        atomic_save(result.more, f"{stem}_more.png")
-        atomic_save(strip_image(result.strip), f"{stem}_strip.png")
-        save_gif(result.strip, f"{stem}_strip.gif")
-        if result.in_photo is not None:
-            atomic_save(result.in_photo, f"{stem}_in_photo.png")
+        atomic_save(Image.fromarray(less), f"{stem}_less.png")
+        atomic_save(Image.fromarray(more), f"{stem}_more.png")
+        atomic_save(strip_image(frames), f"{stem}_strip.png")
+        save_gif(frames, f"{stem}_strip.gif")
     print(f"Wrote {len(args.photos) - failed} result set(s) to {args.out}")
     return 1 if failed else 0
 

@@ -1,4 +1,4 @@
-"""Face alignment into CelebA's framing, and pasting an edited face back into the photo.
+"""Face alignment into CelebA's framing, and the maps between the photo, the frame and the model's crop.
 
 CelebA's own rule (from the dataset author's code): a non-reflective similarity transform maps the
 left eye, the right eye and the mouth centre (mean of the mouth corners) to fixed points of a
@@ -7,6 +7,7 @@ replicated. Landmarks come from facenet-pytorch's MTCNN, whose weights ship insi
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .preprocess import CROP_FRACTION, IMAGE_SIZE
+from .preprocess import CROP_FRACTION, IMAGE_SIZE, pil_to_tensor, to_image
 
 FRAME_SIZE = (178, 218)  # width, height of CelebA's aligned images
 FRAME_POINTS = np.array([[70.745, 112.0], [108.237, 112.0], [89.432, 153.514]]) - 1.0  # 0-based pixel centres
@@ -50,25 +51,20 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def warp(image: torch.Tensor, out_to_src: np.ndarray, out_size: tuple[int, int], padding: str = "border") -> torch.Tensor:
-    """Sample a CxHxW image at `out_to_src` @ (x, y, 1) for every output pixel centre (bicubic)."""
+def warp(images: torch.Tensor, out_to_src: np.ndarray, out_size: tuple[int, int], padding: str = "border",
+         mode: str = "bicubic", clamp: bool = True) -> torch.Tensor:
+    """Sample (C, H, W) or (N, C, H, W) images at `out_to_src` @ (x, y, 1) for every output pixel centre."""
     width, height = out_size
-    src_h, src_w = image.shape[-2:]
+    src_h, src_w = images.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
     m = torch.from_numpy(out_to_src)
     sx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
     sy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
     grid = torch.stack([(2 * sx + 1) / src_w - 1, (2 * sy + 1) / src_h - 1], dim=-1).float()[None]
-    out = F.grid_sample(image[None].float(), grid, mode="bicubic", padding_mode=padding, align_corners=False)
-    return out[0].clamp(0, 1)
-
-
-def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-
-
-def _tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    return Image.fromarray(tensor.mul(255).round().byte().permute(1, 2, 0).numpy(), "RGB")
+    batch = images.float() if images.dim() == 4 else images.float()[None]
+    out = F.grid_sample(batch, grid.expand(len(batch), -1, -1, -1), mode=mode, padding_mode=padding, align_corners=False)
+    out = out.clamp(0, 1) if clamp else out
+    return out if images.dim() == 4 else out[0]
 
 
 def align_to_frame(photo: Image.Image, landmarks: np.ndarray) -> AlignedFace:
@@ -76,7 +72,7 @@ def align_to_frame(photo: Image.Image, landmarks: np.ndarray) -> AlignedFace:
     left_eye, right_eye, mouth = landmarks[0], landmarks[1], (landmarks[3] + landmarks[4]) / 2
     photo_to_frame = similarity_transform(np.stack([left_eye, right_eye, mouth]), FRAME_POINTS)
     frame_to_photo = np.linalg.inv(photo_to_frame)
-    frame = _tensor_to_pil(warp(_pil_to_tensor(photo), frame_to_photo, FRAME_SIZE))
+    frame = to_image(warp(pil_to_tensor(photo), frame_to_photo, FRAME_SIZE))
     return AlignedFace(frame, frame_to_photo, faces_found=1)
 
 
@@ -88,48 +84,26 @@ def crop_to_frame(frame_size: tuple[int, int], size: int = IMAGE_SIZE, fraction:
     return np.array([[scale, 0, left + 0.5 * scale - 0.5], [0, scale, top + 0.5 * scale - 0.5], [0, 0, 1.0]])
 
 
-def paste_back(photo: Image.Image, face: Image.Image, aligned: AlignedFace, feather: float = 0.12) -> Image.Image:
-    """Blend the model's square output `face` back into `photo` where it came from.
-
-    The mask is an ellipse inscribed in the crop whose edge fades over `feather` of its radius, so
-    hair and background of the photo stay untouched and no seam shows.
-    """
-    size = face.width
-    crop_to_photo = aligned.frame_to_photo @ crop_to_frame(aligned.frame.size, size)
-    corners = crop_to_photo @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], dtype=float)
-    x0, y0 = np.floor(corners[:2].min(1)).astype(int)
-    x1, y1 = np.ceil(corners[:2].max(1)).astype(int)
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, photo.width), min(y1, photo.height)
-    if x1 <= x0 or y1 <= y0:
-        return photo.copy()
-    box_to_crop = np.linalg.inv(crop_to_photo) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    radius = torch.sqrt(xx**2 + yy**2)
-    mask = ((1 - radius) / feather).clamp(0, 1)[None]
-    face_rgba = torch.cat([_pil_to_tensor(face), mask])
-    warped = warp(face_rgba, box_to_crop, (x1 - x0, y1 - y0), padding="zeros")
-    region = _pil_to_tensor(photo.crop((x0, y0, x1, y1)))
-    alpha = warped[3:]
-    blended = region * (1 - alpha) + warped[:3] * alpha
-    result = photo.copy()
-    result.paste(_tensor_to_pil(blended), (x0, y0))
-    return result
-
-
 class FaceAligner:
     """MTCNN landmarks + CelebA's similarity rule. Loads MTCNN on first use (a few MB, offline)."""
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
         self._mtcnn = None
+        self._lock = threading.Lock()  # a server's first requests may race to build the detector
 
     def _detector(self):
-        if self._mtcnn is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from facenet_pytorch import MTCNN
-            self._mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False)
+        with self._lock:
+            if self._mtcnn is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    from facenet_pytorch import MTCNN
+                self._mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False)
         return self._mtcnn
+
+    def warm_up(self) -> None:
+        """Build the detector and run it once, so a server's first upload is not the slow one."""
+        self.landmarks(Image.new("RGB", (160, 160), (128, 128, 128)))
 
     def landmarks(self, photo: Image.Image) -> list[np.ndarray]:
         """Five landmarks per detected face, largest face first, in photo pixel coordinates."""

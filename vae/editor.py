@@ -1,14 +1,15 @@
-"""The editing pipeline: photo -> aligned 128x128 crop -> posterior mean -> z +- alpha * step -> faces.
+"""The editing pipeline: a photo in, the same photo out with the face smiling less or more.
 
-`prepare` does the expensive part once per photo (detection, alignment, encoding); `render` only
-decodes, so a slider can call it on every move. Used by the Gradio app and by `python -m vae edit`.
+photo -> aligned 128x128 crop -> posterior mean z -> decode(z + a * step) - decode(z) -> added to the
+photo (see `vae.transfer`). `prepare` does the expensive part once per photo (detection, alignment,
+encoding); everything after it only decodes, in one batch for any number of strengths. Used by the
+Gradio app, by `python -m vae edit` and by the whole-photo evaluation.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,15 +17,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .align import AlignedFace, FaceAligner, paste_back
+from .align import AlignedFace, FaceAligner, crop_to_frame
 from .model import SmileVAE
-from .preprocess import ImageInput, crop_and_resize, load_image, to_image, to_tensor
-from .vectors import AttributeVectors, VECTORS_FILE, edit
+from .preprocess import ImageInput, ImageError, crop_and_resize, load_image, to_image, to_pixels, to_tensor
+from .transfer import apply_residuals, edit_residuals, face_box
+from .vectors import VECTORS_FILE, AttributeVectors, edit
 
 SETTINGS_FILE = "editor.json"
 DEFAULT_SETTINGS = {"default_attribute": "Smiling", "default_strength": 2.0, "max_strength": 4.0, "strip_steps": 7}
-PHOTO_MAX_SIDE = 1024  # the in-photo result is shown at most this large; keeps pasting fast
-DECODED_FACES_KEPT = 256  # ~12 MB of 128x128 faces: a slider move's ends are reused by the strip after it
+PHOTO_MAX_SIDE = 2048  # photos are kept (and edited, and downloadable) up to this side; larger ones are scaled down
+MIN_PHOTO_SIDE = 32  # below this there is no face to find or edit
+VIEW_MAX_SIDE = 512  # the live view: the face region of the photo at its own resolution, up to this side
+VIEW_MARGIN = 1.6  # the live view shows this many times the model's crop around the face
+LIVE_STEP = 0.5  # the live slider's frames are this far apart in strength
 
 
 class ModelLoadError(RuntimeError):
@@ -33,24 +38,75 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class Prepared:
-    """One uploaded photo, encoded once: everything a slider move needs."""
+    """One uploaded photo, encoded once: everything a strength change needs."""
 
-    photo: Image.Image
+    photo: np.ndarray  # (H, W, 3) uint8, upright RGB, at most PHOTO_MAX_SIDE
     aligned: AlignedFace
-    crop: Image.Image
+    crop: Image.Image  # the model's 128x128 input
     latent: torch.Tensor  # (1, latent_dim) posterior mean
-    recon: Image.Image  # decode(latent): the alpha = 0 face, decoded once
+    recon: torch.Tensor  # (3, 128, 128) decode(latent), the alpha = 0 face
+    key: str  # content hash of the photo and the alignment setting
     notes: list[str] = field(default_factory=list)  # messages for the person (no face, several faces)
+
+    @property
+    def crop_to_photo(self) -> np.ndarray:
+        """3x3 from the model's crop pixels to photo pixels."""
+        return self.aligned.frame_to_photo @ crop_to_frame(self.aligned.frame.size)
+
+    @property
+    def view_box(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the photo that the live view shows: the face and some margin."""
+        height, width = self.photo.shape[:2]
+        x0, y0, x1, y1 = face_box(self.crop_to_photo, (10**9, 10**9))
+        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, VIEW_MARGIN * max(x1 - x0, y1 - y0) / 2
+        return max(0, round(cx - half)), max(0, round(cy - half)), min(width, round(cx + half)), min(height, round(cy + half))
+
+    @property
+    def view_to_photo(self) -> np.ndarray:
+        """3x3 from live-view pixels to photo pixels (the view is the box, scaled to at most VIEW_MAX_SIDE)."""
+        left, top, right, bottom = self.view_box
+        scale = max(1.0, max(right - left, bottom - top) / VIEW_MAX_SIDE)
+        return np.array([[scale, 0, left], [0, scale, top], [0, 0, 1.0]])
+
+    def view(self) -> np.ndarray:
+        """The live view of the unedited photo, (h, w, 3) uint8."""
+        left, top, right, bottom = self.view_box
+        region = Image.fromarray(self.photo[top:bottom, left:right])
+        scale = self.view_to_photo[0, 0]
+        size = (max(1, round(region.width / scale)), max(1, round(region.height / scale)))
+        return np.asarray(region if size == region.size else region.resize(size, Image.Resampling.LANCZOS))
 
 
 @dataclass
-class EditResult:
-    less: Image.Image
-    recon: Image.Image
-    more: Image.Image
+class Edits:
+    """A photo edited at several strengths: the residuals in crop space, turned into pictures on demand."""
+
+    prepared: Prepared
     strengths: list[float]
-    strip: list[Image.Image]
-    in_photo: Image.Image | None
+    residuals: torch.Tensor  # (K, 3, 128, 128)
+    decoded: torch.Tensor  # (K, 3, 128, 128) the raw decodes, for "under the hood"
+
+    def index(self, strength: float) -> int:
+        distance = np.abs(np.array(self.strengths) - strength)
+        if distance.min() > 1e-6:
+            raise KeyError(f"strength {strength} was not decoded; have {self.strengths}")
+        return int(distance.argmin())
+
+    def photos(self, strengths: list[float]) -> np.ndarray:
+        """Whole photos at full resolution, (len(strengths), H, W, 3) uint8."""
+        picked = self.residuals[[self.index(s) for s in strengths]]
+        return apply_residuals(self.prepared.photo, self.prepared.crop_to_photo, picked)
+
+    def views(self, strengths: list[float] | None = None) -> np.ndarray:
+        """Live views (face region of the edited photo, at most VIEW_MAX_SIDE), (K, h, w, 3) uint8."""
+        rows = range(len(self.strengths)) if strengths is None else [self.index(s) for s in strengths]
+        base = self.prepared.view()
+        crop_to_view = np.linalg.inv(self.prepared.view_to_photo) @ self.prepared.crop_to_photo
+        return apply_residuals(base, crop_to_view, self.residuals[list(rows)])
+
+    def raw(self, strength: float) -> Image.Image:
+        """The decoded 128x128 face itself (what the VAE draws), not the photo; 0 is the reconstruction."""
+        return to_image(self.prepared.recon if strength == 0 else self.decoded[self.index(strength)])
 
 
 def resolve_model_source(source: str | os.PathLike) -> Path:
@@ -66,6 +122,25 @@ def resolve_model_source(source: str | os.PathLike) -> Path:
         raise ModelLoadError(f"Could not load model {source!r}: not a local folder, and the Hub said: {err}") from err
 
 
+def read_settings(path: Path, attributes: list[str]) -> dict:
+    """editor.json merged over the defaults, checked: a bad file stops loading with a message naming it."""
+    if not path.exists():
+        settings = dict(DEFAULT_SETTINGS)
+    else:
+        try:
+            settings = {**DEFAULT_SETTINGS, **json.loads(path.read_text())}
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise ModelLoadError(f"{path} is not a valid JSON object: {err}") from err
+    if settings["default_attribute"] not in attributes:
+        raise ModelLoadError(f"{path}: default_attribute {settings['default_attribute']!r} is not one of the model's vectors.")
+    numbers = [settings[k] for k in ("default_strength", "max_strength", "strip_steps")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in numbers):
+        raise ModelLoadError(f"{path}: default_strength, max_strength and strip_steps must be finite numbers.")
+    if not (0 <= settings["default_strength"] <= settings["max_strength"] and 2 <= settings["strip_steps"] <= 33):
+        raise ModelLoadError(f"{path}: need 0 <= default_strength <= max_strength and 2 <= strip_steps <= 33.")
+    return settings
+
+
 class SmileEditor:
     """A trained SmileVAE, its attribute vectors and a face aligner."""
 
@@ -75,9 +150,7 @@ class SmileEditor:
         self.vectors = vectors
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.aligner = aligner or FaceAligner()
-        self.prepare_count = 0  # how many photos were aligned + encoded (the app shows that sliders don't re-encode)
-        self._faces: OrderedDict[tuple, Image.Image] = OrderedDict()  # (latent, attribute, alpha) -> decoded face
-        self._faces_lock = threading.Lock()
+        self.prepare_count = 0  # how many photos were aligned + encoded (the app shows that strength changes don't re-encode)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> "SmileEditor":
@@ -90,20 +163,46 @@ class SmileEditor:
             vectors = AttributeVectors.load(folder)
         except Exception as err:
             raise ModelLoadError(f"Model folder {folder} could not be read: {err}") from err
-        settings_path = folder / SETTINGS_FILE
-        settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-        return cls(model, vectors, settings)
+        return cls(model, vectors, read_settings(folder / SETTINGS_FILE, vectors.names))
 
     @property
     def attributes(self) -> list[str]:
         return list(self.vectors.names)
 
+    @property
+    def live_strengths(self) -> list[float]:
+        """The live slider's frames: -max ... +max in LIVE_STEP steps (0 is the photo itself)."""
+        steps = round(self.settings["max_strength"] / LIVE_STEP)
+        return [round(i * LIVE_STEP, 6) for i in range(-steps, steps + 1)]
+
+    def strip_strengths(self, strength: float) -> list[float]:
+        return np.linspace(-strength, strength, self.settings["strip_steps"]).tolist()  # ends exactly +-strength
+
+    def check_attribute(self, attribute: str | None) -> str:
+        attribute = self.settings["default_attribute"] if attribute is None else attribute
+        if attribute not in self.vectors.names:
+            raise ValueError(f"Unknown attribute {attribute!r}; choose one of: {', '.join(self.vectors.names)}.")
+        return attribute
+
+    def check_strength(self, strength: float, signed: bool = False) -> float:
+        """A finite number within the slider's range, else ValueError with the range in the message."""
+        top = float(self.settings["max_strength"])
+        low = -top if signed else 0.0
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength):
+            raise ValueError(f"Strength must be a finite number between {low:g} and {top:g}, not {strength!r}.")
+        if not low <= strength <= top:
+            raise ValueError(f"Strength {strength:g} is out of range: use {low:g} to {top:g}.")
+        return float(strength)
+
     def prepare(self, image: ImageInput, align: bool = True) -> Prepared:
         """Load, align (largest face) and encode a photo. Raises vae.ImageError for unusable input."""
         photo = load_image(image)
+        if min(photo.size) < MIN_PHOTO_SIDE:
+            raise ImageError(f"The image is too small ({photo.width}x{photo.height}): at least {MIN_PHOTO_SIDE} px on each side.")
         if max(photo.size) > PHOTO_MAX_SIDE:
             scale = PHOTO_MAX_SIDE / max(photo.size)
             photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)
+        pixels = np.asarray(photo, dtype=np.uint8)
         notes: list[str] = []
         if align:
             aligned = self.aligner.align(photo)
@@ -113,54 +212,33 @@ class SmileEditor:
                 notes.append(f"{aligned.faces_found} faces found: editing the largest one.")
         else:
             aligned = AlignedFace(photo, np.eye(3), faces_found=0)
-        pixels = crop_and_resize(aligned.frame)
+        crop = crop_and_resize(aligned.frame)
         with torch.inference_mode():
-            x = to_tensor(pixels)[None].contiguous(memory_format=torch.channels_last)
+            x = to_tensor(crop)[None].contiguous(memory_format=torch.channels_last)
             latent = self.model.encode(x)[0]
+            recon = self.model.decode(latent)[0]
         self.prepare_count += 1
-        return Prepared(photo, aligned, Image.fromarray(pixels), latent, self.decode(latent)[0], notes)
+        key = hashlib.sha256(pixels.tobytes() + bytes(str((pixels.shape, align)), "ascii")).hexdigest()[:16]
+        return Prepared(pixels, aligned, Image.fromarray(crop), latent, recon, key, notes)
 
-    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+    def edits(self, prepared: Prepared, strengths: list[float], attribute: str | None = None) -> Edits:
+        """decode(z + a * step) for every strength in one batch, and what each adds to the photo."""
+        attribute = self.check_attribute(attribute)
+        step = self.vectors.step(attribute)
+        alphas = torch.tensor(strengths, dtype=torch.float32)[:, None]
         with torch.inference_mode():
-            return [to_image(img) for img in self.model.decode(latents)]
+            decoded = self.model.decode(edit(prepared.latent, step, alphas))
+            decoded[alphas[:, 0] == 0] = prepared.recon  # alpha = 0 gives the photo itself: no residual at all
+            return Edits(prepared, list(strengths), edit_residuals(decoded, prepared.recon), decoded)
 
-    def render(self, prepared: Prepared, strength: float, attribute: str | None = None, strip: bool = True,
-               in_photo: bool = True) -> EditResult:
-        """Less (z - a*step), recon (z) and more (z + a*step); optionally the strip and the pasted photo.
-
-        Only the non-zero strengths are decoded (2 latents without the strip): the reconstruction
-        was decoded once in `prepare`.
-        """
-        if strip:
-            strengths = np.linspace(-strength, strength, self.settings["strip_steps"]).tolist()  # ends are exactly +-strength
-        else:
-            strengths = [-strength, 0.0, strength]
-        faces = self.edited_faces(prepared, attribute or self.settings["default_attribute"], strengths)
-        pasted = None
-        if in_photo and prepared.aligned.found:
-            pasted = paste_back(prepared.photo, faces[-1], prepared.aligned)
-        return EditResult(faces[0], prepared.recon, faces[-1], strengths, faces if strip else [], pasted)
-
-    def edited_faces(self, prepared: Prepared, attribute: str, strengths: list[float]) -> list[Image.Image]:
-        """decode(z + a * step) for each strength, decoding only faces not decoded recently.
-
-        A slider release decodes less and more; the strip that follows needs the same two ends, so
-        they are kept (with a bound) instead of being decoded twice.
-        """
-        photo_key = (prepared.latent.numpy().tobytes(), attribute)
-        with self._faces_lock:
-            faces = {a: self._faces.get((photo_key, a)) for a in strengths if a != 0}
-        missing = sorted(a for a, face in faces.items() if face is None)
-        if missing:
-            step = self.vectors.step(attribute)
-            faces.update(zip(missing, self.decode(edit(prepared.latent, step, torch.tensor(missing)[:, None]))))
-            with self._faces_lock:
-                self._faces.update(((photo_key, a), faces[a]) for a in missing)
-                while len(self._faces) > DECODED_FACES_KEPT:
-                    self._faces.popitem(last=False)
-        return [prepared.recon if a == 0 else faces[a] for a in strengths]
+    def live(self, prepared: Prepared, attribute: str | None = None, strength: float | None = None) -> Edits:
+        """Everything the page needs after an upload: the live frames, plus +-strength and the strip."""
+        strength = self.settings["default_strength"] if strength is None else strength
+        extra = [s for s in [-strength, strength, *self.strip_strengths(strength)] if s not in self.live_strengths]
+        return self.edits(prepared, sorted(set(self.live_strengths + extra)), attribute)
 
     def sample(self, count: int, seed: int = 0) -> list[Image.Image]:
         """Faces decoded from the prior N(0, I): shippable examples that are no one's photo."""
         z = torch.randn(count, self.model.latent_dim, generator=torch.Generator().manual_seed(seed))
-        return self.decode(z)
+        with torch.inference_mode():
+            return [Image.fromarray(p) for p in to_pixels(self.model.decode(z))]

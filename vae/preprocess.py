@@ -132,15 +132,24 @@ def crop_and_resize(image: Image.Image, size: int = IMAGE_SIZE, fraction: float 
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """HxWx3 (or NxHxWx3) uint8 -> 3xHxW (or Nx3xHxW) float32 in [0, 1]."""
+    """HxWx3 (or NxHxWx3) uint8 -> 3xHxW (or Nx3xHxW) float32 in [0, 1]. The one way in for pixels."""
     tensor = torch.from_numpy(np.array(pixels, dtype=np.uint8)).float().div_(255.0)
     return tensor.movedim(-1, -3)
 
 
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> 3xHxW float32 in [0, 1]."""
+    return to_tensor(np.asarray(image, dtype=np.uint8))
+
+
+def to_pixels(tensor: torch.Tensor) -> np.ndarray:
+    """3xHxW (or Nx3xHxW) float in [0, 1] -> HxWx3 (or NxHxWx3) uint8, rounded. The one way out."""
+    return tensor.detach().float().clamp(0, 1).mul(255).round().byte().movedim(-3, -1).cpu().numpy()
+
+
 def to_image(tensor: torch.Tensor) -> Image.Image:
     """3xHxW float in [0, 1] -> PIL RGB image."""
-    pixels = tensor.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(pixels, "RGB")
+    return Image.fromarray(to_pixels(tensor), "RGB")
 
 
 def preprocess(source: ImageInput, size: int = IMAGE_SIZE, fraction: float = CROP_FRACTION) -> torch.Tensor:

@@ -1,0 +1,67 @@
+"""Residual transfer on synthetic faces: only the face region changes, and its mean colour stays put."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import cartoon_face
+from vae.align import AlignedFace, crop_to_frame
+from vae.transfer import apply_residuals, edit_residuals, face_region, region_weights
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    """A cartoon face in CelebA's frame, pasted off-centre into a larger noisy photo."""
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 255, (400, 500, 3), dtype=np.uint8)
+    canvas[100:318, 200:378] = np.asarray(cartoon_face(False, rng))
+    return canvas
+
+
+def crop_to_photo() -> np.ndarray:
+    """The face sits at (200, 100) in the photo: frame -> photo is a translation."""
+    frame_to_photo = np.array([[1.0, 0, 200], [0, 1.0, 100], [0, 0, 1]])
+    return AlignedFace(Image.new("RGB", (178, 218)), frame_to_photo, 1).frame_to_photo @ crop_to_frame((178, 218))
+
+
+def smile_and_cast() -> tuple[torch.Tensor, torch.Tensor]:
+    """decode(z) and an 'edit' that brightens the mouth (the smile) and tints the whole face (the drift)."""
+    recon = torch.full((3, 128, 128), 0.5)
+    edited = recon.clone()
+    edited[:, 96:110, 48:80] += 0.3  # teeth
+    edited += torch.tensor([0.08, -0.05, 0.06])[:, None, None]  # a colour cast over everything
+    return edited[None], recon
+
+
+def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
+    edited_face, recon = smile_and_cast()
+    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon))[0]
+    region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
+    assert np.array_equal(edited[~region], photo[~region])
+    assert (edited[region] != photo[region]).any(1).mean() > 0.2  # and inside, the edit is there
+    ys, xs = np.nonzero(region)
+    assert 200 <= xs.min() and xs.max() < 378 and 100 <= ys.min() and ys.max() < 318  # inside the face's frame
+
+
+def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
+    edited_face, recon = smile_and_cast()
+    region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
+    flattened = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon))[0].astype(float)
+    plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, flatten_sigma=0))[0].astype(float)
+    shift = np.abs((flattened - photo)[region].mean(0))
+    assert shift.max() <= 3.0  # at most 3/255 per channel
+    assert np.abs((plain - photo)[region].mean(0)).max() > 10  # the plain difference carries the cast along
+    mouth = (slice(100 + 38 + 106, 100 + 38 + 120), slice(200 + 18 + 55, 200 + 18 + 85))  # crop rows 96-110 in the photo
+    assert (flattened - photo)[mouth].mean() > 20  # the smile itself is kept
+
+
+def test_a_zero_edit_changes_nothing(photo):
+    recon = torch.rand(3, 128, 128)
+    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(recon[None].repeat(3, 1, 1, 1), recon))
+    assert all(np.array_equal(e, photo) for e in edited)
+
+
+def test_weights_vanish_outside_the_face_and_rise_over_the_mouth():
+    weights = region_weights(128, mouth_gain=0.5)
+    assert weights[0, 0] == 0 and weights[127, 127] == 0 and weights[10, 10] == 0 and weights[0, 64] < 0.1
+    assert weights[40, 64] == pytest.approx(1.0) and weights[100, 64] == pytest.approx(1.5)

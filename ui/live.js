@@ -1,0 +1,66 @@
+// The live slider: every frame of the photo is already in the page (decoded once on the server, in one
+// batch), so moving the slider only swaps an <img> source. No request goes to the server while sliding.
+let frames = [];     // object URLs of the frames, in strength order
+let strengths = [];
+let keep = [];       // decoded Image objects, held so the browser keeps them ready
+
+const box = () => element.querySelector(".live");
+const frameImg = () => element.querySelector("img.live-frame");
+const slider = () => document.querySelector("#strength input[type=range]");
+
+function show(value) {
+  const img = frameImg();
+  if (!img || !frames.length || !Number.isFinite(value)) return;
+  let best = 0;
+  for (let i = 1; i < strengths.length; i++) {
+    if (Math.abs(strengths[i] - value) < Math.abs(strengths[best] - value)) best = i;
+  }
+  if (img.dataset.index !== String(best)) {
+    img.src = frames[best];
+    img.dataset.index = String(best);
+    img.dataset.strength = String(strengths[best]);
+  }
+}
+
+function follow() {
+  const range = slider();
+  if (!range) { setTimeout(follow, 100); return; }
+  if (range.dataset.live) return;
+  range.dataset.live = "1";
+  range.addEventListener("input", () => show(parseFloat(range.value)));
+  const number = document.querySelector("#strength input[type=number]");
+  if (number) ["input", "change"].forEach((type) => number.addEventListener(type, () => show(parseFloat(number.value))));
+}
+
+function toBlobUrl(dataUri) {
+  const [head, body] = dataUri.split(",");
+  const bytes = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+  return URL.createObjectURL(new Blob([bytes], { type: head.slice(5).split(";")[0] }));
+}
+
+async function load() {
+  const root = box();
+  if (!root) return;
+  root.dataset.ready = "0";
+  let data = {};
+  try { data = JSON.parse(props.value || "{}"); } catch (err) { data = {}; }
+  frames.forEach((url) => URL.revokeObjectURL(url));
+  frames = []; strengths = []; keep = [];
+  const img = frameImg();
+  const empty = element.querySelector(".live-empty");
+  img.removeAttribute("src");
+  delete img.dataset.index;
+  if (!data.frames || !data.frames.length) { img.hidden = true; empty.hidden = false; return; }
+  const urls = data.frames.map(toBlobUrl);
+  const images = urls.map((url) => { const im = new Image(); im.src = url; return im; });
+  await Promise.all(images.map((im) => im.decode().catch(() => undefined)));
+  frames = urls; strengths = data.strengths; keep = images;
+  img.hidden = false; empty.hidden = true;
+  const range = slider();
+  show(range ? parseFloat(range.value) : 0);
+  root.dataset.ready = "1";
+}
+
+follow();
+watch("value", load);
+load();
