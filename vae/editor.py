@@ -232,10 +232,9 @@ class SmileEditor:
             return Edits(prepared, list(strengths), edit_residuals(decoded, prepared.recon), decoded)
 
     def live(self, prepared: Prepared, attribute: str | None = None, strength: float | None = None) -> Edits:
-        """Everything the page needs after an upload: the live frames, plus +-strength and the strip."""
+        """The live slider's frames, plus +-strength for the less / more photos, decoded in one batch."""
         strength = self.settings["default_strength"] if strength is None else strength
-        extra = [s for s in [-strength, strength, *self.strip_strengths(strength)] if s not in self.live_strengths]
-        return self.edits(prepared, sorted(set(self.live_strengths + extra)), attribute)
+        return self.edits(prepared, sorted(set(self.live_strengths) | {-strength, strength}), attribute)
 
     def sample(self, count: int, seed: int = 0) -> list[Image.Image]:
         """Faces decoded from the prior N(0, I): shippable examples that are no one's photo."""

@@ -1,0 +1,175 @@
+"""App benchmark: `python -m train.bench_app` prints one JSON object as its last line.
+
+Starts the real app (`python app.py`, offline, its own upload folder) and measures what a person feels,
+in Debian's Chromium driven by Playwright on this same machine:
+- upload -> first edited photo shown, and upload -> every live frame loaded (`data-ready="1"`), p50/p95
+  over several distinct photos;
+- live slider: `input` event -> the new frame decoded and painted (two animation frames later), p50/p95
+  over many moves, and how many requests left the page while sliding (the target is none);
+and over HTTP (gradio_client): the /edit round trip, and the server's memory (RSS) after many distinct
+uploads, against a bound that a free 2-vCPU / 16 GB Space holds with several users.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
+RSS_BOUND_MB = 2048  # per server; a 16 GB Space keeps room for the OS, Gradio's queue and several users
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SLIDE_JS = """async (values) => {
+  const range = document.querySelector('#strength input[type=range]');
+  const img = document.querySelector('#live img.live-frame');
+  const frame = () => new Promise((done) => requestAnimationFrame(() => done()));
+  const times = [];
+  for (const v of values) {
+    const before = img.src;
+    const start = performance.now();
+    range.value = String(v);
+    range.dispatchEvent(new Event('input', { bubbles: true }));
+    if (img.src === before) continue;
+    await img.decode();
+    await frame(); await frame();
+    times.push(performance.now() - start);
+  }
+  return times;
+}"""
+
+
+def percentiles(ms: list[float]) -> dict:
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1), "n": len(ms)}
+
+
+def distinct_photo(k: int, folder: Path) -> Path:
+    """The astronaut, made distinct by a shift and a brightness step (new content for the server)."""
+    image = Image.open(PHOTO).convert("RGB")
+    shifted = Image.new("RGB", image.size, (128, 128, 128))
+    shifted.paste(image.point(lambda v: min(255, v + k % 7)), (k % 13 - 6, k // 13 % 13 - 6))
+    path = folder / f"photo_{k:04d}.jpg"
+    shifted.save(path, quality=92)
+    return path
+
+
+class AppServer:
+    """`python app.py` on a free port with its own upload folder; stopped on exit."""
+
+    def __enter__(self) -> "AppServer":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.uploads = tempfile.mkdtemp(prefix="smile-bench-uploads-")
+        env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+               "GRADIO_TEMP_DIR": self.uploads}
+        env.pop("GRADIO_SERVER_NAME", None)
+        started = time.time()
+        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}/"
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() - started > 180:
+                    raise SystemExit("the app did not start")
+                time.sleep(0.3)
+        self.start_s = time.time() - started
+        return self
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.uploads, ignore_errors=True)
+
+
+def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"browser": "skipped: pip install playwright"}
+    if not shutil.which("chromium"):
+        return {"browser": "skipped: apt-get install chromium"}
+    first, ready, slide, requests = [], [], [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(url)
+        page.wait_for_selector("#photo input[type=file]", state="attached")
+        for photo in photos:
+            if page.locator("#photo button[aria-label='Clear']").count():
+                page.locator("#photo button[aria-label='Clear']").first.click()
+                page.wait_for_selector("#live [data-ready='0']", state="attached")
+            start = time.perf_counter()
+            page.locator("#photo input[type=file]").set_input_files(str(photo))
+            page.wait_for_function("() => document.querySelector('#live img.live-frame:not([hidden])') || "
+                                   "(document.querySelector('#more img') && document.querySelector('#more img').complete)", timeout=120_000)
+            first.append((time.perf_counter() - start) * 1000)
+            page.wait_for_selector("#live [data-ready='1']", state="attached", timeout=120_000)
+            ready.append((time.perf_counter() - start) * 1000)
+            page.wait_for_function("() => { const img = document.querySelector('#strip img'); return img && img.complete; }",
+                                   timeout=120_000)  # the strip is the page's last download: no request may be in flight
+            page.wait_for_timeout(300)
+            def count(request) -> None:
+                requests.append(request.url)
+            page.on("request", count)
+            values = [round(float(v), 1) for v in np.random.default_rng(len(first)).uniform(-4, 4, moves)]
+            slide += page.evaluate(SLIDE_JS, values)
+            page.remove_listener("request", count)
+        browser.close()
+    return {"upload_to_first_edit": percentiles(first), "upload_to_all_frames_ready": percentiles(ready),
+            "slider_input_to_frame_shown": percentiles(slide), "requests_while_sliding": len(requests)}
+
+
+def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, folder: Path) -> dict:
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    times = []
+    for photo in photos:
+        start = time.perf_counter()
+        client.predict(handle_file(str(photo)), 2.0, api_name="/edit")
+        times.append((time.perf_counter() - start) * 1000)
+    rss_before = server.rss_mb()
+    for k in range(uploads):
+        client.predict(handle_file(str(distinct_photo(1000 + k, folder))), 2.0, api_name="/edit")
+    rss_after = server.rss_mb()
+    return {"edit_round_trip_new_photo": percentiles(times), "rss_mb_before": round(rss_before), "rss_mb_after_uploads": round(rss_after),
+            "distinct_uploads": uploads, "rss_bound_mb": RSS_BOUND_MB, "rss_within_bound": rss_after <= RSS_BOUND_MB}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.bench_app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--photos", type=int, default=5, help="distinct uploads timed in the browser and over HTTP")
+    p.add_argument("--moves", type=int, default=60, help="slider moves per photo")
+    p.add_argument("--uploads", type=int, default=200, help="distinct /edit uploads before reading the server's RSS")
+    args = p.parse_args(argv)
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "unknown")
+    with tempfile.TemporaryDirectory() as tmp, AppServer() as server:
+        folder = Path(tmp)
+        result = {"cpu": cpu, "cores": os.cpu_count(), "app_start_s": round(server.start_s, 1)}
+        result |= browser_numbers(server.url, [distinct_photo(k, folder) for k in range(args.photos)], args.moves)
+        result |= http_numbers(server.url, [distinct_photo(100 + k, folder) for k in range(args.photos)], args.uploads, server, folder)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

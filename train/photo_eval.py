@@ -1,0 +1,221 @@
+"""Whole-photo evaluation: what a person gets back, measured on held-out photos at their own resolution.
+
+`python -m train.photo_eval --model assets --judge assets/judge --data DIR ... --part validation --select`
+`python -m train.photo_eval --model assets --judge assets/judge --data DIR ... --part test --update-model`
+
+Photos of the model's split (celeba-subset at 178x218, celebahq-256 at 256x256; celeba-small is a
+downscaled copy and is left out) go through the app's own pipeline: MTCNN alignment, encoding, and the
+residual transfer of `vae.transfer`. For every edit:
+- flip: the judge's verdict on the edited photo's aligned crop, conditioned on its verdict on the
+  original photo's crop (PHOTO_FLIP_DEFINITION);
+- identity: dlib's face-recognition model, which SMILE has no part in (train.identity);
+- detail ratio: high-frequency energy of the face region, edited / original;
+- colour shift: change of the face region's mean colour, per channel, in 8-bit levels;
+- outside unchanged: every pixel outside the face region identical to the photo.
+`--select` compares the transfer variants (the losing ones too) at several strengths on the validation
+part and picks the default strength; the test part is then reported once, at that strength, under
+"photo" in evaluation.json. `--exclude FILE` leaves out photos that were looked at while designing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from tqdm import tqdm
+
+from train.data import load_index
+from train.identity import IdentityModel
+from train.judge import AttributeJudge
+from train.metrics import proportion
+from train.report import EVALUATION_FILE, merge_json
+from train.split import Split
+from train.vectors import resolve_model_dir
+from vae.align import FRAME_SIZE, warp
+from vae.editor import SETTINGS_FILE, Edits, SmileEditor
+from vae.preprocess import crop_and_resize, pil_to_tensor, to_image, to_tensor
+from vae.transfer import FLATTEN_SIGMA, MOUTH_GAIN, edit_residuals, face_region, region_weights
+
+FOLDERS = ("celeba-subset", "celebahq-256")
+VARIANTS = {  # name: (mouth_gain, flatten_sigma)
+    "difference only (prototype)": (0.0, 0.0),
+    "flattened difference": (0.0, FLATTEN_SIGMA),
+    "flattened, mouth x1.5 (shipped)": (MOUTH_GAIN, FLATTEN_SIGMA),
+    "flattened, mouth x2": (1.0, FLATTEN_SIGMA),
+}
+SHIPPED = "flattened, mouth x1.5 (shipped)"
+STRENGTHS = (1.5, 2.0, 2.5)
+TARGETS = {"flip": 0.90, "identity_kept": 0.95, "detail_ratio_median": 0.90, "colour_shift_max": 3.0}
+PHOTO_FLIP_DEFINITION = (
+    "Flips are conditioned on the judge's verdict at alpha=0, here the original photo's aligned crop: 'plus' is, "
+    "among photos the judge calls non-smiling, the share it calls smiling after +alpha; 'minus' is, among photos it "
+    "calls smiling, the share it calls non-smiling after -alpha. Verdict: judged P(smile) > 0.5 on the edited "
+    "photo's crop, aligned with the original photo's transform."
+)
+
+
+def aligned_crops(photos: np.ndarray, edits: Edits) -> torch.Tensor:
+    """The model's crop of each (K, H, W, 3) photo, cut with the original photo's alignment."""
+    frame_to_photo = edits.prepared.aligned.frame_to_photo
+    frames = warp(torch.stack([pil_to_tensor(Image.fromarray(p)) for p in photos]), frame_to_photo, FRAME_SIZE)
+    return to_tensor(np.stack([crop_and_resize(to_image(f)) for f in frames]))
+
+
+def high_frequency_energy(photo: np.ndarray, region: np.ndarray) -> float:
+    """Mean squared luminance minus its Gaussian blur (sigma 1.5 px) over the region: the photo's fine detail."""
+    luma = Image.fromarray(photo).convert("L")
+    detail = np.asarray(luma, np.float32) - np.asarray(luma.filter(ImageFilter.GaussianBlur(1.5)), np.float32)
+    return float((detail[region] ** 2).mean())
+
+
+@dataclass
+class Measures:
+    """Per-edit measurements, appended photo by photo, for one (variant, strength)."""
+
+    p_smile: dict[str, list[float]] = field(default_factory=lambda: {"zero": [], "plus": [], "minus": []})
+    distance: dict[str, list[float]] = field(default_factory=lambda: {"plus": [], "minus": []})
+    detail: list[float] = field(default_factory=list)
+    colour: list[float] = field(default_factory=list)
+    outside_same: list[bool] = field(default_factory=list)
+    cells: list[str] = field(default_factory=list)
+
+    def flips(self, select: np.ndarray | None = None) -> dict:
+        zero, plus, minus = (np.array(self.p_smile[k]) > 0.5 for k in ("zero", "plus", "minus"))
+        select = np.ones_like(zero) if select is None else select
+        return {"plus": proportion(plus[select & ~zero]), "minus": proportion(~minus[select & zero])}
+
+    def summary(self) -> dict:
+        flips = self.flips()
+        kept = {side: np.array(d) < IdentityModel.threshold for side, d in self.distance.items()}
+        located = np.isfinite(np.array(self.distance["plus"]))
+        both = kept["plus"][located] & kept["minus"][located]
+        cells = np.array(self.cells)
+        return {
+            "flip": {side: flips[side]["rate"] for side in ("plus", "minus")},
+            "flip_detail": flips,
+            "flip_by_group": {cell: self.flips(cells == cell) for cell in sorted(set(self.cells))},
+            "identity_kept": float(both.mean()) if both.size else None,
+            "identity_kept_by_side": {side: float(k[located].mean()) for side, k in kept.items()},
+            "identity_photos": int(located.sum()),
+            "detail_ratio_median": float(np.median(self.detail)),
+            "colour_shift_max": float(np.max(self.colour)),
+            "colour_shift_mean": float(np.mean(self.colour)),
+            "outside_unchanged": bool(all(self.outside_same)),
+        }
+
+
+def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: IdentityModel, path: Path,
+                  strengths: list[float], variants: dict[str, tuple[float, float]], results: dict, cell: str) -> bool:
+    """Edit one photo at +-each strength with each variant and append the measures; False if no face was found."""
+    prepared = editor.prepare(path)
+    if not prepared.aligned.found:
+        return False
+    photo = prepared.photo
+    signed = [s * sign for s in strengths for sign in (1, -1)]
+    decoded = editor.edits(prepared, signed)
+    p_zero = float(judge.probabilities(to_tensor(np.asarray(prepared.crop))[None])[0, 0])
+    face = identity.locate(photo)
+    reference = identity.descriptor(photo, face) if face is not None else None
+    region = face_region(prepared.crop_to_photo, (photo.shape[1], photo.shape[0]))
+    base_energy = high_frequency_energy(photo, region)
+    for name, (gain, sigma) in variants.items():
+        residuals = edit_residuals(decoded.decoded, prepared.recon, region_weights(mouth_gain=gain), sigma)
+        edits = Edits(prepared, signed, residuals, decoded.decoded)
+        edited = edits.photos(signed)
+        p_smile = judge.probabilities(aligned_crops(edited, edits))[:, 0].numpy()
+        for i, strength in enumerate(strengths):
+            m = results.setdefault((name, strength), Measures())
+            m.p_smile["zero"].append(p_zero)
+            m.cells.append(cell)
+            for side, k in (("plus", 2 * i), ("minus", 2 * i + 1)):
+                m.p_smile[side].append(float(p_smile[k]))
+                m.distance[side].append(identity.distance(reference, identity.descriptor(edited[k], face))
+                                        if face is not None else float("nan"))
+                change = edited[k].astype(np.float32) - photo
+                m.colour.append(float(np.abs(change[region].mean(0)).max()))
+                m.detail.append(high_frequency_energy(edited[k], region) / max(base_energy, 1e-6))
+                m.outside_same.append(bool(np.array_equal(edited[k][~region], photo[~region])))
+    return True
+
+
+def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float]:
+    """The variant and strength with the best worst-side flip among those that keep the person, detail and
+    colour (TARGETS); ties go to the smaller strength."""
+    def score(item):
+        (name, strength), s = item
+        keeps = (s["identity_kept"] or 0) >= TARGETS["identity_kept"] and s["detail_ratio_median"] >= TARGETS["detail_ratio_median"] \
+            and s["colour_shift_max"] <= TARGETS["colour_shift_max"]
+        return keeps, min(s["flip"]["plus"] or 0, s["flip"]["minus"] or 0), -strength
+    flat = {(name, strength): s for name, rows in table.items() for strength, s in rows.items()}
+    return max(flat.items(), key=score)[0]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.photo_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model folder with split.json (e.g. assets)")
+    p.add_argument("--judge", required=True, help="folder written by python -m train.judge")
+    p.add_argument("--data", action="append", default=[], required=True, metavar="DIR", help="every folder the split was made from")
+    p.add_argument("--part", choices=("validation", "test"), default="test")
+    p.add_argument("--limit", type=int, default=400, help="photos (seeded sample of the part; 0 = all)")
+    p.add_argument("--exclude", type=Path, help="file of keys to leave out (photos looked at while designing)")
+    p.add_argument("--select", action="store_true", help="compare variants and strengths; write the choice (validation only)")
+    p.add_argument("--update-model", action="store_true", help="write the result into the model's evaluation.json / editor.json")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.select and args.part != "validation":
+        raise SystemExit("--select chooses on the validation part only: the test part is reported, never chosen on.")
+    model_dir = resolve_model_dir(args.model)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    editor = SmileEditor.from_pretrained(model_dir)
+    judge = AttributeJudge.from_pretrained(args.judge).eval()
+    identity = IdentityModel()
+    index = load_index(args.data)
+    rows = getattr(Split.load(model_dir).rows(index), args.part)
+    excluded = set(args.exclude.read_text().split()) if args.exclude else set()
+    rows = [r for r in rows if index.keys[r].split("/")[0] in FOLDERS and index.keys[r] not in excluded]
+    if args.limit and len(rows) > args.limit:
+        rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
+    male, young = (index.attribute(n) for n in ("Male", "Young"))
+    variants = VARIANTS if args.select else {SHIPPED: VARIANTS[SHIPPED]}
+    strengths = list(STRENGTHS) if args.select else [editor.settings["default_strength"]]
+    results: dict = {}
+    no_face = 0
+    for row in tqdm(rows, desc=f"Editing {args.part} photos", unit="photo"):
+        cell = f"{'male' if male[row] else 'female'}_{'young' if young[row] else 'old'}"
+        no_face += not measure_photo(editor, judge, identity, index.paths[row], strengths, variants, results, cell)
+    table = {name: {s: results[(name, s)].summary() for s in strengths} for name in variants}
+    common = {"part": args.part, "photos": len(rows) - no_face, "no_face_found": no_face, "excluded_while_designing": len(excluded),
+              "folders": list(FOLDERS), "flip_definition": PHOTO_FLIP_DEFINITION, "command": "python -m train.photo_eval " + " ".join(sys.argv[1:] if argv is None else argv)}
+    for name, per_strength in table.items():
+        for s, summary in per_strength.items():
+            print(f"{name:32s} a={s:.1f}: flip +{summary['flip']['plus']:.2f} -{summary['flip']['minus']:.2f}, "
+                  f"same person {summary['identity_kept']:.2f}, detail {summary['detail_ratio_median']:.2f}, "
+                  f"colour max {summary['colour_shift_max']:.2f}, outside unchanged {summary['outside_unchanged']}")
+    if args.select:
+        name, strength = choose(table)
+        report = {**common, "chosen": {"variant": name, "strength": strength}, "targets": TARGETS,
+                  "table": {n: {str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
+                                for s, summary in rows_.items()} for n, rows_ in table.items()}}
+        print(f"Chosen on validation: {name!r} at strength {strength}")
+        if name != SHIPPED:
+            print(f"warning: the shipped transfer (vae.transfer) is {SHIPPED!r}, not the chosen variant")
+        if args.update_model:
+            merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
+            merge_json(model_dir / SETTINGS_FILE, {"default_strength": strength})
+        return report
+    summary = table[SHIPPED][strengths[0]]
+    report = {**common, "variant": SHIPPED, "strength": strengths[0], **summary,
+              "identity": {"measure": IdentityModel.measure, "threshold": IdentityModel.threshold, "kept": summary["identity_kept"],
+                           "photos": summary["identity_photos"]},
+              "selection": {"subset": "validation", "key": "photo_selection"}}
+    if args.update_model:
+        merge_json(model_dir / EVALUATION_FILE, {"photo": report})
+    return report
+
+
+if __name__ == "__main__":
+    main()
