@@ -57,6 +57,14 @@ def test_cache_is_built_once_and_reused(tiny_celeba, tmp_path):
     assert np.array_equal(reopened.images[:4], cache.images[:4]) and reopened.keys == index.keys
 
 
+def test_a_failed_cache_build_leaves_no_temporary_files(tmp_path):
+    root = write_celeba(tmp_path / "broken", 8)
+    (root / "img_align_celeba" / "000003.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(Exception, match="not an image"):
+        build_cache(load_index([root]), tmp_path / "cache", workers=1)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_real_celeba_folders(shared_data):
     roots = [shared_data / n for n in ("celeba-subset", "celeba-small", "celebahq-256")]
     index = load_index(roots)

@@ -83,23 +83,8 @@ def _process(job: tuple[str, int, float, str]) -> tuple[np.ndarray, int]:
     return crop_and_resize(image, size, fraction), status
 
 
-def build_cache(
-    index: CelebAIndex,
-    cache_root: str | Path,
-    size: int = IMAGE_SIZE,
-    fraction: float = CROP_FRACTION,
-    align: str = "auto",
-    workers: int | None = None,
-) -> FaceCache:
-    """Return the cache for `index`, building it (with a progress bar) only if it does not exist yet."""
-    if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {ALIGN_MODES}, not {align!r}")
-    target = Path(cache_root) / fingerprint(index, size, fraction, align)
-    if (target / "meta.json").exists():
-        return load_cache(target)
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+def _write_cache(index: CelebAIndex, tmp: Path, size: int, fraction: float, align: str, workers: int | None) -> None:
+    """Decode every image of `index` into `tmp` (images.npy, attrs.npy, meta.json)."""
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(index), size, size, 3))
     jobs = [(str(p), size, fraction, align) for p in index.paths]
     statuses = np.zeros(len(index), dtype=np.int8)
@@ -119,6 +104,30 @@ def build_cache(
     meta = {"info": info, "attr_names": index.attr_names, "keys": index.keys, "groups": index.groups,
             "partition": index.partition.tolist(), "identities": index.identities}
     (tmp / "meta.json").write_text(json.dumps(meta))
+
+
+def build_cache(
+    index: CelebAIndex,
+    cache_root: str | Path,
+    size: int = IMAGE_SIZE,
+    fraction: float = CROP_FRACTION,
+    align: str = "auto",
+    workers: int | None = None,
+) -> FaceCache:
+    """Return the cache for `index`, building it (with a progress bar) only if it does not exist yet."""
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, not {align!r}")
+    target = Path(cache_root) / fingerprint(index, size, fraction, align)
+    if (target / "meta.json").exists():
+        return load_cache(target)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_cache(index, tmp, size, fraction, align, workers)
+    except BaseException:  # a failed or interrupted build leaves no full-size temporary array behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, target)  # a whole cache appears at once, or not at all
     except OSError:  # another process finished the same cache first: keep theirs
