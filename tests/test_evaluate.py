@@ -1,13 +1,15 @@
 """The judge and evaluation steps: report pieces on hand-made inputs, then end to end on the synthetic dataset."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from train.evaluate import ALPHAS, Faces, choose_default, edit_report
+from train.evaluate import ALPHAS, Faces, choose_default, edit_report, person_in_train
 from train.evaluate import main as evaluate_main
 from train.judge import main as judge_main
 from train.report import merge_json
+from train.split import SplitRows
 from train.train import main as train_main
 from train.vectors import main as vectors_main
 from vae.vectors import AttributeVectors
@@ -74,6 +76,8 @@ def test_vectors_judge_and_evaluation_read_the_split_and_write_the_report(tiny_c
         assert set(side) == {"rate", "low", "high", "n"} and side["low"] <= side["high"]
     assert sum(side["n"] for side in saved["flip_by_group"]["all"].values()) == 5  # every face is in exactly one side
     assert set(saved["drift"]["male"]) == {"plus", "minus", "plus_abs", "minus_abs"}
+    overlap = saved["test_by_identity_overlap"]  # the synthetic folder says nothing about people
+    assert overlap["person_in_train"]["n"] == 0 and overlap["person_not_in_train_or_unknown"]["n"] == 5
     assert 0 < report["test_psnr"] < 60 and 0 <= report["smile_auc"] <= 1
     assert len(report["variants"]) == 4 and report["default_attribute"] in report["variants"]
     vectors = AttributeVectors.load(run / "model")
@@ -95,3 +99,11 @@ def test_evaluation_refuses_a_judge_trained_on_another_split(tiny_celeba, tmp_pa
     vectors_main(["--model", str(run), *data])
     with pytest.raises(SystemExit, match="not trained on this model's train part"):
         evaluate_main(["--model", str(run), *data, "--judge", str(tmp_path / "judge"), "--out", str(tmp_path / "eval")])
+
+
+def test_person_in_train_follows_identities_and_twins():
+    # rows 0-1 train, 2-5 test: row 2 is person 7 (also in train); rows 3 and 4 are one photo (an HQ twin and its
+    # CelebA original) of person 8, also in train; row 5 says nothing about who it is
+    cache = SimpleNamespace(groups=["a/1", "a/2", "a/3", "a/5", "a/5", "hq/9"], identities=["7", "8", "7", "", "8", ""])
+    rows = SplitRows(np.array([0, 1]), np.array([], dtype=int), np.array([2, 3, 4, 5]))
+    assert person_in_train(cache, rows).tolist() == [True, True, True, False]

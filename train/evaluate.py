@@ -31,6 +31,7 @@ from train.cache import FaceCache, add_data_args
 from train.judge import AttributeJudge
 from train.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
 from train.report import EVALUATION_FILE, merge_json
+from train.split import SplitRows, split_units
 from train.vectors import compute_vectors, encode_rows, open_model_split, projection_auc, resolve_model_dir
 from vae.editor import SETTINGS_FILE
 from vae.model import SmileVAE
@@ -58,7 +59,21 @@ def reconstruction_metrics(model: SmileVAE, images: np.ndarray, rows: np.ndarray
         similarity.append(ssim(recon.permute(0, 2, 3, 1).numpy(), x.permute(0, 2, 3, 1).numpy()))
     mse, similarity = np.concatenate(mse), np.concatenate(similarity)
     return {"test_mse": float(mse.mean()), "test_psnr": float(psnr(mse).mean()), "test_ssim": float(similarity.mean()),
-            "psnr_per_image": psnr(mse)}
+            "psnr_per_image": psnr(mse), "ssim_per_image": similarity}
+
+
+def person_in_train(cache: FaceCache, rows: SplitRows) -> np.ndarray:
+    """Per test row: whether the same person (identity_CelebA.txt, or a CelebA twin's) has an image in train."""
+    units = split_units(cache.groups, cache.identities, "person")
+    train_units = {units[r] for r in rows.train}
+    return np.array([units[r] in train_units for r in rows.test], dtype=bool)  # photo groups never cross parts
+
+
+def by_identity_overlap(recon: dict, seen: np.ndarray) -> dict:
+    """Reconstruction of test faces whose person the model saw in training vs. faces of people it never saw."""
+    return {name: {"n": int(mask.sum()), "psnr": float(recon["psnr_per_image"][mask].mean()) if mask.any() else None,
+                   "ssim": float(recon["ssim_per_image"][mask].mean()) if mask.any() else None}
+            for name, mask in (("person_in_train", seen), ("person_not_in_train_or_unknown", ~seen))}
 
 
 @torch.inference_mode()
@@ -238,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "variants": {n: {str(a): summary(r) for a, r in per.items()} for n, per in selection.items()}},
         "default_attribute": best, "default_strength": alpha,
         "test_images": len(rows.test), "test_mse": recon["test_mse"], "test_psnr": recon["test_psnr"], "test_ssim": recon["test_ssim"],
+        "test_by_identity_overlap": by_identity_overlap(recon, person_in_train(cache, rows)),
         "reconstruction_definition": "posterior mean mu, eval mode; PSNR per image then averaged; SSIM per image with a "
                                      "Gaussian window (sigma 1.5), then averaged",
         "smile_auc": auc["Smiling"], "projection_auc": auc,
