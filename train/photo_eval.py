@@ -142,6 +142,19 @@ def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: Identity
     return True
 
 
+def astronaut_figure(editor: SmileEditor, path: Path, side: int = 384) -> None:
+    """The public-domain astronaut at photo level: less, the photo itself, more (README and model card)."""
+    prepared = editor.prepare(Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg")
+    strength = editor.settings["default_strength"]
+    less, more = editor.edits(prepared, [-strength, strength]).photos([-strength, strength])
+    panels = [Image.fromarray(p).resize((side, side), Image.Resampling.LANCZOS) for p in (less, prepared.photo, more)]
+    figure = Image.new("RGB", (3 * side, side))
+    for i, panel in enumerate(panels):
+        figure.paste(panel, (i * side, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(path)
+
+
 def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float]:
     """The variant and strength with the best worst-side flip among those that keep the person, detail and
     colour (TARGETS); ties go to the smaller strength."""
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
               "selection": {"subset": "validation", "key": "photo_selection"}}
     if args.update_model:
         merge_json(model_dir / EVALUATION_FILE, {"photo": report})
+        astronaut_figure(editor, model_dir / "figures" / "astronaut_photo.png")
     return report
 
 
