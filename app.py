@@ -19,14 +19,12 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
 from vae.editor import ModelLoadError, Prepared, SmileEditor
 from vae.export import strip_image
-from vae.preprocess import ImageError
 from vae.serving import PreparedCache, ResultFiles, read_upload
 
 ROOT = Path(__file__).resolve().parent
