@@ -25,7 +25,7 @@ from PIL import Image
 
 from vae.editor import ModelLoadError, Prepared, SmileEditor
 from vae.export import strip_image
-from vae.serving import PreparedCache, ResultFiles, read_upload
+from vae.serving import MAX_UPLOAD_BYTES, PreparedCache, ResultFiles, read_upload
 
 ROOT = Path(__file__).resolve().parent
 LIVE = ROOT / "ui"
@@ -45,7 +45,7 @@ def load_editor() -> SmileEditor:
 
 EDITOR = load_editor()
 SETTINGS = EDITOR.settings
-RESULTS = ResultFiles(WORK_DIR / "results")
+RESULTS = ResultFiles(WORK_DIR / "results", keep=64)  # Gradio copies each result into its cache at once
 CACHE = PreparedCache(lambda data, align: EDITOR.prepare(data, align=align))
 
 
@@ -66,12 +66,21 @@ def checked_align(align: object) -> bool:
     return align
 
 
-def prepared_upload(payload: object, align: object) -> Prepared:
-    """Read the uploaded file (only Gradio's upload folder is accepted) and align + encode it, once per content."""
+def prepared_upload(payload: object, align: object) -> tuple[str, Prepared, bool]:
+    """(key, prepared, cached) for the uploaded file: only Gradio's upload folder is read; aligned and encoded once per content."""
     path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
-    prepared = CACHE.get(read_upload(path, get_upload_folder()), checked_align(align))
+    key, prepared, cached = CACHE.get(read_upload(path, get_upload_folder()), checked_align(align))
     for note in prepared.notes:
         gr.Warning(note)
+    return key, prepared, cached
+
+
+def session_photo(key: str | None) -> Prepared:
+    """This session's photo: its state holds only a key into the server-wide, bounded cache."""
+    prepared = CACHE.find(key)
+    if prepared is None:
+        raise ValueError("Upload a photo of a face first." if key is None else
+                         "This photo is no longer in the server's memory: upload it again.")
     return prepared
 
 
@@ -85,50 +94,37 @@ def live_value(edits) -> str:
     return json.dumps({"strengths": edits.strengths, "frames": frames})
 
 
-def page_outputs(prepared: Prepared, attribute: str):
-    """Everything the page shows for a photo: live frames, less/more photos, under-the-hood faces."""
+@clear_error
+def prepare(payload: dict | None, align: bool, attribute: str):
+    """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
+    other): align and encode once per photo, then decode every frame and the less / more photos."""
+    if not payload:
+        return None, "", None, None, None, None, None, None
+    attribute = EDITOR.check_attribute(attribute)
+    key, prepared, _ = prepared_upload(payload, align)
     strength = SETTINGS["default_strength"]
     edits = EDITOR.live(prepared, attribute, strength)
     less, more = edits.photos([-strength, strength])
-    return (live_value(edits), RESULTS.image(less, "less"), RESULTS.image(more, "more"), RESULTS.image(prepared.crop, "crop"),
+    return (key, live_value(edits), RESULTS.image(less, "less"), RESULTS.image(more, "more"), RESULTS.image(prepared.crop, "crop"),
             RESULTS.image(edits.raw(0.0), "reconstruction"), RESULTS.image(edits.raw(-strength), "decoded_less"),
             RESULTS.image(edits.raw(strength), "decoded_more"))
 
 
 @clear_error
-def prepare(payload: dict | None, align: bool, attribute: str):
-    """New photo or align toggle: detect, align and encode once, then render every frame."""
-    if not payload:
-        return None, "", None, None, None, None, None, None
-    prepared = prepared_upload(payload, align)
-    return prepared, *page_outputs(prepared, EDITOR.check_attribute(attribute))
-
-
-@clear_error
-def change_attribute(prepared: Prepared | None, attribute: str):
-    """Another direction for the same photo: decode again, no alignment or encoding."""
-    if prepared is None:
-        return "", None, None, None, None, None, None
-    return page_outputs(prepared, EDITOR.check_attribute(attribute))
-
-
-@clear_error
-def strip(prepared: Prepared | None, attribute: str):
+def strip(key: str | None, attribute: str):
     """The strip and its GIF from whole-photo frames, chained after the page's first outputs."""
-    if prepared is None:
+    if key is None:
         return None, None
     strengths = EDITOR.strip_strengths(SETTINGS["default_strength"])
-    frames = [Image.fromarray(v) for v in EDITOR.edits(prepared, strengths, attribute).views()]
+    frames = [Image.fromarray(v) for v in EDITOR.edits(session_photo(key), strengths, attribute).views()]
     return RESULTS.image(strip_image(frames), "strip"), RESULTS.gif(frames, "strip")
 
 
 @clear_error
-def render(prepared: Prepared | None, strength: float, attribute: str):
+def render(key: str | None, strength: float, attribute: str):
     """This session's photo at one signed strength, whole and at full resolution (the download button)."""
     strength = EDITOR.check_strength(strength, signed=True)
-    if prepared is None:
-        raise ValueError("Upload a photo of a face first.")
-    photo = EDITOR.edits(prepared, [strength], attribute).photos([strength])[0]
+    photo = EDITOR.edits(session_photo(key), [strength], attribute).photos([strength])[0]
     return RESULTS.image(photo, f"smile_{strength:+.1f}")
 
 
@@ -139,14 +135,14 @@ def edit(image: FileData, strength: float, align: bool = True, attribute: str = 
     reconstruction and the raw decoded faces (less, more), and an info dict."""
     strength = EDITOR.check_strength(strength)
     attribute = EDITOR.check_attribute(attribute)
-    prepared = prepared_upload(image, align)
+    _, prepared, cached = prepared_upload(image, align)
     edits = EDITOR.edits(prepared, [-strength, strength], attribute)
     less, more = edits.photos([-strength, strength])
     files = [RESULTS.image(less, "less"), RESULTS.image(more, "more"), RESULTS.image(edits.raw(0.0), "reconstruction"),
              RESULTS.image(prepared.crop, "crop"), RESULTS.image(edits.raw(-strength), "decoded_less"),
              RESULTS.image(edits.raw(strength), "decoded_more")]
     info = {"faces_found": prepared.aligned.faces_found, "notes": prepared.notes, "strength": strength,
-            "attribute": attribute, "photos_encoded": EDITOR.prepare_count, "size": list(prepared.photo.shape[1::-1])}
+            "attribute": attribute, "reused_encoding": cached, "size": list(prepared.photo.shape[1::-1])}
     return (*[FileData(path=f) for f in files], info)
 
 
@@ -161,13 +157,13 @@ def example_files() -> list[str]:
 
 def build_demo() -> gr.Blocks:
     top, default = SETTINGS["max_strength"], SETTINGS["default_strength"]
-    with gr.Blocks(title="SMILE: slide the smile", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="SMILE: slide the smile", delete_cache=(600, 1800)) as demo:  # results live 30 min
         gr.Markdown(
             "# SMILE\nUpload a face photo and slide: your own photo smiles less or more. A variational autoencoder "
             "trained on CelebA finds the smile direction; only the change it makes is added to your photo, so the "
             "person, the detail and everything outside the face stay yours."
         )
-        state = gr.State(None, time_to_live=1800)
+        state = gr.State(None)  # the photo's key into CACHE: a short string per session
         with gr.Row():
             with gr.Column(scale=1):
                 photo = gr.Image(type="filepath", image_mode=None, label="Your photo", sources=["upload", "webcam", "clipboard"],
@@ -196,11 +192,8 @@ def build_demo() -> gr.Blocks:
                         raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
                         raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
         shown = [live, less, more, crop, recon, raw_less, raw_more]
-        for trigger, name in ((photo.change, "prepare"), (align.change, None)):
-            trigger(prepare, [photo, align, attribute], [state, *shown], preprocess=False, api_name=name,
-                    api_visibility="public" if name else "private").then(strip, [state, attribute], [strip_view, gif],
-                                                                         api_visibility="private")
-        attribute.change(change_attribute, [state, attribute], shown, api_visibility="private", trigger_mode="always_last").then(
+        gr.on([photo.change, align.change, attribute.change], prepare, [photo, align, attribute], [state, *shown],
+              preprocess=False, api_name="prepare", trigger_mode="always_last").then(
             strip, [state, attribute], [strip_view, gif], api_visibility="private")
         download.click(render, [state, strength, attribute], download, api_name="render")
         gr.api(edit, api_name="edit")
@@ -214,4 +207,4 @@ demo.queue(default_concurrency_limit=2, max_size=64)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stopped server (Spaces, tests) still cleans WORK_DIR
-    demo.launch(allowed_paths=[str(WORK_DIR)])
+    demo.launch(allowed_paths=[str(WORK_DIR)], max_file_size=MAX_UPLOAD_BYTES)

@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import ROOT
 from vae.editor import ModelLoadError, SmileEditor, read_settings
 from vae.preprocess import ImageError
-from vae.serving import ResultFiles, read_upload
+from vae.serving import PreparedCache, ResultFiles, read_upload
 
 
 @pytest.fixture
@@ -33,9 +33,11 @@ def test_paths_outside_the_upload_folder_are_refused_before_opening(uploads, tar
 
 def test_links_pipes_folders_and_large_files_are_refused(uploads):
     (uploads / "abc" / "link.png").symlink_to("/etc/passwd")
+    (uploads / "abc" / "inside.png").symlink_to(uploads / "abc" / "photo.png")  # even a link that stays inside
     os.mkfifo(uploads / "abc" / "pipe.png")
-    with pytest.raises(ImageError, match="Only files uploaded"):
-        read_upload(str(uploads / "abc" / "link.png"), uploads)
+    for link in ("link.png", "inside.png"):
+        with pytest.raises(ImageError, match="Only files uploaded"):
+            read_upload(str(uploads / "abc" / link), uploads)
     with pytest.raises(ImageError, match="not a regular file"):
         read_upload(str(uploads / "abc" / "pipe.png"), uploads)  # returns at once: opened non-blocking
     with pytest.raises(ImageError, match="not a regular file"):
@@ -53,6 +55,19 @@ def test_results_get_fresh_names_and_old_ones_are_removed(tmp_path):
     assert len(set(paths)) == 5  # the same content never shares a file
     assert [Path(p).exists() for p in paths] == [False, False, True, True, True]
     assert np.array_equal(np.asarray(Image.open(paths[-1])), pixels)
+
+
+def test_the_prepared_cache_reuses_by_content_and_bounds_its_bytes():
+    class Photo:
+        def __init__(self, data: bytes) -> None:
+            self.photo = np.zeros(len(data), np.uint8)
+
+    cache = PreparedCache(lambda data, align: Photo(data), size=10, max_bytes=250)
+    key, first, cached = cache.get(b"a" * 100, True)
+    assert not cached and cache.get(b"a" * 100, True) == (key, first, True)
+    assert not cache.get(b"a" * 100, False)[2]  # another alignment setting is another entry
+    cache.get(b"b" * 100, True)  # 300 bytes kept > 250: the oldest goes
+    assert cache.find(key) is None and len(cache.items) == 2
 
 
 @pytest.mark.parametrize("content, message", [

@@ -25,11 +25,12 @@ def crop_to_photo() -> np.ndarray:
 
 
 def smile_and_cast() -> tuple[torch.Tensor, torch.Tensor]:
-    """decode(z) and an 'edit' that brightens the mouth (the smile) and tints the whole face (the drift)."""
+    """decode(z) and an 'edit' that brightens the mouth (the smile) and tints the face unevenly (the drift)."""
     recon = torch.full((3, 128, 128), 0.5)
     edited = recon.clone()
     edited[:, 96:110, 48:80] += 0.3  # teeth
-    edited += torch.tensor([0.08, -0.05, 0.06])[:, None, None]  # a colour cast over everything
+    ramp = torch.linspace(0.5, 1.5, 128)[None, :, None]  # the cast is stronger at the bottom of the face
+    edited += torch.tensor([0.08, -0.05, 0.06])[:, None, None] * ramp
     return edited[None], recon
 
 

@@ -3,6 +3,7 @@
 let frames = [];     // object URLs of the frames, in strength order
 let strengths = [];
 let keep = [];       // decoded Image objects, held so the browser keeps them ready
+let generation = 0;  // a newer value supersedes a load still decoding
 
 const box = () => element.querySelector(".live");
 const frameImg = () => element.querySelector("img.live-frame");
@@ -22,9 +23,9 @@ function show(value) {
   }
 }
 
-function follow() {
+function follow(tries = 0) {
   const range = slider();
-  if (!range) { setTimeout(follow, 100); return; }
+  if (!range) { if (tries < 100) setTimeout(() => follow(tries + 1), 100); return; }
   if (range.dataset.live) return;
   range.dataset.live = "1";
   range.addEventListener("input", () => show(parseFloat(range.value)));
@@ -41,6 +42,7 @@ function toBlobUrl(dataUri) {
 async function load() {
   const root = box();
   if (!root) return;
+  const mine = ++generation;
   root.dataset.ready = "0";
   let data = {};
   try { data = JSON.parse(props.value || "{}"); } catch (err) { data = {}; }
@@ -54,6 +56,7 @@ async function load() {
   const urls = data.frames.map(toBlobUrl);
   const images = urls.map((url) => { const im = new Image(); im.src = url; return im; });
   await Promise.all(images.map((im) => im.decode().catch(() => undefined)));
+  if (mine !== generation) { urls.forEach((url) => URL.revokeObjectURL(url)); return; }
   frames = urls; strengths = data.strengths; keep = images;
   img.hidden = false; empty.hidden = true;
   const range = slider();

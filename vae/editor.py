@@ -7,7 +7,6 @@ Gradio app, by `python -m vae edit` and by the whole-photo evaluation.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ class Prepared:
     crop: Image.Image  # the model's 128x128 input
     latent: torch.Tensor  # (1, latent_dim) posterior mean
     recon: torch.Tensor  # (3, 128, 128) decode(latent), the alpha = 0 face
-    key: str  # content hash of the photo and the alignment setting
     notes: list[str] = field(default_factory=list)  # messages for the person (no face, several faces)
 
     @property
@@ -62,18 +60,25 @@ class Prepared:
         return max(0, round(cx - half)), max(0, round(cy - half)), min(width, round(cx + half)), min(height, round(cy + half))
 
     @property
-    def view_to_photo(self) -> np.ndarray:
-        """3x3 from live-view pixels to photo pixels (the view is the box, scaled to at most VIEW_MAX_SIDE)."""
+    def view_size(self) -> tuple[int, int]:
+        """(width, height) of the live view: the view box, scaled down to at most VIEW_MAX_SIDE."""
         left, top, right, bottom = self.view_box
         scale = max(1.0, max(right - left, bottom - top) / VIEW_MAX_SIDE)
-        return np.array([[scale, 0, left], [0, scale, top], [0, 0, 1.0]])
+        return max(1, round((right - left) / scale)), max(1, round((bottom - top) / scale))
+
+    @property
+    def view_to_photo(self) -> np.ndarray:
+        """3x3 from live-view pixels to photo pixels, pixel centres matched as the resize maps them."""
+        left, top, right, bottom = self.view_box
+        width, height = self.view_size
+        sx, sy = (right - left) / width, (bottom - top) / height
+        return np.array([[sx, 0, left + 0.5 * sx - 0.5], [0, sy, top + 0.5 * sy - 0.5], [0, 0, 1.0]])
 
     def view(self) -> np.ndarray:
         """The live view of the unedited photo, (h, w, 3) uint8."""
         left, top, right, bottom = self.view_box
         region = Image.fromarray(self.photo[top:bottom, left:right])
-        scale = self.view_to_photo[0, 0]
-        size = (max(1, round(region.width / scale)), max(1, round(region.height / scale)))
+        size = self.view_size
         return np.asarray(region if size == region.size else region.resize(size, Image.Resampling.LANCZOS))
 
 
@@ -150,7 +155,6 @@ class SmileEditor:
         self.vectors = vectors
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.aligner = aligner or FaceAligner()
-        self.prepare_count = 0  # how many photos were aligned + encoded (the app shows that strength changes don't re-encode)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> "SmileEditor":
@@ -217,9 +221,7 @@ class SmileEditor:
             x = to_tensor(crop)[None].contiguous(memory_format=torch.channels_last)
             latent = self.model.encode(x)[0]
             recon = self.model.decode(latent)[0]
-        self.prepare_count += 1
-        key = hashlib.sha256(pixels.tobytes() + bytes(str((pixels.shape, align)), "ascii")).hexdigest()[:16]
-        return Prepared(pixels, aligned, Image.fromarray(crop), latent, recon, key, notes)
+        return Prepared(pixels, aligned, Image.fromarray(crop), latent, recon, notes)
 
     def edits(self, prepared: Prepared, strengths: list[float], attribute: str | None = None) -> Edits:
         """decode(z + a * step) for every strength in one batch, and what each adds to the photo."""

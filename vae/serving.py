@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from .editor import Prepared
 from .export import atomic_save, save_gif
 from .preprocess import ImageError
 
@@ -36,7 +37,7 @@ def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = M
         raise ImageError("Upload a photo of a face first.")
     root = os.path.realpath(upload_root)
     real = os.path.realpath(path)
-    if os.path.commonpath([real, root]) != root or real == root:
+    if os.path.commonpath([real, root]) != root or real == root or os.path.islink(path):
         raise ImageError("Only files uploaded to this app can be edited: upload the photo again.")
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -44,6 +45,8 @@ def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = M
         raise ImageError("The uploaded file is no longer available: upload the photo again.") from err
     try:
         info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != (os.stat(real).st_dev, os.stat(real).st_ino):  # swapped after the check
+            raise ImageError("Only files uploaded to this app can be edited: upload the photo again.")
         if not stat.S_ISREG(info.st_mode):
             raise ImageError("The upload is not a regular file.")
         if info.st_size > max_bytes:
@@ -86,22 +89,41 @@ class ResultFiles:
 
 
 class PreparedCache:
-    """The last `size` prepared photos, keyed by their bytes and the alignment setting."""
+    """Recently prepared photos by content key, bounded in count and in bytes of photo kept.
 
-    def __init__(self, prepare: Callable[[bytes, bool], object], size: int = 32) -> None:
-        self.prepare, self.size = prepare, size
-        self.items: OrderedDict[tuple[str, bool], object] = OrderedDict()
+    Sessions keep only the key: a browser session's state is then a short string, and the memory
+    that photos take is bounded for the whole server, however many sessions there are.
+    """
+
+    def __init__(self, prepare: Callable[[bytes, bool], Prepared], size: int = 64, max_bytes: int = 1 << 30) -> None:
+        self.prepare, self.size, self.max_bytes = prepare, size, max_bytes
+        self.items: OrderedDict[str, Prepared] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, data: bytes, align: bool):
-        key = (hashlib.sha256(data).hexdigest(), align)
+    @staticmethod
+    def key(data: bytes, align: bool) -> str:
+        return f"{hashlib.sha256(data).hexdigest()}:{int(align)}"
+
+    def get(self, data: bytes, align: bool) -> tuple[str, Prepared, bool]:
+        """(key, prepared, whether it was already prepared) for these bytes and alignment setting."""
+        key = self.key(data, align)
+        found = self.find(key)
+        if found is not None:
+            return key, found, True
+        prepared = self.prepare(data, align)
+        with self.lock:
+            self.items[key] = prepared
+            while len(self.items) > self.size or (len(self.items) > 1 and self._bytes() > self.max_bytes):
+                self.items.popitem(last=False)
+        return key, prepared, False
+
+    def find(self, key: str | None) -> Prepared | None:
+        """The prepared photo under `key`, or None when it was never prepared or has been evicted."""
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        prepared = self.prepare(data, align)
-        with self.lock:
-            self.items[key] = prepared
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return prepared
+        return None
+
+    def _bytes(self) -> int:
+        return sum(item.photo.nbytes for item in self.items.values())

@@ -46,12 +46,12 @@ def region_weights(size: int = IMAGE_SIZE, mouth_gain: float = MOUTH_GAIN) -> to
     mouth = frame_to_crop @ np.append(FRAME_POINTS[2], 1.0)
     eyes_apart = (frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0]))
     half = (size - 1) / 2
-    face = _ellipse(size, (half, half), (size / 2, size / 2), FACE_FEATHER)
+    face = _ellipse(size, (half, half), (half - 0.5, half - 0.5), FACE_FEATHER)  # zero on the crop's border
     cheeks = _ellipse(size, (float(mouth[0]), float(mouth[1]) - 3), (1.0 * eyes_apart, 0.7 * eyes_apart), MOUTH_FEATHER)
     return face * (1 + mouth_gain * cheeks)
 
 
-def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = int(3 * sigma)
     x = torch.arange(-radius, radius + 1, dtype=images.dtype)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
@@ -72,7 +72,7 @@ def edit_residuals(edited: torch.Tensor, recon: torch.Tensor, weights: torch.Ten
     weights = region_weights(edited.shape[-1]) if weights is None else weights
     diff = edited.float() - recon.float()[None]
     if flatten_sigma:
-        diff = diff - _gaussian_blur(diff, flatten_sigma)
+        diff = diff - gaussian_blur(diff, flatten_sigma)
         diff = diff - (diff * weights).sum((-2, -1), keepdim=True) / weights.sum()
     return diff * weights
 
