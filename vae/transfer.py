@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
-from .preprocess import IMAGE_SIZE
+from .preprocess import IMAGE_SIZE, to_pixels, to_tensor
 
 FLATTEN_SIGMA = 16.0  # px of the 128-px crop: wider than a mouth, narrower than the face
 MOUTH_GAIN = 0.5  # the mouth and cheeks get (1 + MOUTH_GAIN) times the edit
@@ -104,8 +104,7 @@ def apply_residuals(image: np.ndarray, crop_to_image: np.ndarray, residuals: tor
     if warped is None:
         return out
     (x0, y0, x1, y1), added = warped
-    region = torch.tensor(image[y0:y1, x0:x1], dtype=torch.float32).permute(2, 0, 1)[None]
-    edited = (region + 255.0 * added).round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    edited = to_pixels(to_tensor(image[y0:y1, x0:x1])[None] + added)
     out[:, y0:y1, x0:x1] = np.where((added != 0).any(1)[..., None].numpy(), edited, out[:, y0:y1, x0:x1])
     return out
 
