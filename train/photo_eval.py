@@ -12,10 +12,10 @@ residual transfer of `vae.transfer`. For every edit:
 - detail ratio: high-frequency energy of the face region, edited / original;
 - colour shift: change of the face region's mean colour, per channel, in 8-bit levels;
 - outside unchanged: every pixel outside the face region identical to the photo.
-`--select` measures the transfer variants (the losing ones too, for the record) at several strengths on
-the validation part and picks the shipped transfer's default strength; the test part is then reported
-once, at that strength, under "photo" in evaluation.json. (The shipped variant itself was chosen while
-designing, on photos that `--exclude` keeps out of every report.) `--exclude FILE` leaves out photos that were looked at while designing.
+`--select` compares the transfer variants at several strengths on the validation part and chooses the
+variant (which vae.transfer must ship) and the default strength; the test part is then reported once,
+at that strength, under "photo" in evaluation.json. `--exclude` keeps out the photos looked at while
+designing (assets/photo_design_keys.txt). `--exclude FILE` leaves out photos that were looked at while designing.
 """
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ FOLDERS = ("celeba-subset", "celebahq-256")
 VARIANTS = {  # name: (mouth_gain, flatten_sigma)
     "difference only (prototype)": (0.0, 0.0),
     "flattened difference": (0.0, FLATTEN_SIGMA),
-    "flattened, mouth x1.5 (shipped)": (MOUTH_GAIN, FLATTEN_SIGMA),
+    "flattened, mouth x1.5": (0.5, FLATTEN_SIGMA),
     "flattened, mouth x2": (1.0, FLATTEN_SIGMA),
 }
-SHIPPED = "flattened, mouth x1.5 (shipped)"
+SHIPPED = next(name for name, params in VARIANTS.items() if params == (MOUTH_GAIN, FLATTEN_SIGMA))  # what vae.transfer does
 STRENGTHS = (1.5, 2.0, 2.5)
 TARGETS = {"flip": 0.90, "identity_kept": 0.95, "detail_ratio_median": 0.90, "colour_shift_max": 3.0}
 PHOTO_FLIP_DEFINITION = (
@@ -176,18 +176,19 @@ def meets(summary: dict) -> dict[str, bool]:
             "colour_shift_max": summary["colour_shift_max"] <= TARGETS["colour_shift_max"]}
 
 
-def choose_strength(rows: dict[float, dict]) -> tuple[float, bool]:
-    """The shipped transfer's strength: the smallest that meets every target; if none does, the best worst-side
-    flip among those that keep the person, detail and colour. Also says whether every target was met."""
-    complete = [s for s, summary in sorted(rows.items()) if all(meets(summary).values())]
-    if complete:
-        return complete[0], True
+def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
+    """(variant, strength, every target met): the smallest strength of any variant that meets every target,
+    ties to the better worst-side flip; if none does, the best worst-side flip among the rows that keep the
+    person, detail and colour."""
     def score(item):
-        strength, summary = item
+        (name, strength), summary = item
         kept = meets(summary)
-        return (kept["identity_kept"] and kept["detail_ratio_median"] and kept["colour_shift_max"],
-                min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0), -strength)
-    return max(rows.items(), key=score)[0], False
+        worst_flip = min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0)
+        return all(kept.values()), -strength if all(kept.values()) else 0, \
+            kept["identity_kept"] and kept["detail_ratio_median"] and kept["colour_shift_max"], worst_flip, -strength
+    rows = {(name, strength): summary for name, per_strength in table.items() for strength, summary in per_strength.items()}
+    (name, strength), summary = max(rows.items(), key=score)
+    return name, strength, all(meets(summary).values())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -231,11 +232,13 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name:32s} a={s:.1f}: " + json.dumps({k: summary[k] for k in ("flip", "identity_kept", "detail_ratio_median",
                                                                                       "colour_shift_max", "outside_unchanged")}))
     if args.select:
-        strength, complete = choose_strength(table[SHIPPED])
-        report = {**common, "chosen": {"variant": SHIPPED, "strength": strength, "meets_every_target": complete},
+        name, strength, complete = choose(table)
+        report = {**common, "chosen": {"variant": name, "strength": strength, "meets_every_target": complete},
                   "targets": TARGETS, "table": {n: {str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
                                                     for s, summary in rows_.items()} for n, rows_ in table.items()}}
-        print(f"Chosen on validation for {SHIPPED!r}: strength {strength}" + ("" if complete else " (no strength met every target)"))
+        print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
+        if name != SHIPPED:
+            raise SystemExit(f"vae.transfer ships {SHIPPED!r}: set its MOUTH_GAIN / FLATTEN_SIGMA to the chosen variant, then run again.")
         if args.update_model:
             merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
             merge_json(model_dir / SETTINGS_FILE, {"default_strength": strength})

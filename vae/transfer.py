@@ -9,10 +9,10 @@ its own pixels and only the change that the edit makes is added, mapped back thr
 - `flatten` subtracts a wide Gaussian blur of the difference and then its remaining mean colour: the
   smile direction also drifts skin tone and lighting (faces turn grey on the "less" side); a smile is
   shape (mouth, teeth, cheeks), so only that is kept and the face's mean colour does not move.
-- `weight` is the face ellipse, raised over the mouth and cheeks where a smile lives, and exactly zero
-  outside the ellipse: every pixel outside the face region comes back byte for byte.
-The variants that lost (plain difference, stronger global gains, no flattening) are measured in the
-README's "Whole-photo edits" section.
+- `weight` is the face ellipse, exactly zero outside it: every pixel outside the face region comes back
+  byte for byte. (It can be raised over the mouth and cheeks; on validation photos that flipped more
+  smiles but cost the person, so the shipped gain is 0.)
+The variants that lost are measured in the README's "Whole-photo edits" section.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
 from .preprocess import IMAGE_SIZE, to_pixels, to_tensor
 
 FLATTEN_SIGMA = 16.0  # px of the 128-px crop: wider than a mouth, narrower than the face
-MOUTH_GAIN = 0.5  # the mouth and cheeks get (1 + MOUTH_GAIN) times the edit
+MOUTH_GAIN = 0.0  # raising the edit over the mouth and cheeks flipped more smiles but lost the person (README)
 FACE_FEATHER = 0.12  # the face ellipse fades out over this share of its radius
 MOUTH_FEATHER = 0.5
 
