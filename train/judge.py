@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
         order = np.random.default_rng((args.seed, epoch)).permutation(train_rows)
         bar = tqdm(range(len(order) // args.batch_size), desc=f"judge epoch {epoch + 1}/{args.epochs}", unit="batch")
         for b in bar:
-            rows = np.sort(order[b * args.batch_size:(b + 1) * args.batch_size])
-            x = augment(batch_from(cache.images, rows), generator)
-            y = torch.from_numpy((cache.attrs[rows][:, columns] > 0).astype(np.float32))
+            batch = np.sort(order[b * args.batch_size:(b + 1) * args.batch_size])
+            x = augment(batch_from(cache.images, batch), generator)
+            y = torch.from_numpy((cache.attrs[batch][:, columns] > 0).astype(np.float32))
             loss = F.binary_cross_entropy_with_logits(judge(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
