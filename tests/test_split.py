@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, write_celeba
 from train.data import load_index
-from train.split import PARTS, Split, make_split, random_parts, split_units
+from train.split import PARTS, Split, make_split, random_parts, sample_rows, split_units
 
 ASSETS = ROOT / "assets"
 
@@ -96,3 +96,11 @@ def test_shipped_split_matches_the_real_data_and_the_old_train_part(shared_data)
     group = dict(zip(index.keys, index.groups))
     side = part_of(shipped)
     assert all(side[k] == side[g] for k, g in group.items() if k != g)
+
+
+def test_sample_rows_is_seeded_sorted_and_spread_over_the_rows():
+    rows = np.arange(100, 200)
+    picked = sample_rows(rows, 10, seed=0)
+    assert np.array_equal(picked, sample_rows(rows, 10, seed=0)) and np.all(np.diff(picked) > 0)
+    assert set(picked) <= set(rows) and picked.max() > 150  # not the first rows, which are one folder
+    assert np.array_equal(sample_rows(rows, None, 0), rows) and np.array_equal(sample_rows(rows, 500, 0), rows)

@@ -31,7 +31,7 @@ from train.cache import FaceCache, add_data_args
 from train.judge import AttributeJudge
 from train.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
 from train.report import EVALUATION_FILE, merge_json
-from train.split import SplitRows, split_units
+from train.split import SplitRows, sample_rows, split_units
 from train.vectors import compute_vectors, encode_rows, open_model_split, projection_auc, resolve_model_dir
 from vae.editor import SETTINGS_FILE
 from vae.model import SmileVAE
@@ -95,7 +95,7 @@ class Faces:
 
     @classmethod
     def sample(cls, cache: FaceCache, rows: np.ndarray, z: np.ndarray, count: int, seed: int) -> "Faces":
-        pick = np.sort(np.random.default_rng(seed).choice(len(rows), min(count, len(rows)), replace=False))
+        pick = sample_rows(np.arange(len(rows)), count, seed)
         labels = cache.attrs[rows[pick]]
         male, young = (labels[:, cache.attr_names.index(n)] > 0 for n in ("Male", "Young"))
         lighting, cuts = terciles(luminance(cache.images[rows[pick]]))

@@ -96,6 +96,14 @@ class Split:
         return cls(*(body[part] for part in PARTS), body["fingerprint"], body["unit"])
 
 
+def sample_rows(rows: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """A seeded, sorted subset of `count` rows (all when count is None or larger): rows are in folder order,
+    so a plain prefix would score only the first folder."""
+    if count is None or count >= len(rows):
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, count, replace=False))
+
+
 def data_fingerprint(keys: list[str], attrs: np.ndarray) -> str:
     """Hash of every image key with its labels, independent of the order the folders were given in."""
     digest = hashlib.sha256()

@@ -33,7 +33,7 @@ from train.cache import FaceCache, add_data_args, open_cache
 from train.loss import vae_loss
 from train.metrics import psnr, reconstruct
 from train.speed import SpeedPath, autocast, candidates, fastest
-from train.split import Split, add_split_args, make_split
+from train.split import Split, add_split_args, make_split, sample_rows
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> Path:
     split = run_split(args, cache, out)
     rows = split.rows(cache)
     eval_count = None if args.eval_images <= 0 else args.eval_images
+    scored = {part: sample_rows(getattr(rows, part), eval_count, args.seed) for part in ("train", "validation")}
     batches = Batches(cache.images, rows.train, args.batch_size, rt, args.seed)
     if len(batches) == 0:
         raise SystemExit(f"Only {len(rows.train)} training images: fewer than one batch of {args.batch_size} per process.")
@@ -354,8 +355,7 @@ def main(argv: list[str] | None = None) -> Path:
                           "objective_loss": (sums[0] / seen).item(), "objective_mse": (sums[1] / seen).item(),
                           "objective_kl": (sums[2] / seen).item(), "images_per_s": seen * rt.world / (time.time() - t0),
                           "wall_s": time.time() - started,
-                          **evaluate(model, batches, rows.train[:eval_count], rt, args.beta, "train"),
-                          **evaluate(model, batches, rows.validation[:eval_count], rt, args.beta, "validation")}
+                          **{k: v for part, r in scored.items() for k, v in evaluate(model, batches, r, rt, args.beta, part).items()}}
                 if best is None or record["validation_loss"] < best["validation_loss"]:
                     best = {"epoch": epoch, "validation_loss": record["validation_loss"]}
                     save_model(copy.deepcopy(model), split, out / "model", args.save_fp16)
