@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT, write_celeba
 from train.data import load_index
 from train.split import PARTS, Split, make_split, random_parts, sample_rows, split_units
+from train.split import main as split_main
 
 ASSETS = ROOT / "assets"
 
@@ -104,3 +105,8 @@ def test_sample_rows_is_seeded_sorted_and_spread_over_the_rows():
     assert np.array_equal(picked, sample_rows(rows, 10, seed=0)) and np.all(np.diff(picked) > 0)
     assert set(picked) <= set(rows) and picked.max() > 150  # not the first rows, which are one folder
     assert np.array_equal(sample_rows(rows, None, 0), rows) and np.array_equal(sample_rows(rows, 500, 0), rows)
+
+
+def test_split_command_writes_split_json(tiny_celeba, tmp_path):
+    written = split_main(["--data", str(tiny_celeba), "--out", str(tmp_path), "--split-by", "photo", "--seed", "2"])
+    assert Split.load(tmp_path) == written and written.counts() == {"train": 38, "validation": 5, "test": 5}
