@@ -1,6 +1,7 @@
 """The training path is chosen by timing candidates that the CPU really runs natively."""
 import torch
 
+from train.bench import train_rates
 from train.speed import SpeedPath, cpu_has_native_bf16, fastest
 
 
@@ -23,3 +24,10 @@ def test_bf16_is_a_candidate_only_where_the_cpu_flags_say_it_is_native(tmp_path)
     xeon.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n")
     assert cpu_has_native_bf16(xeon)
     assert not cpu_has_native_bf16(tmp_path / "missing")
+
+
+def test_bench_keeps_the_fastest_measured_path_so_its_speedup_is_never_below_one():
+    result = train_rates(batch=2, steps=1)
+    rates = result["train_images_per_s"]
+    assert "fp32" in rates and result["fast_path"] == max(rates, key=rates.get)
+    assert result["train_speedup"] >= 1 and result["train_fast_images_per_s"] == rates[result["fast_path"]]
