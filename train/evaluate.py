@@ -45,7 +45,8 @@ GROUPS = {"all": lambda m, y: np.ones_like(m), "male_young": lambda m, y: m & y,
 SELECTION_RULE = ("On validation faces: variants whose judged Male change is under 0.1 at both +alpha and -alpha first, then "
                   "those whose worst gender x age flip rate (both sides) reaches 0.8, at the smallest such alpha in 1, 2, 3; "
                   "ties by the worst flip rate minus the Male change.")
-RETIRED_KEYS = ("flip_rate_by_group", "male_drift", "young_drift", "train_images", "alphas")  # the old protocol's unconditioned rates
+RETIRED_KEYS = ("flip_rate_by_group", "male_drift", "young_drift", "train_images", "alphas",  # the old protocol's unconditioned rates
+                "default_strength")  # the face-level strength is now face_strength; the app's is editor.json's (photo_eval)
 
 
 @torch.inference_mode()
@@ -249,9 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "split": {**split.counts(), "unit": split.unit, "data_fingerprint": split.fingerprint, "file": "split.json"},
         "selection": {"subset": "validation", "n": len(chosen_on), "rule": SELECTION_RULE, "default_attribute": best,
-                      "default_strength": alpha,
+                      "face_strength": alpha,
                       "variants": {n: {str(a): summary(r) for a, r in per.items()} for n, per in selection.items()}},
-        "default_attribute": best, "default_strength": alpha,
+        "default_attribute": best, "face_strength": alpha,
         "test_images": len(rows.test), "test_mse": recon["test_mse"], "test_psnr": recon["test_psnr"], "test_ssim": recon["test_ssim"],
         "test_by_identity_overlap": by_identity_overlap(recon, person_in_train(cache, rows)),
         "reconstruction_definition": "posterior mean mu, eval mode; PSNR per image then averaged; SSIM per image with a "
@@ -273,7 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
         vectors = AttributeVectors(recipe.names + extra, np.concatenate([recipe.vectors, np.stack([variants[n] for n in extra])]),
                                    np.concatenate([recipe.stds, [projection_std(train_z, variants[n]) for n in extra]]))
         vectors.save(model_dir)
-        merge_json(model_dir / SETTINGS_FILE, {"default_attribute": best, "default_strength": alpha})
+        # the app's strength applies to whole photos: train.photo_eval chooses it (editor.json's default_strength)
+        merge_json(model_dir / SETTINGS_FILE, {"default_attribute": best})
         merge_json(model_dir / EVALUATION_FILE, report, RETIRED_KEYS)
     print(f"PSNR {recon['test_psnr']:.2f} dB, SSIM {recon['test_ssim']:.3f}, smile AUC {auc['Smiling']:.3f}; default {best!r} "
           f"at alpha {alpha} (chosen on {len(chosen_on)} validation faces); wrote {out / EVALUATION_FILE}")
