@@ -107,15 +107,16 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
     if not shutil.which("chromium"):
         return {"browser": "skipped: apt-get install chromium"}
     first, ready, slide, requests = [], [], [], []
+
+    def count(request) -> None:
+        requests.append(request.url)
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.goto(url)
-        page.wait_for_selector("#photo input[type=file]", state="attached")
         for photo in photos:
-            if page.locator("#photo button[aria-label='Clear']").count():
-                page.locator("#photo button[aria-label='Clear']").first.click()
-                page.wait_for_selector("#live [data-ready='0']", state="attached")
+            page.goto(url)  # a fresh visit per photo: nothing of the last photo can satisfy a wait
+            page.wait_for_selector("#photo input[type=file]", state="attached")
             start = time.perf_counter()
             page.locator("#photo input[type=file]").set_input_files(str(photo))
             page.wait_for_function("() => document.querySelector('#live img.live-frame:not([hidden])') || "
@@ -126,8 +127,6 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
             page.wait_for_function("() => { const img = document.querySelector('#strip img'); return img && img.complete; }",
                                    timeout=120_000)  # the strip is the page's last download: no request may be in flight
             page.wait_for_timeout(300)
-            def count(request) -> None:
-                requests.append(request.url)
             page.on("request", count)
             values = [round(float(v), 1) for v in np.random.default_rng(len(first)).uniform(-4, 4, moves)]
             slide += page.evaluate(SLIDE_JS, values)

@@ -2,7 +2,7 @@
 
 The recipe's vector is the difference of mean posterior means: v = mean(mu | attribute) -
 mean(mu | not attribute), each group capped at N samples drawn with a fixed seed. The slider works
-in *standard deviations of the projection* z . v_hat over the test set, so alpha = 1 means "one
+in *standard deviations of the projection* z . v_hat over the train set, so alpha = 1 means "one
 typical spread of faces along this direction", whatever the vector's length.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ class AttributeVectors:
 
     names: list[str]
     vectors: np.ndarray  # (K, latent_dim) raw directions
-    stds: np.ndarray  # (K,) std of z . v_hat over the test split
+    stds: np.ndarray  # (K,) std of z . v_hat over the train split
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
