@@ -51,7 +51,7 @@ def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
     plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, flatten_sigma=0))[0].astype(float)
     shift = np.abs((flattened - photo)[region].mean(0))
     assert shift.max() <= 3.0  # at most 3/255 per channel
-    assert np.abs((plain - photo)[region].mean(0)).max() > 10  # the plain difference carries the cast along
+    assert np.abs((plain - photo)[region].mean(0)).max() > 5  # the plain difference carries the cast along
     mouth = (slice(100 + 38 + 106, 100 + 38 + 120), slice(200 + 18 + 55, 200 + 18 + 85))  # crop rows 96-110 in the photo
     assert (flattened - photo)[mouth].mean() > 20  # the smile itself is kept
 
@@ -63,6 +63,12 @@ def test_a_zero_edit_changes_nothing(photo):
 
 
 def test_weights_vanish_outside_the_face_and_rise_over_the_mouth():
-    weights = region_weights(128, mouth_gain=0.5)
+    weights = region_weights(128, mouth_gain=0.5, lower_face=False)
     assert weights[0, 0] == 0 and weights[127, 127] == 0 and weights[10, 10] == 0 and weights[0, 64] < 0.1
     assert weights[40, 64] == pytest.approx(1.0) and weights[100, 64] == pytest.approx(1.5)
+
+
+def test_the_lower_face_variant_leaves_the_eyes_alone():
+    weights = region_weights(128, mouth_gain=0.0, lower_face=True)
+    assert weights[:70].abs().max() == 0  # CelebA's eyes sit at row ~66 of the aligned crop
+    assert weights[103, 64] == pytest.approx(1.0)  # the mouth gets the whole edit

@@ -40,17 +40,20 @@ from train.vectors import resolve_model_dir
 from vae.align import FRAME_SIZE, warp
 from vae.editor import SETTINGS_FILE, Edits, SmileEditor
 from vae.preprocess import crop_and_resize, pil_to_tensor, to_image, to_tensor
-from vae.transfer import FLATTEN_SIGMA, MOUTH_GAIN, edit_residuals, face_region, gaussian_blur, region_weights
+from vae.transfer import FLATTEN_SIGMA, LOWER_FACE, MOUTH_GAIN, edit_residuals, face_region, gaussian_blur, region_weights
 
 FOLDERS = ("celeba-subset", "celebahq-256")
-VARIANTS = {  # name: (mouth_gain, flatten_sigma)
-    "difference only (prototype)": (0.0, 0.0),
-    "flattened difference": (0.0, FLATTEN_SIGMA),
-    "flattened, mouth x1.5": (0.5, FLATTEN_SIGMA),
-    "flattened, mouth x2": (1.0, FLATTEN_SIGMA),
+VARIANTS = {  # name: (mouth_gain, flatten_sigma, lower_face)
+    "difference only (prototype)": (0.0, 0.0, False),
+    "flattened difference": (0.0, FLATTEN_SIGMA, False),
+    "flattened, mouth x1.5": (0.5, FLATTEN_SIGMA, False),
+    "flattened, mouth x2": (1.0, FLATTEN_SIGMA, False),
+    "flattened, lower face": (0.0, FLATTEN_SIGMA, True),
+    "flattened, lower face, mouth x1.5": (0.5, FLATTEN_SIGMA, True),
 }
-SHIPPED = next(name for name, params in VARIANTS.items() if params == (MOUTH_GAIN, FLATTEN_SIGMA))  # what vae.transfer does
-STRENGTHS = (1.5, 2.0, 2.5)
+SHIPPED = next(name for name, params in VARIANTS.items() if params == (MOUTH_GAIN, FLATTEN_SIGMA, LOWER_FACE))  # vae.transfer's
+COMPARED = ("flattened difference", "flattened, lower face", "flattened, lower face, mouth x1.5")  # the second sweep
+STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {"flip": 0.90, "identity_kept": 0.95, "detail_ratio_median": 0.90, "colour_shift_max": 3.0}
 PHOTO_FLIP_DEFINITION = (
     "Flips are conditioned on the judge's verdict at alpha=0, here the original photo's aligned crop: 'plus' is, "
@@ -134,8 +137,8 @@ def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: Identity
     reference = identity.descriptor(photo, face) if face is not None else None
     region = face_region(prepared.crop_to_photo, (photo.shape[1], photo.shape[0]))
     base_energy = high_frequency_energy(photo, region)
-    for name, (gain, sigma) in variants.items():
-        residuals = edit_residuals(decoded.decoded, prepared.recon, region_weights(mouth_gain=gain), sigma)
+    for name, (gain, sigma, lower) in variants.items():
+        residuals = edit_residuals(decoded.decoded, prepared.recon, region_weights(mouth_gain=gain, lower_face=lower), sigma)
         edits = Edits(prepared, signed, residuals, decoded.decoded)
         edited = edits.photos(signed)
         p_smile = judge.probabilities(aligned_crops(edited, edits))[:, 0].numpy()
@@ -177,15 +180,19 @@ def meets(summary: dict) -> dict[str, bool]:
 
 
 def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
-    """(variant, strength, every target met): the smallest strength of any variant that meets every target,
-    ties to the better worst-side flip; if none does, the best worst-side flip among the rows that keep the
-    person, detail and colour."""
+    """(variant, strength, every target met). Among rows that meet every target, the one whose smaller margin
+    over the flip and same-person targets is largest (a new sample of photos moves both; strengths of
+    different variants are not comparable, so a smaller one is no merit). If no row meets every target,
+    the best worst-side flip among rows that keep the person, detail and colour."""
+    def worst_flip(summary: dict) -> float:
+        return min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0)
+
     def score(item):
-        (name, strength), summary = item
+        _, summary = item
         kept = meets(summary)
-        worst_flip = min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0)
-        return all(kept.values()), -strength if all(kept.values()) else 0, \
-            kept["identity_kept"] and kept["detail_ratio_median"] and kept["colour_shift_max"], worst_flip, -strength
+        margin = min(worst_flip(summary) - TARGETS["flip"], (summary["identity_kept"] or 0) - TARGETS["identity_kept"])
+        keeps = kept["identity_kept"] and kept["detail_ratio_median"] and kept["colour_shift_max"]
+        return all(kept.values()), margin if all(kept.values()) else 0, keeps, worst_flip(summary)
     rows = {(name, strength): summary for name, per_strength in table.items() for strength, summary in per_strength.items()}
     (name, strength), summary = max(rows.items(), key=score)
     return name, strength, all(meets(summary).values())
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit and len(rows) > args.limit:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
     male, young = (index.attribute(n) for n in ("Male", "Young"))
-    variants = VARIANTS if args.select else {SHIPPED: VARIANTS[SHIPPED]}
+    variants = {n: VARIANTS[n] for n in COMPARED} if args.select else {SHIPPED: VARIANTS[SHIPPED]}
     strengths = list(STRENGTHS) if args.select else [editor.settings["default_strength"]]
     results: dict = {}
     no_face = 0
@@ -237,10 +244,11 @@ def main(argv: list[str] | None = None) -> dict:
                   "targets": TARGETS, "table": {n: {str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
                                                     for s, summary in rows_.items()} for n, rows_ in table.items()}}
         print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
-        if name != SHIPPED:
-            raise SystemExit(f"vae.transfer ships {SHIPPED!r}: set its MOUTH_GAIN / FLATTEN_SIGMA to the chosen variant, then run again.")
         if args.update_model:
             merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
+        if name != SHIPPED:
+            raise SystemExit(f"vae.transfer ships {SHIPPED!r}: set MOUTH_GAIN / FLATTEN_SIGMA / LOWER_FACE to the chosen variant, then run again.")
+        if args.update_model:
             merge_json(model_dir / SETTINGS_FILE, {"default_strength": strength})
         return report
     summary = table[SHIPPED][strengths[0]]

@@ -9,9 +9,10 @@ its own pixels and only the change that the edit makes is added, mapped back thr
 - `flatten` subtracts a wide Gaussian blur of the difference and then its remaining mean colour: the
   smile direction also drifts skin tone and lighting (faces turn grey on the "less" side); a smile is
   shape (mouth, teeth, cheeks), so only that is kept and the face's mean colour does not move.
-- `weight` is the face ellipse, exactly zero outside it: every pixel outside the face region comes back
-  byte for byte. (It can be raised over the mouth and cheeks; on validation photos that flipped more
-  smiles but cost the person, so the shipped gain is 0.)
+- `weight` is the face ellipse below the eyes (fading in between the eyes and the mouth), exactly zero
+  outside it: every pixel outside that region comes back byte for byte, and the eyes and brows, what
+  recognising a person rests on most, stay the photo's. (It can also be raised over the mouth and
+  cheeks; on validation photos that flipped more smiles but cost the person, so the shipped gain is 0.)
 The variants that lost are measured in the README's "Whole-photo edits" section.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ FLATTEN_SIGMA = 16.0  # px of the 128-px crop: wider than a mouth, narrower than
 MOUTH_GAIN = 0.0  # raising the edit over the mouth and cheeks flipped more smiles but lost the person (README)
 FACE_FEATHER = 0.12  # the face ellipse fades out over this share of its radius
 MOUTH_FEATHER = 0.5
+LOWER_FACE = True  # the edit fades in below the eyes: on validation that kept the person at a stronger edit
 
 
 def _ellipse(size: int, centre: tuple[float, float], radii: tuple[float, float], feather: float) -> torch.Tensor:
@@ -36,19 +38,27 @@ def _ellipse(size: int, centre: tuple[float, float], radii: tuple[float, float],
     return ((1 - radius) / feather).clamp(0, 1)
 
 
-def region_weights(size: int = IMAGE_SIZE, mouth_gain: float = MOUTH_GAIN) -> torch.Tensor:
+def region_weights(size: int = IMAGE_SIZE, mouth_gain: float = MOUTH_GAIN, lower_face: bool = LOWER_FACE) -> torch.Tensor:
     """Per-pixel weight of the edit in the model's crop; zero outside the inscribed face ellipse.
 
-    The crop is aligned, so the mouth sits where CelebA puts it: its centre is CelebA's mouth point,
-    mapped into the crop, and the raised region spans the lower face between the cheeks.
+    The crop is aligned, so the eyes and the mouth sit where CelebA puts them: the raised region is
+    centred on CelebA's mouth point and spans the lower face between the cheeks; `lower_face` fades the
+    edit in from below the eyes (a quarter of the way to the mouth) to above the mouth, leaving eyes and
+    brows, what recognising a person rests on most, as they are.
     """
     frame_to_crop = np.linalg.inv(crop_to_frame(FRAME_SIZE, size))
+    eye_y = float((frame_to_crop @ np.append(FRAME_POINTS[0], 1.0))[1])
     mouth = frame_to_crop @ np.append(FRAME_POINTS[2], 1.0)
     eyes_apart = (frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0]))
     half = (size - 1) / 2
     face = _ellipse(size, (half, half), (half - 0.5, half - 0.5), FACE_FEATHER)  # zero on the crop's border
     cheeks = _ellipse(size, (float(mouth[0]), float(mouth[1]) - 3), (1.0 * eyes_apart, 0.7 * eyes_apart), MOUTH_FEATHER)
-    return face * (1 + mouth_gain * cheeks)
+    weights = face * (1 + mouth_gain * cheeks)
+    if lower_face:
+        top, bottom = eye_y + 0.25 * (mouth[1] - eye_y), eye_y + 0.6 * (mouth[1] - eye_y)
+        rows = torch.arange(size, dtype=torch.float32)[:, None]
+        weights = weights * ((rows - top) / (bottom - top)).clamp(0, 1)
+    return weights
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -110,10 +120,10 @@ def apply_residuals(image: np.ndarray, crop_to_image: np.ndarray, residuals: tor
 
 
 def face_region(crop_to_image: np.ndarray, image_size: tuple[int, int], crop_size: int = IMAGE_SIZE) -> np.ndarray:
-    """(H, W) bool: the image pixels an edit may change (where the warped face ellipse is not zero)."""
+    """(H, W) bool: the face region, the pixels an edit may change (where the whole warped face ellipse is not zero)."""
     width, height = image_size
     mask = np.zeros((height, width), dtype=bool)
-    warped = _warp_into_box(region_weights(crop_size, mouth_gain=0.0)[None, None], crop_to_image, image_size)
+    warped = _warp_into_box(region_weights(crop_size, mouth_gain=0.0, lower_face=False)[None, None], crop_to_image, image_size)
     if warped is not None:
         (x0, y0, x1, y1), weights = warped
         mask[y0:y1, x0:x1] = (weights[0, 0] > 0).numpy()
