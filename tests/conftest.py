@@ -72,48 +72,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def app_server(request, tmp_path_factory):
+def app_server(request):
     """The real app (`python app.py`) in a subprocess on a free port, offline, with its own upload folder; yields its URL."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from train.bench_app import AppServer
 
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_uploads"))}
-    env.pop("GRADIO_SERVER_NAME", None)
-    log = open(ROOT / ".pytest_app.log", "w")
-    started = time.time()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() - started > 180:
-                    raise RuntimeError("app did not start: " + (ROOT / ".pytest_app.log").read_text()[-2000:])
-                time.sleep(0.5)
-        ready = time.time() - started
+    with AppServer(log=ROOT / ".pytest_app.log") as server:
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled():  # shown in the test output, not swallowed by capture
-            print(f"\napp started offline and was ready in {ready:.1f} s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+            print(f"\napp started offline and was ready in {server.start_s:.1f} s")
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -65,18 +65,26 @@ def distinct_photo(k: int, folder: Path) -> Path:
 
 
 class AppServer:
-    """`python app.py` on a free port with its own upload folder; stopped on exit."""
+    """`python app.py` on a free port, offline, with its own upload folder, its output in `log`; stopped on exit.
+
+    The benchmark and the test suite both start the app this way.
+    """
+
+    def __init__(self, log: Path | None = None) -> None:
+        self.log = log
 
     def __enter__(self) -> "AppServer":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        self.uploads = tempfile.mkdtemp(prefix="smile-bench-uploads-")
+        self.uploads = tempfile.mkdtemp(prefix="smile-uploads-")
+        self.log = self.log or Path(self.uploads) / "app.log"  # removed with the folder
         env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-               "GRADIO_TEMP_DIR": self.uploads}
+               "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": self.uploads}
         env.pop("GRADIO_SERVER_NAME", None)
         started = time.time()
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}/"
         while True:
             try:
@@ -84,7 +92,8 @@ class AppServer:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.time() - started > 180:
-                    raise SystemExit("the app did not start")
+                    self.__exit__()
+                    raise RuntimeError("the app did not start: " + self.log.read_text()[-2000:])
                 time.sleep(0.3)
         self.start_s = time.time() - started
         return self
