@@ -75,7 +75,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def app_server(request):
     """The real app (`python app.py`) in a subprocess on a free port, offline, with its own upload folder; yields its URL."""
-    from train.bench_app import AppServer
+    from appserver import AppServer
 
     with AppServer(log=ROOT / ".pytest_app.log") as server:
         capture = request.config.pluginmanager.get_plugin("capturemanager")

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from train.evaluate import ALPHAS, Faces, choose_default, edit_report, person_in_train
-from train.evaluate import main as evaluate_main
-from train.judge import main as judge_main
-from train.report import merge_json
+from evaluation.faces import ALPHAS, Faces, choose_default, edit_report, person_in_train
+from evaluation.faces import main as evaluate_main
+from evaluation.judge import main as judge_main
+from evaluation.report import merge_json
 from train.split import SplitRows
 from train.train import main as train_main
 from train.vectors import main as vectors_main

@@ -92,11 +92,9 @@ def reference():
     editor = SmileEditor.from_pretrained(ROOT / "assets")
 
     def outputs(photo: Path, strength: float = 2.0) -> list[np.ndarray]:
-        prepared = editor.prepare(photo.read_bytes())
-        edits = editor.edits(prepared, [-strength, strength])
-        less, more = edits.photos([-strength, strength])
-        return [less, more, np.asarray(edits.raw(0.0)), np.asarray(prepared.crop), np.asarray(edits.raw(-strength)),
-                np.asarray(edits.raw(strength))]
+        result = editor.edit(photo.read_bytes(), strength)
+        return [result.less, result.more, *(np.asarray(face) for face in (result.reconstruction, result.crop,
+                                                                            result.decoded_less, result.decoded_more))]
     return outputs
 
 

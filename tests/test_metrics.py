@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.metrics import drift, flips, luminance, proportion, psnr, reconstruct, ssim, terciles, wilson_interval
+from evaluation.metrics import drift, flips, luminance, proportion, psnr, reconstruct, ssim, terciles, wilson_interval
 from vae.model import SmileVAE
 
 

@@ -1,4 +1,4 @@
-"""The server-side guards in vae.serving and the model settings check, on real files."""
+"""The server-side guards of the web package and the editor's settings check, on real files."""
 import json
 import os
 from pathlib import Path
@@ -8,9 +8,13 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from vae.editor import ModelLoadError, SmileEditor, read_settings
+from vae.editor import SmileEditor
+from vae.hub import ModelLoadError
 from vae.preprocess import ImageError
-from vae.serving import PreparedCache, ResultFiles, read_upload
+from vae.settings import EditorSettings, SettingsError, TransferSettings
+from web.guards import read_upload
+from web.photos import PreparedCache
+from web.results import ResultFiles
 
 
 @pytest.fixture
@@ -58,9 +62,9 @@ def test_results_get_fresh_names_and_old_ones_are_removed(tmp_path):
 
 
 def test_the_prepared_cache_reuses_by_content_and_bounds_its_bytes():
-    class Photo:
+    class Photo:  # a stand-in for vae.editor.Prepared: the cache only reads its size
         def __init__(self, data: bytes) -> None:
-            self.photo = np.zeros(len(data), np.uint8)
+            self.nbytes = len(data)
 
     cache = PreparedCache(lambda data, align: Photo(data), size=10, max_bytes=250)
     key, first, cached = cache.get(b"a" * 100, True)
@@ -71,17 +75,44 @@ def test_the_prepared_cache_reuses_by_content_and_bounds_its_bytes():
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{not json", "not a valid JSON object"),
-    ('{"default_attribute": "Nope"}', "is not one of the model's vectors"),
-    ('{"default_strength": "high"}', "finite numbers"),
-    ('{"default_strength": 9, "max_strength": 4}', "default_strength <= max_strength"),
-    ("[1, 2]", "not a valid JSON object"),
+    ("{not json", "not valid JSON"),
+    ('{"default_strength": "high"}', "default_strength must be a finite number"),
+    ('{"default_strength": 9, "max_strength": 4}', "default_strength must be between 0 and 4"),
+    ('{"strip_steps": 2.5}', "strip_steps must be a whole number"),
+    ('{"transfer": {"mouth_gain": -1}}', "transfer.mouth_gain must be between"),
+    ('{"transfer": {"lower_face": "yes"}}', "transfer.lower_face must be true or false"),
+    ('{"colour": 1}', "unknown setting"),
+    ("[1, 2]", "must be a JSON object"),
 ])
 def test_a_bad_editor_json_stops_loading_with_a_message_naming_it(tmp_path, content, message):
-    path = tmp_path / "editor.json"
-    path.write_text(content)
-    with pytest.raises(ModelLoadError, match=message):
-        read_settings(path, ["Smiling"])
+    (tmp_path / "editor.json").write_text(content)
+    with pytest.raises(SettingsError, match=message) as raised:
+        EditorSettings.load(tmp_path)
+    assert "editor.json" in str(raised.value)
+
+
+def test_settings_are_checked_however_they_are_built(tmp_path):
+    with pytest.raises(SettingsError, match="default_strength"):
+        EditorSettings(default_strength=float("nan"))
+    with pytest.raises(SettingsError, match="max_strength"):
+        EditorSettings().replace(max_strength=0)
+    settings = EditorSettings(default_attribute="Smiling", default_strength=3.0, transfer=TransferSettings(mouth_gain=0.5))
+    settings.save(tmp_path)
+    assert EditorSettings.load(tmp_path) == settings  # what evaluation writes is what the app reads
+    assert EditorSettings.load(tmp_path / "nowhere") == EditorSettings()  # no editor.json: the defaults
+
+
+def test_the_editor_refuses_a_default_attribute_it_has_no_vector_for(editor):
+    with pytest.raises(SettingsError, match="not one of the model's vectors"):
+        SmileEditor(editor.model, editor.vectors, EditorSettings(default_attribute="Nope"), editor.aligner)
+
+
+def test_a_model_folder_whose_editor_json_names_a_missing_vector_does_not_load(tmp_path):
+    for name in ("config.json", "model.safetensors", "attribute_vectors.npz"):
+        os.symlink(ROOT / "assets" / name, tmp_path / name)
+    (tmp_path / "editor.json").write_text('{"default_attribute": "Nope"}')
+    with pytest.raises(ModelLoadError, match="not one of the model's vectors"):
+        SmileEditor.from_pretrained(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +122,12 @@ def editor() -> SmileEditor:
 
 def test_the_shipped_settings_are_valid(editor):
     settings = json.loads((ROOT / "assets" / "editor.json").read_text())
-    assert editor.settings["default_attribute"] == settings["default_attribute"] in editor.attributes
+    assert editor.settings.default_attribute == settings["default_attribute"] in editor.attributes
+    assert editor.settings == EditorSettings.load(ROOT / "assets")
 
 
 def test_strengths_must_be_finite_and_in_range(editor):
-    assert editor.settings["max_strength"] == 4.0
+    assert editor.settings.max_strength == 4.0
     assert editor.check_strength(2) == 2.0 and editor.check_strength(-4.0, signed=True) == -4.0
     for bad in (float("nan"), float("inf"), "2", None, True):
         with pytest.raises(ValueError, match="finite number"):

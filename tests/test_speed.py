@@ -1,7 +1,7 @@
 """The training path is chosen by timing candidates that the CPU really runs natively."""
 import torch
 
-from train.bench import train_rates
+from bench.model import train_rates
 from train.speed import SpeedPath, cpu_has_native_bf16, fastest
 
 

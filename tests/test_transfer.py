@@ -6,7 +6,10 @@ from PIL import Image
 
 from conftest import cartoon_face
 from vae.align import AlignedFace, crop_to_frame
+from vae.settings import TransferSettings
 from vae.transfer import apply_residuals, edit_residuals, face_region, region_weights
+
+SHIPPED = TransferSettings()
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def smile_and_cast() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
     edited_face, recon = smile_and_cast()
-    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon))[0]
+    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, SHIPPED))[0]
     region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
     assert np.array_equal(edited[~region], photo[~region])
     assert (edited[region] != photo[region]).any(1).mean() > 0.2  # and inside, the edit is there
@@ -47,8 +50,8 @@ def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
 def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
     edited_face, recon = smile_and_cast()
     region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
-    flattened = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon))[0].astype(float)
-    plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, flatten_sigma=0))[0].astype(float)
+    flattened = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, SHIPPED))[0].astype(float)
+    plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, TransferSettings(flatten_sigma=0)))[0].astype(float)
     shift = np.abs((flattened - photo)[region].mean(0))
     assert shift.max() <= 3.0  # at most 3/255 per channel
     assert np.abs((plain - photo)[region].mean(0)).max() > 5  # the plain difference carries the cast along
@@ -58,17 +61,17 @@ def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
 
 def test_a_zero_edit_changes_nothing(photo):
     recon = torch.rand(3, 128, 128)
-    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(recon[None].repeat(3, 1, 1, 1), recon))
+    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(recon[None].repeat(3, 1, 1, 1), recon, SHIPPED))
     assert all(np.array_equal(e, photo) for e in edited)
 
 
 def test_weights_vanish_outside_the_face_and_rise_over_the_mouth():
-    weights = region_weights(128, mouth_gain=0.5, lower_face=False)
+    weights = region_weights(TransferSettings(mouth_gain=0.5, lower_face=False), 128)
     assert weights[0, 0] == 0 and weights[127, 127] == 0 and weights[10, 10] == 0 and weights[0, 64] < 0.1
     assert weights[40, 64] == pytest.approx(1.0) and weights[100, 64] == pytest.approx(1.5)
 
 
 def test_the_lower_face_variant_leaves_the_eyes_alone():
-    weights = region_weights(128, mouth_gain=0.0, lower_face=True)
+    weights = region_weights(TransferSettings(mouth_gain=0.0, lower_face=True), 128)
     assert weights[:70].abs().max() == 0  # CelebA's eyes sit at row ~66 of the aligned crop
     assert weights[103, 64] == pytest.approx(1.0)  # the mouth gets the whole edit

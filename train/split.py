@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from vae.files import atomic_write_text
 from train.data import PARTITION_FILE, DatasetError, load_index
 
 SPLIT_FILE = "split.json"
@@ -80,11 +80,8 @@ class Split:
         """Write `directory/split.json` atomically (one key per line, so diffs stay readable)."""
         path = Path(directory) / SPLIT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
         body = {"fingerprint": self.fingerprint, "unit": self.unit, **{part: getattr(self, part) for part in PARTS}}
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(body, indent=1) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Split":

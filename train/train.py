@@ -6,7 +6,7 @@ resumed run reads it back. Trains with MSE + KL and Adam, and writes into the ru
 `log.jsonl` (train objective; train and validation MSE, PSNR, KL and loss of the posterior-mean
 reconstruction), `grid_XXXX.png` (validation reconstructions over samples from the prior) and
 `checkpoint.pt` (atomic). `RUN/model` (with a copy of split.json) holds the epoch with the lowest
-validation loss; the test part is left for `python -m train.evaluate`. Ctrl-C or SIGTERM stops
+validation loss; the test part is left for `python -m evaluation.faces`. Ctrl-C or SIGTERM stops
 after the current optimiser step and saves a checkpoint; `--resume` carries on bit-for-bit.
 `torchrun --nproc_per_node=N -m train ...` runs DDP.
 """
@@ -30,10 +30,10 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from train.cache import FaceCache, add_data_args, open_cache
-from train.loss import vae_loss
-from train.metrics import psnr, reconstruct
+from train.loss import psnr, reconstruct, vae_loss
 from train.speed import SpeedPath, autocast, candidates, fastest
 from train.split import Split, add_split_args, make_split, sample_rows
+from vae.files import atomic_path
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 
@@ -183,9 +183,8 @@ def save_grid(model: SmileVAE, x: torch.Tensor, path: Path, rt: Runtime, seed: i
         recon = model.decode(model.encode(x)[0])
         samples = model.decode(z)
     model.train()
-    tmp = path.with_suffix(".tmp.png")
-    save_image(torch.cat([x.float(), recon.float(), samples.float()]), tmp, nrow=len(x))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_image(torch.cat([x.float(), recon.float(), samples.float()]), tmp, nrow=len(x))
 
 
 def rng_state() -> dict:
@@ -211,9 +210,8 @@ def save_checkpoint(path: Path, model: SmileVAE, optimizer: torch.optim.Optimize
         "step_in_epoch": step_in_epoch, "global_step": global_step, "rng": rng_state(), "best": best,
         "path": (rt.path.precision, rt.path.channels_last), "latent_dim": model.latent_dim, "args": vars(args),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:

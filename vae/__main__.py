@@ -15,8 +15,9 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from .editor import ModelLoadError, SmileEditor
-from .export import atomic_save, save_gif, strip_image
+from .editor import SmileEditor
+from .files import atomic_save, save_gif, strip_image
+from .hub import ModelLoadError
 from .preprocess import ImageError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets"
@@ -30,7 +31,7 @@ def edit_command(args: argparse.Namespace) -> int:
         return 2
     try:
         attribute = editor.check_attribute(args.attribute)
-        strength = editor.check_strength(editor.settings["default_strength"] if args.strength is None else args.strength)
+        strength = editor.check_strength(editor.settings.default_strength if args.strength is None else args.strength)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -38,20 +39,17 @@ def edit_command(args: argparse.Namespace) -> int:
     failed = 0
     for photo in tqdm(args.photos, desc="Editing", unit="photo", disable=len(args.photos) < 2):
         try:
-            prepared = editor.prepare(photo, align=not args.no_align)
+            result = editor.edit(photo, strength, attribute, align=not args.no_align, frames=editor.strip_strengths(strength))
         except ImageError as err:
-            print(f"{photo}: skipped: {err}", file=sys.stderr)
+            tqdm.write(f"{photo}: skipped: {err}", file=sys.stderr)
             failed += 1
             continue
-        for note in prepared.notes:
-            print(f"{photo}: {note}", file=sys.stderr)
-        strip = editor.strip_strengths(strength)
-        edits = editor.edits(prepared, strip, attribute)
-        less, more = edits.photos([-strength, strength])
-        frames = [Image.fromarray(view) for view in edits.views()]
+        for note in result.info.notes:
+            tqdm.write(f"{photo}: {note}", file=sys.stderr)
+        frames = [Image.fromarray(view) for view in result.frames]
         stem = args.out / Path(photo).stem
-        atomic_save(Image.fromarray(less), f"{stem}_less.png")
-        atomic_save(Image.fromarray(more), f"{stem}_more.png")
+        atomic_save(Image.fromarray(result.less), f"{stem}_less.png")
+        atomic_save(Image.fromarray(result.more), f"{stem}_more.png")
         atomic_save(strip_image(frames), f"{stem}_strip.png")
         save_gif(frames, f"{stem}_strip.gif")
     print(f"Wrote {len(args.photos) - failed} result set(s) to {args.out}")

@@ -13,7 +13,8 @@ its own pixels and only the change that the edit makes is added, mapped back thr
   outside it: every pixel outside that region comes back byte for byte, and the eyes and brows, what
   recognising a person rests on most, stay the photo's. (It can also be raised over the mouth and
   cheeks; on validation photos that flipped more smiles but cost the person, so the shipped gain is 0.)
-The variants that lost are measured in the README's "Whole-photo edits" section.
+Which variant runs is a `TransferSettings` in the model's editor.json (written by `evaluation.photos`);
+the variants that lost are measured in the README's "Whole-photo edits" section.
 """
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ import torch.nn.functional as F
 
 from .align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
 from .preprocess import IMAGE_SIZE, to_pixels, to_tensor
+from .settings import TransferSettings
 
-FLATTEN_SIGMA = 16.0  # px of the 128-px crop: wider than a mouth, narrower than the face
-MOUTH_GAIN = 0.0  # raising the edit over the mouth and cheeks flipped more smiles but lost the person (README)
 FACE_FEATHER = 0.12  # the face ellipse fades out over this share of its radius
 MOUTH_FEATHER = 0.5
-LOWER_FACE = True  # the edit fades in below the eyes: on validation that kept the person at a stronger edit
+WHOLE_FACE = TransferSettings(mouth_gain=0.0, lower_face=False)  # the region an edit may touch at most
 
 
 def _ellipse(size: int, centre: tuple[float, float], radii: tuple[float, float], feather: float) -> torch.Tensor:
@@ -38,11 +38,11 @@ def _ellipse(size: int, centre: tuple[float, float], radii: tuple[float, float],
     return ((1 - radius) / feather).clamp(0, 1)
 
 
-def region_weights(size: int = IMAGE_SIZE, mouth_gain: float = MOUTH_GAIN, lower_face: bool = LOWER_FACE) -> torch.Tensor:
+def region_weights(transfer: TransferSettings, size: int = IMAGE_SIZE) -> torch.Tensor:
     """Per-pixel weight of the edit in the model's crop; zero outside the inscribed face ellipse.
 
     The crop is aligned, so the eyes and the mouth sit where CelebA puts them: the raised region is
-    centred on CelebA's mouth point and spans the lower face between the cheeks; `lower_face` fades the
+    centred on CelebA's mouth point and spans the lower face between the cheeks (`mouth_gain`); `lower_face` fades the
     edit in from below the eyes (a quarter of the way to the mouth) to above the mouth, leaving eyes and
     brows, what recognising a person rests on most, as they are.
     """
@@ -53,8 +53,8 @@ def region_weights(size: int = IMAGE_SIZE, mouth_gain: float = MOUTH_GAIN, lower
     half = (size - 1) / 2
     face = _ellipse(size, (half, half), (half - 0.5, half - 0.5), FACE_FEATHER)  # zero on the crop's border
     cheeks = _ellipse(size, (float(mouth[0]), float(mouth[1]) - 3), (1.0 * eyes_apart, 0.7 * eyes_apart), MOUTH_FEATHER)
-    weights = face * (1 + mouth_gain * cheeks)
-    if lower_face:
+    weights = face * (1 + transfer.mouth_gain * cheeks)
+    if transfer.lower_face:
         top, bottom = eye_y + 0.25 * (mouth[1] - eye_y), eye_y + 0.6 * (mouth[1] - eye_y)
         rows = torch.arange(size, dtype=torch.float32)[:, None]
         weights = weights * ((rows - top) / (bottom - top)).clamp(0, 1)
@@ -72,17 +72,16 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
 
 
-def edit_residuals(edited: torch.Tensor, recon: torch.Tensor, weights: torch.Tensor | None = None,
-                   flatten_sigma: float = FLATTEN_SIGMA) -> torch.Tensor:
+def edit_residuals(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSettings) -> torch.Tensor:
     """What to add to the photo, in crop space: (K, 3, S, S) from K decoded edits and decode(z).
 
-    Exactly zero wherever `weights` is zero. `flatten_sigma=0` keeps the plain difference (the
+    Exactly zero wherever the region weight is zero. `flatten_sigma=0` keeps the plain difference (the
     prototype's variant, kept for the evaluation's comparison).
     """
-    weights = region_weights(edited.shape[-1]) if weights is None else weights
+    weights = region_weights(transfer, edited.shape[-1])
     diff = edited.float() - recon.float()[None]
-    if flatten_sigma:
-        diff = diff - gaussian_blur(diff, flatten_sigma)
+    if transfer.flatten_sigma:
+        diff = diff - gaussian_blur(diff, transfer.flatten_sigma)
         diff = diff - (diff * weights).sum((-2, -1), keepdim=True) / weights.sum()
     return diff * weights
 
@@ -123,7 +122,7 @@ def face_region(crop_to_image: np.ndarray, image_size: tuple[int, int], crop_siz
     """(H, W) bool: the face region, the pixels an edit may change (where the whole warped face ellipse is not zero)."""
     width, height = image_size
     mask = np.zeros((height, width), dtype=bool)
-    warped = _warp_into_box(region_weights(crop_size, mouth_gain=0.0, lower_face=False)[None, None], crop_to_image, image_size)
+    warped = _warp_into_box(region_weights(WHOLE_FACE, crop_size)[None, None], crop_to_image, image_size)
     if warped is not None:
         (x0, y0, x1, y1), weights = warped
         mask[y0:y1, x0:x1] = (weights[0, 0] > 0).numpy()

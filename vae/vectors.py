@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import atomic_path
+
 VECTORS_FILE = "attribute_vectors.npz"
 SMILE_FILE = "smile_vector.npy"
 
@@ -85,13 +87,11 @@ class AttributeVectors:
         """`attribute_vectors.npz` (all, with names) and `smile_vector.npy` (float32, (latent_dim,)); atomic."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (VECTORS_FILE + ".tmp.npz")
-        np.savez(tmp, names=np.array(self.names), vectors=self.vectors, stds=self.stds)
-        os.replace(tmp, directory / VECTORS_FILE)
+        with atomic_path(directory / VECTORS_FILE) as tmp:
+            np.savez(tmp, names=np.array(self.names), vectors=self.vectors, stds=self.stds)
         if smile_name in self.names:
-            tmp = directory / (SMILE_FILE + ".tmp.npy")
-            np.save(tmp, self.vector(smile_name).astype(np.float32))
-            os.replace(tmp, directory / SMILE_FILE)
+            with atomic_path(directory / SMILE_FILE) as tmp:
+                np.save(tmp, self.vector(smile_name).astype(np.float32))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "AttributeVectors":

@@ -1,7 +1,8 @@
 """Every number the project reports, each with one definition, used by training and evaluation alike.
 
 - Reconstruction uses the posterior mean mu (never a sampled z) in eval mode; PSNR is computed per
-  image and then averaged, never the PSNR of a mean MSE; KL is `train.loss.kl_divergence`.
+  image and then averaged, never the PSNR of a mean MSE; KL is `train.loss.kl_divergence`; PSNR and the
+  posterior-mean reconstruction live in `train.loss` too, since training scores every epoch with them.
 - SSIM uses the standard Gaussian window (sigma = 1.5, Wang et al. 2004), per image, then averaged.
 - A flip is conditioned on the judge's verdict at alpha = 0 (FLIP_DEFINITION): a face the judge
   already calls smiling cannot "flip" to smiling, so the baseline never sits inside the rate.
@@ -12,11 +13,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from skimage.metrics import structural_similarity
 
-from train.loss import kl_divergence
-from vae.model import SmileVAE
+from train.loss import psnr, reconstruct  # noqa: F401  (one definition, shared with training)
 
 FLIP_DEFINITION = (
     "Flips are conditioned on the judge's verdict at alpha=0 (the unedited mu reconstruction): 'plus' is, among "
@@ -25,20 +24,6 @@ FLIP_DEFINITION = (
     "rate with a 95% Wilson score interval [low, high]; n = faces in the conditioning set."
 )
 LIGHTING = ("dark", "mid", "bright")
-
-
-def psnr(mse: np.ndarray) -> np.ndarray:
-    """PSNR in dB of each image's mean squared error (pixels in [0, 1])."""
-    return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
-
-
-@torch.no_grad()
-def reconstruct(model: SmileVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(decode(mu), per-image MSE, per-image KL) for a batch x in [0, 1]; the model must be in eval mode."""
-    mean, logvar = model.encode(x)
-    recon = model.decode(mean)
-    mse = (recon.float() - x.float()).pow(2).flatten(1).mean(1)
-    return recon, mse, kl_divergence(mean.float(), logvar.float())
 
 
 def ssim(recon: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -1,25 +1,26 @@
 """Whole-photo evaluation: what a person gets back, measured on held-out photos at their own resolution.
 
-`python -m train.photo_eval --model assets --judge assets/judge --data DIR ... --part validation --select`
-`python -m train.photo_eval --model assets --judge assets/judge --data DIR ... --part test --update-model`
+`python -m evaluation.photos --model assets --judge assets/judge --data DIR ... --part validation --select`
+`python -m evaluation.photos --model assets --judge assets/judge --data DIR ... --part test --update-model`
 
 Photos of the model's split (celeba-subset at 178x218, celebahq-256 at 256x256; celeba-small is a
 downscaled copy and is left out) go through the app's own pipeline: MTCNN alignment, encoding, and the
 residual transfer of `vae.transfer`. For every edit:
 - flip: the judge's verdict on the edited photo's aligned crop, conditioned on its verdict on the
   original photo's crop (PHOTO_FLIP_DEFINITION);
-- identity: dlib's face-recognition model, which SMILE has no part in (train.identity);
+- identity: dlib's face-recognition model, which SMILE has no part in (evaluation.identity);
 - detail ratio: high-frequency energy of the face region, edited / original;
 - colour shift: change of the face region's mean colour, per channel, in 8-bit levels;
 - outside unchanged: every pixel outside the face region identical to the photo.
 `--select` compares the transfer variants at several strengths on the validation part and chooses the
-variant (which vae.transfer must ship) and the default strength; the test part is then reported once,
-at that strength, under "photo" in evaluation.json. `--exclude` keeps out the photos looked at while
+variant and the default strength (with --update-model both go into the model's editor.json); the test
+part is then reported once, with the model's own settings, under "photo" in evaluation.json. `--exclude` keeps out the photos looked at while
 designing (assets/photo_design_keys.txt). `--exclude FILE` leaves out photos that were looked at while designing.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -31,27 +32,27 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from train.data import load_index
-from train.identity import IdentityModel
-from train.judge import AttributeJudge
-from train.metrics import flips
-from train.report import EVALUATION_FILE, merge_json
+from evaluation.identity import IdentityModel
+from evaluation.judge import AttributeJudge
+from evaluation.metrics import flips
+from evaluation.report import EVALUATION_FILE, merge_json
 from train.split import Split
 from train.vectors import resolve_model_dir
 from vae.align import FRAME_SIZE, warp
-from vae.editor import SETTINGS_FILE, Edits, SmileEditor
+from vae.editor import Prepared, SmileEditor
 from vae.preprocess import crop_and_resize, pil_to_tensor, to_image, to_tensor
-from vae.transfer import FLATTEN_SIGMA, LOWER_FACE, MOUTH_GAIN, edit_residuals, face_region, gaussian_blur, region_weights
+from vae.settings import EditorSettings, TransferSettings
+from vae.transfer import face_region, gaussian_blur
 
 FOLDERS = ("celeba-subset", "celebahq-256")
-VARIANTS = {  # name: (mouth_gain, flatten_sigma, lower_face)
-    "difference only (prototype)": (0.0, 0.0, False),
-    "flattened difference": (0.0, FLATTEN_SIGMA, False),
-    "flattened, mouth x1.5": (0.5, FLATTEN_SIGMA, False),
-    "flattened, mouth x2": (1.0, FLATTEN_SIGMA, False),
-    "flattened, lower face": (0.0, FLATTEN_SIGMA, True),
-    "flattened, lower face, mouth x1.5": (0.5, FLATTEN_SIGMA, True),
+VARIANTS = {
+    "difference only (prototype)": TransferSettings(flatten_sigma=0.0, mouth_gain=0.0, lower_face=False),
+    "flattened difference": TransferSettings(mouth_gain=0.0, lower_face=False),
+    "flattened, mouth x1.5": TransferSettings(mouth_gain=0.5, lower_face=False),
+    "flattened, mouth x2": TransferSettings(mouth_gain=1.0, lower_face=False),
+    "flattened, lower face": TransferSettings(mouth_gain=0.0, lower_face=True),
+    "flattened, lower face, mouth x1.5": TransferSettings(mouth_gain=0.5, lower_face=True),
 }
-SHIPPED = next(name for name, params in VARIANTS.items() if params == (MOUTH_GAIN, FLATTEN_SIGMA, LOWER_FACE))  # vae.transfer's
 COMPARED = ("flattened difference", "flattened, lower face", "flattened, lower face, mouth x1.5")  # the second sweep
 STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {"flip": 0.90, "identity_kept": 0.95, "detail_ratio_median": 0.90, "colour_shift_max": 3.0}
@@ -63,9 +64,14 @@ PHOTO_FLIP_DEFINITION = (
 )
 
 
-def aligned_crops(photos: np.ndarray, edits: Edits) -> torch.Tensor:
+def variant_name(transfer: TransferSettings) -> str:
+    """The name under which `transfer` is reported (one of VARIANTS, or its fields)."""
+    return next((name for name, t in VARIANTS.items() if t == transfer), str(transfer))
+
+
+def aligned_crops(photos: np.ndarray, prepared: Prepared) -> torch.Tensor:
     """The model's crop of each (K, H, W, 3) photo, cut with the original photo's alignment."""
-    frame_to_photo = edits.prepared.aligned.frame_to_photo
+    frame_to_photo = prepared.aligned.frame_to_photo
     frames = warp(torch.stack([pil_to_tensor(Image.fromarray(p)) for p in photos]), frame_to_photo, FRAME_SIZE)
     return to_tensor(np.stack([crop_and_resize(to_image(f)) for f in frames]))
 
@@ -124,29 +130,27 @@ class Measures:
 
 
 def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: IdentityModel, path: Path,
-                  strengths: list[float], variants: dict[str, tuple[float, float]], results: dict, cell: str) -> bool:
+                  strengths: list[float], variants: dict[str, TransferSettings], results: dict, cell: str) -> bool:
     """Edit one photo at +-each strength with each variant and append the measures; False if no face was found."""
     prepared = editor.prepare(path)
     if not prepared.aligned.found:
         return False
     photo = prepared.photo
-    signed = [s * sign for s in strengths for sign in (1, -1)]
-    decoded = editor.edits(prepared, signed)
     p_zero = float(judge.probabilities(to_tensor(np.asarray(prepared.crop))[None])[0, 0])
     face = identity.locate(photo)
     reference = identity.descriptor(photo, face) if face is not None else None
     region = face_region(prepared.crop_to_photo, (photo.shape[1], photo.shape[0]))
     base_energy = high_frequency_energy(photo, region)
-    for name, (gain, sigma, lower) in variants.items():
-        residuals = edit_residuals(decoded.decoded, prepared.recon, region_weights(mouth_gain=gain, lower_face=lower), sigma)
-        edits = Edits(prepared, signed, residuals, decoded.decoded)
-        edited = edits.photos(signed)
-        p_smile = judge.probabilities(aligned_crops(edited, edits))[:, 0].numpy()
-        for i, strength in enumerate(strengths):
+    for name, transfer in variants.items():
+        variant = editor.with_settings(editor.settings.replace(transfer=transfer))
+        for strength in strengths:
+            result = variant.edit(prepared, strength)
+            edited = np.stack([result.more, result.less])
+            p_smile = judge.probabilities(aligned_crops(edited, prepared))[:, 0].numpy()
             m = results.setdefault((name, strength), Measures())
             m.p_smile["zero"].append(p_zero)
             m.cells.append(cell)
-            for side, k in (("plus", 2 * i), ("minus", 2 * i + 1)):
+            for side, k in (("plus", 0), ("minus", 1)):
                 m.p_smile[side].append(float(p_smile[k]))
                 m.distance[side].append(identity.distance(reference, identity.descriptor(edited[k], face))
                                         if face is not None else float("nan"))
@@ -161,9 +165,8 @@ def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: Identity
 def astronaut_figure(editor: SmileEditor, path: Path, side: int = 384) -> None:
     """The public-domain astronaut at photo level: less, the photo itself, more (README and model card)."""
     prepared = editor.prepare(Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg")
-    strength = editor.settings["default_strength"]
-    less, more = editor.edits(prepared, [-strength, strength]).photos([-strength, strength])
-    panels = [Image.fromarray(p).resize((side, side), Image.Resampling.LANCZOS) for p in (less, prepared.photo, more)]
+    result = editor.edit(prepared)
+    panels = [Image.fromarray(p).resize((side, side), Image.Resampling.LANCZOS) for p in (result.less, prepared.photo, result.more)]
     figure = Image.new("RGB", (3 * side, side))
     for i, panel in enumerate(panels):
         figure.paste(panel, (i * side, 0))
@@ -199,9 +202,9 @@ def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.photo_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m evaluation.photos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder with split.json (e.g. assets)")
-    p.add_argument("--judge", required=True, help="folder written by python -m train.judge")
+    p.add_argument("--judge", required=True, help="folder written by python -m evaluation.judge")
     p.add_argument("--data", action="append", default=[], required=True, metavar="DIR", help="every folder the split was made from")
     p.add_argument("--part", choices=("validation", "test"), default="test")
     p.add_argument("--limit", type=int, default=400, help="photos (seeded sample of the part; 0 = all)")
@@ -224,8 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit and len(rows) > args.limit:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
     male, young = (index.attribute(n) for n in ("Male", "Young"))
-    variants = {n: VARIANTS[n] for n in COMPARED} if args.select else {SHIPPED: VARIANTS[SHIPPED]}
-    strengths = list(STRENGTHS) if args.select else [editor.settings["default_strength"]]
+    shipped = variant_name(editor.settings.transfer)
+    variants = {n: VARIANTS[n] for n in COMPARED} if args.select else {shipped: editor.settings.transfer}
+    strengths = list(STRENGTHS) if args.select else [editor.settings.default_strength]
     results: dict = {}
     no_face = 0
     for row in tqdm(rows, desc=f"Editing {args.part} photos", unit="photo"):
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         no_face += not measure_photo(editor, judge, identity, index.paths[row], strengths, variants, results, cell)
     table = {name: {s: results[(name, s)].summary() for s in strengths} for name in variants}
     common = {"part": args.part, "photos": len(rows) - no_face, "no_face_found": no_face, "excluded_while_designing": len(excluded),
-              "folders": list(FOLDERS), "flip_definition": PHOTO_FLIP_DEFINITION, "command": "python -m train.photo_eval " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "folders": list(FOLDERS), "flip_definition": PHOTO_FLIP_DEFINITION, "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv)}
     for name, per_strength in table.items():
         for s, summary in per_strength.items():
             print(f"{name:32s} a={s:.1f}: " + json.dumps({k: summary[k] for k in ("flip", "identity_kept", "detail_ratio_median",
@@ -244,15 +248,12 @@ def main(argv: list[str] | None = None) -> dict:
                   "targets": TARGETS, "table": {n: {str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
                                                     for s, summary in rows_.items()} for n, rows_ in table.items()}}
         print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
-        if args.update_model:
+        if args.update_model:  # the app, the command line and the test report then use this variant and strength
             merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
-        if name != SHIPPED:
-            raise SystemExit(f"vae.transfer ships {SHIPPED!r}: set MOUTH_GAIN / FLATTEN_SIGMA / LOWER_FACE to the chosen variant, then run again.")
-        if args.update_model:
-            merge_json(model_dir / SETTINGS_FILE, {"default_strength": strength})
+            EditorSettings.load(model_dir).replace(default_strength=strength, transfer=VARIANTS[name]).save(model_dir)
         return report
-    summary = table[SHIPPED][strengths[0]]
-    report = {**common, "variant": SHIPPED, "strength": strengths[0], **summary,
+    summary = table[shipped][strengths[0]]
+    report = {**common, "variant": shipped, "transfer": dataclasses.asdict(editor.settings.transfer), "strength": strengths[0], **summary,
               "identity": {"measure": IdentityModel.measure, "threshold": IdentityModel.threshold, "kept": summary["identity_kept"],
                            "photos": summary["identity_photos"]},
               "selection": {"subset": "validation", "key": "photo_selection"}}

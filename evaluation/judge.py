@@ -5,7 +5,7 @@ it is trained on the *train part of the model's split.json* and then scores deco
 validation and test faces; its report records a digest of the train keys, which evaluation checks.
 VAE outputs are blurrier than photos, so half the training batches are blurred (down- and up-sampled)
 to keep the judge from reading "blurry" as "not smiling".
-`python -m train.judge --model RUN_OR_DIR --data ... --out runs/judge`.
+`python -m evaluation.judge --model RUN_OR_DIR --data ... --out runs/judge`.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def evaluate_judge(judge: AttributeJudge, images: np.ndarray, rows: np.ndarray, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m evaluation.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model or run folder: the judge trains on its split.json's train part")
     add_data_args(p)
     p.add_argument("--out", default="runs/judge")

@@ -1,4 +1,4 @@
-"""Files in a model folder that more than one step writes: evaluation.json (train.evaluate, the
+"""Files in a model folder that more than one step writes: evaluation.json (evaluation.faces, the
 whole-photo evaluation ...) and editor.json (the app's settings; evaluation sets only the defaults).
 
 Each step owns its own top-level keys and merges them in, so no step drops what another one wrote.
@@ -6,8 +6,9 @@ Each step owns its own top-level keys and merges them in, so no step drops what 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from vae.files import atomic_write_text
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -19,7 +20,5 @@ def merge_json(path: str | Path, updates: dict, retire: tuple[str, ...] = ()) ->
     report = json.loads(path.read_text()) if path.exists() else {}
     report = {k: v for k, v in report.items() if k not in retire} | updates
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     return report

@@ -1,10 +1,10 @@
-"""Benchmark: `python -m train.bench` prints one JSON object as its last line.
+"""Benchmark: `python -m bench.model` prints one JSON object as its last line.
 
 Measured in one process, on this machine's CPU: training images/s of every path that
 `--precision auto --channels-last auto` times (float32 NCHW and channels_last, and bf16 where the
 CPU's flags say it is native), the path it keeps (the fastest) and `train_speedup`, the kept path
 over plain float32 NCHW, which is therefore never below 1; cache-building images/s; encode(1 image)
-and decode(2 latents) latency p50/p95. The app as a person feels it: `python -m train.bench_app`.
+and decode(2 latents) latency p50/p95. The app as a person feels it: `python -m bench.app`.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def latency(fn, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "celeba-subset")

@@ -1,4 +1,4 @@
-"""App benchmark: `python -m train.bench_app` prints one JSON object as its last line.
+"""App benchmark: `python -m bench.app` prints one JSON object as its last line.
 
 Starts the real app (`python app.py`, offline, its own upload folder) and measures what a person feels,
 in Debian's Chromium driven by Playwright on this same machine:
@@ -15,16 +15,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from tests.appserver import AppServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
@@ -62,50 +61,6 @@ def distinct_photo(k: int, folder: Path) -> Path:
     path = folder / f"photo_{k:04d}.jpg"
     shifted.save(path, quality=92)
     return path
-
-
-class AppServer:
-    """`python app.py` on a free port, offline, with its own upload folder, its output in `log`; stopped on exit.
-
-    The benchmark and the test suite both start the app this way.
-    """
-
-    def __init__(self, log: Path | None = None) -> None:
-        self.log = log
-
-    def __enter__(self) -> "AppServer":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.uploads = tempfile.mkdtemp(prefix="smile-uploads-")
-        self.log = self.log or Path(self.uploads) / "app.log"  # removed with the folder
-        env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-               "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": self.uploads}
-        env.pop("GRADIO_SERVER_NAME", None)
-        started = time.time()
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{port}/"
-        while True:
-            try:
-                urllib.request.urlopen(self.url, timeout=2)
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.time() - started > 180:
-                    self.__exit__()
-                    raise RuntimeError("the app did not start: " + self.log.read_text()[-2000:])
-                time.sleep(0.3)
-        self.start_s = time.time() - started
-        return self
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        shutil.rmtree(self.uploads, ignore_errors=True)
 
 
 def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
@@ -163,7 +118,7 @@ def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.bench_app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=5, help="distinct uploads timed in the browser and over HTTP")
     p.add_argument("--moves", type=int, default=60, help="slider moves per photo")
     p.add_argument("--uploads", type=int, default=200, help="distinct /edit uploads before reading the server's RSS")

@@ -1,4 +1,4 @@
-"""Evaluate a trained model: `python -m train.evaluate --model DIR --judge runs/judge --data ... --out runs/eval`.
+"""Evaluate a trained model: `python -m evaluation.faces --model DIR --judge runs/judge --data ... --out runs/eval`.
 
 The split comes from the model's split.json. Choices are made on validation faces; the numbers are
 then reported on test faces, once (definitions: train/metrics.py).
@@ -7,7 +7,7 @@ then reported on test faces, once (definitions: train/metrics.py).
 3. Smile vector variants: the recipe's mean difference, a Male x Young balanced one, one with the Male
    and Mouth_Slightly_Open directions projected out, and a logistic-regression direction.
 4. Selection, on --faces seeded validation faces: the default variant and strength alpha.
-5. Report, on --faces seeded test faces, judged by an independent CNN (train.judge) at alpha = -3..3:
+5. Report, on --faces seeded test faces, judged by an independent CNN (evaluation.judge) at alpha = -3..3:
    flips conditioned on the alpha = 0 verdict, with Wilson intervals, per Male/Female x Young/Old cell
    and per luminance tercile; the change of judged P(male) and P(young) at +alpha and -alpha.
 Merges its keys into `evaluation.json` in --out (and, with --update-model, in the model folder, keeping
@@ -28,12 +28,12 @@ from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from train.cache import FaceCache, add_data_args
-from train.judge import AttributeJudge
-from train.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
-from train.report import EVALUATION_FILE, merge_json
+from evaluation.judge import AttributeJudge
+from evaluation.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
+from evaluation.report import EVALUATION_FILE, merge_json
 from train.split import SplitRows, sample_rows, split_units
 from train.vectors import compute_vectors, encode_rows, open_model_split, projection_auc, resolve_model_dir
-from vae.editor import SETTINGS_FILE
+from vae.settings import EditorSettings
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 from vae.vectors import AttributeVectors, balanced_weights, mean_difference, project_out, projection_std
@@ -185,7 +185,7 @@ def check_judge(judge_dir: Path, split_digest: str) -> dict:
     trained_on = report.get("trained_on", {}).get("digest")
     if trained_on != split_digest:
         raise SystemExit(f"The judge in {judge_dir} was not trained on this model's train part (its digest {trained_on}, "
-                         f"the split's {split_digest}): train one with `python -m train.judge --model ...`.")
+                         f"the split's {split_digest}): train one with `python -m evaluation.judge --model ...`.")
     return report
 
 
@@ -214,10 +214,10 @@ def plots(out: Path, curves: dict, psnr: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m evaluation.faces", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder or run folder (with split.json)")
     add_data_args(p)
-    p.add_argument("--judge", required=True, help="folder written by python -m train.judge")
+    p.add_argument("--judge", required=True, help="folder written by python -m evaluation.judge")
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--faces", type=int, default=800, help="validation faces for the choice and test faces for the report (seeded)")
     p.add_argument("--seed", type=int, default=0, help="seeds the face samples and the vector fits")
@@ -274,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
         vectors = AttributeVectors(recipe.names + extra, np.concatenate([recipe.vectors, np.stack([variants[n] for n in extra])]),
                                    np.concatenate([recipe.stds, [projection_std(train_z, variants[n]) for n in extra]]))
         vectors.save(model_dir)
-        # the app's strength applies to whole photos: train.photo_eval chooses it (editor.json's default_strength)
-        merge_json(model_dir / SETTINGS_FILE, {"default_attribute": best})
+        # the app's strength applies to whole photos: evaluation.photos chooses it (editor.json's default_strength)
+        EditorSettings.load(model_dir).replace(default_attribute=best).save(model_dir)
         merge_json(model_dir / EVALUATION_FILE, report, RETIRED_KEYS)
     print(f"PSNR {recon['test_psnr']:.2f} dB, SSIM {recon['test_ssim']:.3f}, smile AUC {auc['Smiling']:.3f}; default {best!r} "
           f"at alpha {alpha} (chosen on {len(chosen_on)} validation faces); wrote {out / EVALUATION_FILE}")

@@ -1,0 +1,58 @@
+"""The real app, `python app.py`, in a subprocess: what the HTTP and browser tests and the app benchmarks talk to."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class AppServer:
+    """`python app.py` on a free port, offline, with its own upload folder, its output in `log`; stopped on exit.
+
+    The benchmark and the test suite both start the app this way.
+    """
+
+    def __init__(self, log: Path | None = None) -> None:
+        self.log = log
+
+    def __enter__(self) -> "AppServer":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.uploads = tempfile.mkdtemp(prefix="smile-uploads-")
+        self.log = self.log or Path(self.uploads) / "app.log"  # removed with the folder
+        env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+               "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": self.uploads}
+        env.pop("GRADIO_SERVER_NAME", None)
+        started = time.time()
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}/"
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() - started > 180:
+                    self.__exit__()
+                    raise RuntimeError("the app did not start: " + self.log.read_text()[-2000:])
+                time.sleep(0.3)
+        self.start_s = time.time() - started
+        return self
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.uploads, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""Write files so that a reader never sees half of one: results, the strip, GIFs, JSON and arrays.
+
+`atomic_path` is the one way the project writes a file: into a temporary file beside the target,
+moved onto it with `os.replace` only when the write finished (readable by others, mode 0644).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix, so writers pick the format); moved onto `path` on success."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_save(image: Image.Image, path: str | os.PathLike, **kwargs) -> Path:
+    """Save an image atomically (`kwargs` go to PIL's save)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, **kwargs)
+    return Path(path)
+
+
+def strip_image(frames: list[Image.Image]) -> Image.Image:
+    """Frames side by side, left (least) to right (most)."""
+    width, height = frames[0].size
+    strip = Image.new("RGB", (width * len(frames), height))
+    for i, frame in enumerate(frames):
+        strip.paste(frame, (i * width, 0))
+    return strip
+
+
+def save_gif(frames: list[Image.Image], path: str | os.PathLike, frame_ms: int = 120, max_side: int = 320) -> Path:
+    """An endlessly looping GIF that sweeps the strip forth and back (less -> more -> less), at most `max_side`."""
+    scale = min(1.0, max_side / max(frames[0].size))
+    size = (max(1, round(frames[0].width * scale)), max(1, round(frames[0].height * scale)))
+    small = [f if f.size == size else f.resize(size, Image.Resampling.LANCZOS) for f in frames]
+    sweep = small + small[-2:0:-1]
+    return atomic_save(sweep[0], path, format="GIF", save_all=True, append_images=sweep[1:], duration=frame_ms, loop=0)

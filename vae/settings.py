@@ -1,0 +1,107 @@
+"""The editor's settings, typed and frozen, read from and written to a model folder's `editor.json`.
+
+One place checks them, however they are built (loaded, written by an evaluation, made in a test):
+a value out of range raises `SettingsError` naming the field. Which attribute vectors exist is the
+model's business, so `SmileEditor` checks `default_attribute` against its vectors.
+
+`editor.json` is written by the evaluation steps (`evaluation.faces` sets the default vector,
+`evaluation.photos` the whole-photo strength and the transfer variant), never by hand.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .files import atomic_write_text
+
+SETTINGS_FILE = "editor.json"
+
+
+class SettingsError(ValueError):
+    """editor.json (or settings built in code) hold a value the editor cannot use."""
+
+
+def _number(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, not {value!r}.")
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {value!r}.")
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How the decoded change is put on the photo (`vae.transfer`); the variants that lost are in the README."""
+
+    flatten_sigma: float = 16.0  # px of the 128-px crop: wider than a mouth, narrower than the face; 0 = plain difference
+    mouth_gain: float = 0.0  # extra weight over the mouth and cheeks (raised: more flips, the person lost sooner)
+    lower_face: bool = True  # the edit fades in below the eyes, leaving eyes and brows the photo's
+
+    def __post_init__(self) -> None:
+        _number("transfer.flatten_sigma", self.flatten_sigma, 0, 64)
+        _number("transfer.mouth_gain", self.mouth_gain, 0, 4)
+        if not isinstance(self.lower_face, bool):
+            raise SettingsError(f"transfer.lower_face must be true or false, not {self.lower_face!r}.")
+
+
+@dataclass(frozen=True)
+class EditorSettings:
+    """What the app, the command line and the evaluation edit with, unless told otherwise."""
+
+    default_attribute: str = "Smiling"
+    default_strength: float = 2.0  # whole-photo alpha, in standard deviations of z . v_hat
+    max_strength: float = 4.0  # the slider's end
+    strip_steps: int = 7  # frames in the less -> more strip and GIF
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default_attribute, str) or not self.default_attribute:
+            raise SettingsError(f"default_attribute must be a vector name, not {self.default_attribute!r}.")
+        _number("max_strength", self.max_strength, 0.5, 16)
+        _number("default_strength", self.default_strength, 0, self.max_strength)
+        if isinstance(self.strip_steps, bool) or not isinstance(self.strip_steps, int) or not 2 <= self.strip_steps <= 33:
+            raise SettingsError(f"strip_steps must be a whole number from 2 to 33, not {self.strip_steps!r}.")
+        if not isinstance(self.transfer, TransferSettings):
+            raise SettingsError("transfer must be TransferSettings.")
+
+    def replace(self, **changes) -> "EditorSettings":
+        """A copy with some fields changed, checked again."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: object) -> "EditorSettings":
+        if not isinstance(values, dict):
+            raise SettingsError("the settings must be a JSON object.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}.")
+        transfer = values.get("transfer", {})
+        if not isinstance(transfer, dict) or set(transfer) - {f.name for f in dataclasses.fields(TransferSettings)}:
+            raise SettingsError(f"transfer must be an object with flatten_sigma, mouth_gain, lower_face, not {transfer!r}.")
+        try:
+            return cls(**{**values, "transfer": TransferSettings(**transfer)})
+        except TypeError as err:
+            raise SettingsError(str(err)) from err
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "EditorSettings":
+        """`folder/editor.json`, or the defaults where there is none; SettingsError names the file."""
+        path = Path(folder) / SETTINGS_FILE
+        if not path.exists():
+            return cls()
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SettingsError(f"{path} is not valid JSON: {err}") from err
+        except SettingsError as err:
+            raise SettingsError(f"{path}: {err}") from err
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        return atomic_write_text(Path(folder) / SETTINGS_FILE, json.dumps(self.to_dict(), indent=2) + "\n")

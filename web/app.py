@@ -1,0 +1,176 @@
+"""The SMILE web app: upload a face, slide the smile. Built by `create_app(editor, work_dir)`.
+
+Functions first (`SmileApp`: one method per event, each a plain function of the request's values,
+testable in-process), then the Blocks wiring (`create_app`). Nothing runs at import; `app.py` at the
+repository root loads the model and launches. Named API endpoints (see README): /edit, /prepare, /render.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+from gradio.data_classes import FileData
+from gradio.utils import get_upload_folder
+from PIL import Image
+
+from vae.editor import EditResult, Prepared, SmileEditor
+from vae.files import strip_image
+
+from .guards import checked_align, read_upload, upload_path
+from .live import LIVE_STEP, frames_json, live_strengths
+from .photos import PreparedCache
+from .results import ResultFiles
+
+UI = Path(__file__).resolve().parent / "ui"
+EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
+RESULTS_KEPT = 64  # Gradio copies each result into its own cache at once; this folder is only the hand-over
+
+
+def clear_error(fn):
+    """Turn the editor's ValueErrors (bad image, strength, attribute) into the message the person sees."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as err:  # ImageError is a ValueError
+            raise gr.Error(str(err)) from err
+    return wrapped
+
+
+class SmileApp:
+    """The app's handlers over one editor: uploads are read only from `upload_root()`, results written to `work_dir`."""
+
+    def __init__(self, editor: SmileEditor, work_dir: str | os.PathLike,
+                 upload_root: Callable[[], str] = get_upload_folder) -> None:
+        self.editor = editor
+        self.work_dir = Path(work_dir)
+        self.results = ResultFiles(self.work_dir / "results", keep=RESULTS_KEPT)
+        self.photos = PreparedCache(lambda data, align: editor.prepare(data, align=align))
+        self.upload_root = upload_root
+        self.frames = live_strengths(editor.settings.max_strength)
+
+    def _upload(self, payload: object, align: object) -> tuple[str, Prepared, bool]:
+        """(key, prepared, cached) for the uploaded file: aligned and encoded once per content."""
+        data = read_upload(upload_path(payload), self.upload_root())
+        key, prepared, cached = self.photos.get(data, checked_align(align))
+        for note in prepared.notes:
+            gr.Warning(note)
+        return key, prepared, cached
+
+    def _session_photo(self, key: str | None) -> Prepared:
+        """This session's photo: its state holds only a key into the server-wide, bounded cache."""
+        prepared = self.photos.find(key)
+        if prepared is None:
+            raise ValueError("Upload a photo of a face first." if key is None else
+                             "This photo is no longer in the server's memory: upload it again.")
+        return prepared
+
+    def _faces(self, result: EditResult) -> list[str]:
+        """The four 128x128 faces of "under the hood": crop, reconstruction, decoded less, decoded more."""
+        return [self.results.image(result.crop, "crop"), self.results.image(result.reconstruction, "reconstruction"),
+                self.results.image(result.decoded_less, "decoded_less"), self.results.image(result.decoded_more, "decoded_more")]
+
+    @clear_error
+    def prepare(self, payload: dict | None, align: bool, attribute: str):
+        """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
+        other): align and encode once per photo, then decode every live frame and the less / more photos.
+        Returns (key, live frames JSON, less, more, crop, reconstruction, decoded less, decoded more)."""
+        if not payload:
+            return None, "", None, None, None, None, None, None
+        attribute = self.editor.check_attribute(attribute)
+        key, prepared, _ = self._upload(payload, align)
+        result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
+        return (key, frames_json(result.frame_strengths, result.frames), self.results.image(result.less, "less"),
+                self.results.image(result.more, "more"), *self._faces(result))
+
+    @clear_error
+    def strip(self, key: str | None, attribute: str):
+        """The strip and its GIF from the face region, chained after the page's first outputs."""
+        if key is None:
+            return None, None
+        strengths = self.editor.strip_strengths(self.editor.settings.default_strength)
+        result = self.editor.edit(self._session_photo(key), attribute=attribute, frames=strengths)
+        frames = [Image.fromarray(view) for view in result.frames]
+        return self.results.image(strip_image(frames), "strip"), self.results.gif(frames, "strip")
+
+    @clear_error
+    def render(self, key: str | None, strength: float, attribute: str):
+        """This session's photo at one signed strength, whole and at full resolution (the download button)."""
+        strength = self.editor.check_strength(strength, signed=True)
+        result = self.editor.edit(self._session_photo(key), abs(strength), attribute)
+        return self.results.image(result.more if strength >= 0 else result.less, f"smile_{strength:+.1f}")
+
+    @clear_error
+    def edit(self, image: FileData, strength: float, align: bool = True, attribute: str | None = None) -> tuple[
+            FileData, FileData, FileData, FileData, FileData, FileData, dict]:
+        """One call from a script: the whole photo with less and more smile, plus the model's reconstruction,
+        its crop and the raw decoded faces (less, more), and an info dict."""
+        strength = self.editor.check_strength(strength)
+        attribute = self.editor.check_attribute(attribute)
+        _, prepared, cached = self._upload(image, align)
+        result = self.editor.edit(prepared, strength, attribute)
+        crop, recon, decoded_less, decoded_more = self._faces(result)
+        files = [self.results.image(result.less, "less"), self.results.image(result.more, "more"), recon, crop,
+                 decoded_less, decoded_more]
+        return (*[FileData(path=f) for f in files], {**result.info.to_dict(), "reused_encoding": cached})
+
+    def example_files(self) -> list[str]:
+        """Only shippable faces: the public-domain astronaut photo (NASA) and faces sampled from the model."""
+        paths = [str(EXAMPLE_PHOTO)]
+        for i, face in enumerate(self.editor.sample(2, seed=3)):
+            paths.append(str(self.work_dir / f"prior_face_{i}.png"))
+            face.resize((256, 256), Image.Resampling.BICUBIC).save(paths[-1])
+        return paths
+
+
+def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
+    """The page and its API over `editor`; `work_dir` holds this run's examples and results."""
+    app = SmileApp(editor, work_dir)
+    settings = editor.settings
+    top, default = settings.max_strength, settings.default_strength
+    with gr.Blocks(title="SMILE: slide the smile", delete_cache=(600, 1800)) as demo:  # results live 30 min
+        gr.Markdown(
+            "# SMILE\nUpload a face photo and slide: your own photo smiles less or more. A variational autoencoder "
+            "trained on CelebA finds the smile direction; only the change it makes is added to your photo, so the "
+            "person, the detail and everything outside the face stay yours."
+        )
+        state = gr.State(None)  # the photo's key into the server-wide cache: a short string per session
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = gr.Image(type="filepath", image_mode=None, label="Your photo", sources=["upload", "webcam", "clipboard"],
+                                 elem_id="photo")
+                align = gr.Checkbox(value=True, label="Align face", info="Find the face and frame it like CelebA")
+                attribute = gr.Dropdown(editor.attributes, value=settings.default_attribute, label="Attribute")
+                gr.Examples(app.example_files(), inputs=photo, label="Examples (public domain / sampled from the model)")
+            with gr.Column(scale=2):
+                live = gr.HTML("", html_template=(UI / "live.html").read_text(), css_template=(UI / "live.css").read_text(),
+                               js_on_load=(UI / "live.js").read_text(), label="Live frames", elem_id="live")
+                strength = gr.Slider(-top, top, value=default, step=LIVE_STEP, label="Smile: less ← 0 → more",
+                                     info="Follows your thumb: every frame is already in the page", elem_id="strength")
+                download = gr.DownloadButton("Download at this strength (full resolution)", elem_id="download")
+                with gr.Row():
+                    less = gr.Image(label=f"Less smile (−{default:g})", format="png", elem_id="less", buttons=["download"])
+                    more = gr.Image(label=f"More smile (+{default:g})", format="png", elem_id="more", buttons=["download"])
+                strip_view = gr.Image(label="From less to more", format="png", elem_id="strip", buttons=["download"])
+                gif = gr.File(label="As an animated GIF", elem_id="gif")
+                with gr.Accordion("Under the hood: what the VAE sees and draws", open=False):
+                    gr.Markdown("The model works on a 128x128 aligned crop. Its own faces are blurry by design; the page "
+                                "adds only their *difference* to your photo.")
+                    with gr.Row():
+                        crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop")
+                        recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
+                        raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
+                        raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
+        shown = [live, less, more, crop, recon, raw_less, raw_more]
+        gr.on([photo.change, align.change, attribute.change], app.prepare, [photo, align, attribute], [state, *shown],
+              preprocess=False, api_name="prepare", trigger_mode="always_last").then(
+            app.strip, [state, attribute], [strip_view, gif], api_visibility="private")
+        download.click(app.render, [state, strength, attribute], download, api_name="render")
+        gr.api(app.edit, api_name="edit")
+        gr.Markdown("Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
+                    "only (CelebA's terms).")
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo

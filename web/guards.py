@@ -1,0 +1,54 @@
+"""Read only what the client uploaded, and check every value a request carries.
+
+`read_upload` accepts a path only inside the server's upload folder, only a regular file, and only
+up to MAX_UPLOAD_BYTES, all checked on the open file before a byte is read: a request that names
+/etc/shadow, a named pipe or /dev/zero gets the same clear refusal and costs nothing.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from vae.preprocess import ImageError
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 40-megapixel JPEG is ~15 MB
+
+
+def upload_path(payload: object) -> object:
+    """The `path` of a Gradio file payload (a dict over HTTP, a FileData in-process); None for anything else."""
+    return payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
+
+
+def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
+    """The bytes of a file that the client uploaded into `upload_root`; ImageError for anything else."""
+    if not isinstance(path, str) or not path:
+        raise ImageError("Upload a photo of a face first.")
+    root = os.path.realpath(upload_root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, root]) != root or real == root or os.path.islink(path):
+        raise ImageError("Only files uploaded to this app can be edited: upload the photo again.")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        raise ImageError("The uploaded file is no longer available: upload the photo again.") from err
+    try:
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != (os.stat(real).st_dev, os.stat(real).st_ino):  # swapped after the check
+            raise ImageError("Only files uploaded to this app can be edited: upload the photo again.")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("The upload is not a regular file.")
+        if info.st_size > max_bytes:
+            raise ImageError(f"The file is too large ({info.st_size / 2**20:.1f} MB); the limit is {max_bytes // 2**20} MB.")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"The file is too large; the limit is {max_bytes // 2**20} MB.")
+    return data
+
+
+def checked_align(align: object) -> bool:
+    if not isinstance(align, bool):
+        raise ValueError(f"align must be true or false, not {str(align)[:20]!r}.")
+    return align
