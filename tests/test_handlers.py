@@ -1,0 +1,87 @@
+"""The app's handlers in-process (no server): the same functions the HTTP tests reach through Gradio."""
+import json
+import shutil
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.data_classes import FileData
+from PIL import Image
+
+from conftest import ROOT
+from vae.editor import SmileEditor
+from web.app import SmileApp, create_app
+
+
+@pytest.fixture(scope="module")
+def editor() -> SmileEditor:
+    return SmileEditor.from_pretrained(ROOT / "assets")
+
+
+@pytest.fixture
+def app(editor, tmp_path) -> SmileApp:
+    (tmp_path / "uploads").mkdir()
+    return SmileApp(editor, tmp_path / "work", upload_root=lambda: str(tmp_path / "uploads"))
+
+
+@pytest.fixture
+def upload(tmp_path, astronaut_path) -> dict:
+    """A payload as Gradio sends it: the path of a file inside the upload folder."""
+    target = tmp_path / "uploads" / "abc" / "astronaut.jpg"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(astronaut_path, target)
+    return {"path": str(target)}
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_prepare_sends_every_live_frame_and_the_photos(app, upload, astronaut_path):
+    key, live, less, more, crop, recon, raw_less, raw_more = app.prepare(upload, True, None)
+    frames = json.loads(live)
+    assert frames["strengths"] == app.frames and len(frames["frames"]) == len(app.frames) == 17
+    assert Image.open(less).size == Image.open(more).size == (512, 512)
+    assert {Image.open(p).size for p in (crop, recon, raw_less, raw_more)} == {(128, 128)}
+    assert not np.array_equal(pixels(less), pixels(more)) and app.photos.find(key) is not None
+    assert app.prepare(upload, True, None)[0] == key and len(app.photos.items) == 1  # the same photo: encoded once
+
+
+def test_render_and_strip_use_the_session_photo_without_encoding_again(app, upload, astronaut_path):
+    key = app.prepare(upload, True, None)[0]
+    photo = app.render(key, -3.5, None)
+    assert np.abs(pixels(photo) - pixels(astronaut_path)).mean() > 0.05
+    assert np.array_equal(pixels(app.render(key, 0.0, None)), pixels(astronaut_path))  # 0 is the photo itself
+    strip, gif = app.strip(key, None)
+    assert Image.open(strip).width % 7 == 0 and Image.open(strip).width > 6 * Image.open(strip).height  # 7 frames
+    assert Image.open(gif).n_frames == 12  # less -> more -> less
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        app.render(None, 1.0, None)
+    with pytest.raises(gr.Error, match="no longer in the server's memory"):
+        app.render("0" * 64 + ":1", 1.0, None)
+
+
+def test_edit_returns_files_and_info(app, upload):
+    *files, info = app.edit(FileData(path=upload["path"]), 2.0)
+    assert all(isinstance(f, FileData) for f in files) and Image.open(files[0].path).size == (512, 512)
+    assert info["faces_found"] == 1 and info["strength"] == 2.0 and not info["reused_encoding"]
+    assert app.edit(upload, 1.0, True, "Smiling")[-1]["reused_encoding"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda app, up: app.edit({"path": "/etc/passwd"}, 2.0), "Only files uploaded"),
+    (lambda app, up: app.edit(up, float("nan")), "finite number"),
+    (lambda app, up: app.edit(up, 2.0, "yes"), "align must be true or false"),
+    (lambda app, up: app.edit(up, 2.0, True, "Nope"), "Unknown attribute 'Nope'"),
+    (lambda app, up: app.render(None, 9.0, None), "out of range"),
+])
+def test_bad_values_get_the_message_a_person_sees(app, upload, call, message):
+    with pytest.raises(gr.Error, match=message):
+        call(app, upload)
+
+
+def test_create_app_builds_the_page_and_its_named_endpoints(editor, tmp_path):
+    demo = create_app(editor, tmp_path)
+    names = {dep.api_name for dep in demo.fns.values() if dep.api_name}
+    assert {"prepare", "render", "edit"} <= names
+    assert len(list(tmp_path.glob("prior_face_*.png"))) == 2  # the examples were written into the work folder only

@@ -1,0 +1,47 @@
+"""What each package may import: the library knows nothing of the app, training, evaluation or benchmarks."""
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+FORBIDDEN = {  # package -> top-level modules it must never import
+    "vae": {"web", "train", "evaluation", "bench", "app", "tests", "gradio", "gradio_client"},
+    "web": {"train", "evaluation", "bench", "app", "tests"},
+    "train": {"web", "evaluation", "bench", "app", "tests", "gradio"},
+    "evaluation": {"web", "bench", "app", "tests"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every absolute import in a file, wherever it appears (inside functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_packages_import_only_what_their_layer_allows(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"no Python files in {package}/"
+    wrong = {f"{path.relative_to(ROOT)} imports {name}" for path in files for name in imported_modules(path) & FORBIDDEN[package]}
+    assert not wrong, sorted(wrong)
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\n\ndef f():\n    from web.app import create_app\n    import train.cache as c\nfrom . import x\n")
+    assert imported_modules(sample) == {"os", "web", "train"}
+
+
+def test_app_py_is_thin_and_importing_it_builds_nothing():
+    tree = ast.parse((ROOT / "app.py").read_text())
+    top_level_calls = [node for node in tree.body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
+    assignments = [node for node in tree.body if isinstance(node, ast.Assign)]
+    assert not top_level_calls and all(not isinstance(node.value, ast.Call) or
+                                       ast.unparse(node.value.func).startswith("Path") for node in assignments)
