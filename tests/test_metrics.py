@@ -36,6 +36,12 @@ def test_wilson_interval_matches_newcombe_1998(k, n, low, high):
     assert wilson_interval(k, n) == pytest.approx((low, high), abs=5e-5)
 
 
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (7, 7), (0, 120), (120, 120), (59, 97)])
+def test_a_wilson_interval_contains_its_own_rate(k, n):
+    low, high = wilson_interval(k, n)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+
+
 def test_proportion_of_nothing_has_no_rate():
     assert proportion(np.array([], dtype=bool)) == {"rate": None, "low": 0.0, "high": 1.0, "n": 0}
 
