@@ -30,9 +30,10 @@ from tqdm import tqdm
 from train.cache import FaceCache, add_data_args
 from train.judge import AttributeJudge
 from train.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
+from train.model_folder import encode_rows, open_model_split, resolve_model_dir
 from train.report import EVALUATION_FILE, merge_json
 from train.split import SplitRows, sample_rows, split_units
-from train.vectors import compute_vectors, encode_rows, open_model_split, projection_auc, resolve_model_dir
+from train.vectors import compute_vectors, projection_auc
 from vae.editor import SETTINGS_FILE
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor

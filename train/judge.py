@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from train.cache import add_data_args
-from train.vectors import open_model_split, resolve_model_dir
+from train.model_folder import open_model_split, resolve_model_dir
 from vae.preprocess import to_tensor
 
 JUDGED = ["Smiling", "Male", "Young"]

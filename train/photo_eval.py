@@ -36,7 +36,7 @@ from train.judge import AttributeJudge
 from train.metrics import flips
 from train.report import EVALUATION_FILE, merge_json
 from train.split import Split
-from train.vectors import resolve_model_dir
+from train.model_folder import resolve_model_dir
 from vae.align import FRAME_SIZE, warp
 from vae.editor import SETTINGS_FILE, Edits, SmileEditor
 from vae.preprocess import crop_and_resize, pil_to_tensor, to_image, to_tensor
