@@ -3,8 +3,8 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import write_celeba
-from train.cache import build_cache, load_cache
+from conftest import ATTR_NAMES, write_celeba
+from train.cache import build_cache, load_cache, open_cache
 from train.data import DatasetError, load_index
 from train.split import make_split
 
@@ -73,3 +73,20 @@ def test_real_celeba_folders(shared_data):
     assert sum(bool(i) for i in index.identities) == 6_031 + 9_692  # both CelebA folders say who is who
     twins = [(k, g) for k, g in zip(index.keys, index.groups) if g != k]
     assert len(twins) == 358
+
+
+def test_a_flipped_label_or_new_identity_file_is_other_data_even_with_a_warm_cache(tmp_path):
+    root = write_celeba(tmp_path / "celeba", 12)
+    cache = open_cache([str(root)], None, tmp_path / "cache", workers=1)
+    split = make_split(cache, validation_fraction=0.25, test_fraction=0.25)
+    attr_file = root / "list_attr_celeba.txt"
+    lines = attr_file.read_text().splitlines()
+    name, *values = lines[2].split()
+    values[ATTR_NAMES.index("Smiling")] = "1" if values[ATTR_NAMES.index("Smiling")] == "-1" else "-1"
+    attr_file.write_text("\n".join([*lines[:2], " ".join([name, *values]), *lines[3:]]) + "\n")
+    relabelled = open_cache([str(root)], None, tmp_path / "cache", workers=1)
+    assert relabelled.path != cache.path  # the old cache's labels are not reused
+    with pytest.raises(SystemExit, match="labels .*differ"):
+        split.rows(relabelled)  # what vectors, judge and evaluation do first
+    (root / "identity_CelebA.txt").write_text("".join(f"{i + 1:06d}.jpg {i % 3}\n" for i in range(12)))
+    assert open_cache([str(root)], None, tmp_path / "cache", workers=1).path not in (cache.path, relabelled.path)
