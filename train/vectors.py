@@ -5,7 +5,9 @@ encodes it (posterior means, never samples), forms the recipe's mean-difference 
 attribute from the *train* rows (capped at --cap per side), with its slider unit (the std of z . v_hat
 over the train rows), and scores it on the *test* rows: ROC-AUC of the projection z . v, a first check
 that the direction carries the attribute. Writes `attribute_vectors.npz`, `smile_vector.npy` and
-`vectors_report.json` next to the model.
+`vectors_report.json` next to the model. The file then holds the recipe vectors only: if `editor.json`
+names a variant that `train.evaluate --update-model` had added, its default is reset to `Smiling`
+(with a note), so the folder stays loadable.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from sklearn.metrics import roc_auc_score
 
 from train.cache import add_data_args
 from train.model_folder import encode_rows, open_model_split, resolve_model_dir
+from train.report import merge_json
+from vae.editor import SETTINGS_FILE
 from vae.model import SmileVAE
 from vae.vectors import AttributeVectors, mean_difference, projection_std
 
@@ -40,6 +44,17 @@ def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> flo
     return float(roc_auc_score(positive, z @ vector))
 
 
+def keep_default_loadable(model_dir: Path, names: list[str]) -> None:
+    """The vectors file now holds the recipe vectors only; an editor.json naming a vector that is gone (a variant
+    added by `train.evaluate --update-model`) is reset to the recipe's Smiling, so the folder stays loadable."""
+    path = model_dir / SETTINGS_FILE
+    chosen = json.loads(path.read_text()).get("default_attribute") if path.exists() else None
+    if chosen is not None and chosen not in names:
+        merge_json(path, {"default_attribute": "Smiling"})
+        print(f"Note: {path} named {chosen!r}, which only train.evaluate --update-model adds; reset to 'Smiling'. "
+              "Run train.evaluate --update-model (and train.photo_eval) again to choose the default.")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder or run folder")
@@ -55,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     vectors = compute_vectors(train_z, cache.attrs[rows.train], cache.attr_names, args.cap, args.seed)
     auc = {name: projection_auc(test_z, cache.attrs[rows.test, i], vectors.vectors[i]) for i, name in enumerate(vectors.names)}
     vectors.save(model_dir)
+    keep_default_loadable(model_dir, vectors.names)
     report = {"train_images": len(rows.train), "test_images": len(rows.test), "cap": args.cap, "slider_unit": "std of z . v_hat over train",
               "projection_auc": auc}
     (model_dir / "vectors_report.json").write_text(json.dumps(report, indent=2))
