@@ -90,3 +90,17 @@ def test_a_flipped_label_or_new_identity_file_is_other_data_even_with_a_warm_cac
         split.rows(relabelled)  # what vectors, judge and evaluation do first
     (root / "identity_CelebA.txt").write_text("".join(f"{i + 1:06d}.jpg {i % 3}\n" for i in range(12)))
     assert open_cache([str(root)], None, tmp_path / "cache", workers=1).path not in (cache.path, relabelled.path)
+
+
+def test_data_errors_in_a_command_are_one_line_messages(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
+    for command in (["train.split", "--out", str(tmp_path / "out")], ["train", "--out", str(tmp_path / "run")]):
+        done = subprocess.run([sys.executable, "-m", *command, "--data", str(tmp_path / "celeba")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "list_attr_celeba.txt" in done.stderr

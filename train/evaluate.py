@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from train.cache import FaceCache, add_data_args
+from train.data import run_command
 from train.judge import AttributeJudge
 from train.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
 from train.model_folder import encode_rows, open_model_split, resolve_model_dir
@@ -306,4 +307,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

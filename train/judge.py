@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from train.cache import add_data_args
+from train.data import run_command
 from train.model_folder import open_model_split, resolve_model_dir
 from vae.preprocess import to_tensor
 
@@ -118,4 +119,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

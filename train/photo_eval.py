@@ -33,7 +33,7 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from train.data import load_index
+from train.data import load_index, run_command
 from train.identity import IdentityModel
 from train.judge import AttributeJudge
 from train.metrics import flips
@@ -295,4 +295,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -21,7 +21,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from train.data import PARTITION_FILE, DatasetError, load_index
+from train.data import PARTITION_FILE, DatasetError, load_index, run_command
 
 SPLIT_FILE = "split.json"
 PARTS = ("train", "validation", "test")
@@ -178,4 +178,4 @@ def main(argv: list[str] | None = None) -> Split:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

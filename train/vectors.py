@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from train.cache import add_data_args
+from train.data import run_command
 from train.model_folder import encode_rows, open_model_split, resolve_model_dir
 from train.report import merge_json
 from vae.editor import SETTINGS_FILE
@@ -81,4 +82,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)
