@@ -119,6 +119,9 @@ def resolve_model_source(source: str | os.PathLike) -> Path:
     path = Path(source)
     if path.is_dir():
         return path
+    text = str(source)  # a Hub id is "name" or "namespace/name": anything else that looks like a path is a local one
+    if text.startswith((".", "~")) or path.is_absolute() or text.count("/") > 1 or os.sep in text.replace("/", ""):
+        raise ModelLoadError(f"Could not load model {text!r}: no such folder.")
     from huggingface_hub import snapshot_download
 
     try:
