@@ -15,6 +15,7 @@ def atomic_save(image: Image.Image, path: str | os.PathLike, **kwargs) -> Path:
     os.close(fd)
     try:
         image.save(tmp, **kwargs)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file 0600; a result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
