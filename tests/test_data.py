@@ -104,3 +104,16 @@ def test_data_errors_in_a_command_are_one_line_messages(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "list_attr_celeba.txt" in done.stderr
+
+
+def test_subset_links_images_and_keeps_their_annotation_rows(tiny_celeba, tmp_path):
+    from train.subset import main as subset_main
+
+    names = subset_main(["--data", str(tiny_celeba), "--out", str(tmp_path / "small"), "--count", "10", "--seed", "1"])
+    full, small = load_index([tiny_celeba]), load_index([tmp_path / "small"])
+    assert len(small) == 10 and [k.split("/")[1] for k in small.keys] == names
+    rows = [full.keys.index(f"{tiny_celeba.name}/{n}") for n in names]
+    assert np.array_equal(small.attrs, full.attrs[rows]) and np.array_equal(small.partition, full.partition[rows])
+    assert all(p.is_symlink() for p in small.paths)
+    with pytest.raises(SystemExit, match="not empty"):
+        subset_main(["--data", str(tiny_celeba), "--out", str(tmp_path / "small"), "--count", "10"])
