@@ -283,21 +283,23 @@ SPLIT_ARGS = {"split", "split_by", "validation_fraction", "test_fraction"}  # a 
 
 
 def check_resume(args: argparse.Namespace, state: dict, rt: Runtime) -> None:
-    """Stop, naming the argument, if this command would not continue the run the checkpoint holds."""
+    """Stop, naming every argument that differs and the data if missing, unless this command continues the run."""
     before = state["args"]
     changed = [name for name, value in vars(args).items()
                if name not in MAY_CHANGE_ON_RESUME | SPLIT_ARGS and name in before and before[name] != value]
+    problems = []
     if changed:
         listed = ", ".join(f"--{n.replace('_', '-')} {before[n]} (now {getattr(args, n)})" for n in changed)
-        raise SystemExit(f"--resume would not continue the same run: it was started with {listed}. Give the run's own "
-                         f"values (see {Path(args.out) / 'args.json'}); only --epochs, --max-steps, --max-minutes and the "
-                         "device settings may change.")
-    if state.get("world", rt.world) != rt.world:
-        raise SystemExit(f"--resume: the run used {state['world']} processes, this command {rt.world}: the batches would differ.")
+        problems.append(f"it was started with {listed}: give the run's own values (see {Path(args.out) / 'args.json'}); "
+                        "only --epochs, --max-steps, --max-minutes and the device settings may change")
     if not args.data and not args.cache:
-        raise SystemExit("--resume needs the data the run was trained on: give the same --data folders (or --cache) as "
-                         f"the first run, which had --data {' --data '.join(before.get('data') or []) or '(none)'}"
-                         + (f" --cache {before['cache']}" if before.get("cache") else "") + ".")
+        problems.append("it needs the data the run was trained on: the same --data folders (or --cache) as the first run, "
+                        f"which had --data {' --data '.join(before.get('data') or []) or '(none)'}"
+                        + (f" --cache {before['cache']}" if before.get("cache") else ""))
+    if state.get("world", rt.world) != rt.world:
+        problems.append(f"the run used {state['world']} processes, this command {rt.world}, so the batches would differ")
+    if problems:
+        raise SystemExit("--resume would not continue the same run: " + "; ".join(problems) + ".")
     ignored = [f"--{n.replace('_', '-')}" for n in sorted(SPLIT_ARGS) if n in before and before[n] != getattr(args, n)]
     if ignored and rt.main:
         print(f"--resume reads the run's own split.json: {', '.join(ignored)} ignored.")
