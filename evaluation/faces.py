@@ -6,7 +6,9 @@ then reported on test faces, once (definitions: train/metrics.py).
 2. Linear separability: ROC-AUC of z . v on the test part for every attribute (vectors fitted on train).
 3. Smile vector variants: the recipe's mean difference, a Male x Young balanced one, one with the Male
    and Mouth_Slightly_Open directions projected out, and a logistic-regression direction.
-4. Selection, on --faces seeded validation faces: the default variant and strength alpha.
+4. Selection, on --faces seeded validation faces: the default variant and strength alpha. If no variant
+   flips every group's faces at any strength (an untrained model), nothing is chosen: the previous default
+   (editor.json's, else Smiling) stays, and a WARNING is printed and stored as selection.warning.
 5. Report, on --faces seeded test faces, judged by an independent CNN (evaluation.judge) at alpha = -3..3:
    flips conditioned on the alpha = 0 verdict, with Wilson intervals, per Male/Female x Young/Old cell
    and per luminance tercile; the change of judged P(male) and P(young) at +alpha and -alpha.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +34,11 @@ from train.cache import FaceCache, add_data_args
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
 from evaluation.report import EVALUATION_FILE, merge_json
+from train.data import run_command
+from train.model_folder import encode_rows, open_model_split, resolve_model_dir
 from train.split import SplitRows, sample_rows, split_units
-from train.vectors import compute_vectors, encode_rows, open_model_split, projection_auc, resolve_model_dir
-from vae.settings import EditorSettings
+from train.vectors import compute_vectors, projection_auc
+from vae.settings import SETTINGS_FILE, EditorSettings
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 from vae.vectors import AttributeVectors, balanced_weights, mean_difference, project_out, projection_std
@@ -147,6 +152,21 @@ def choose_default(variants: dict[str, dict[float, dict]]) -> tuple[str, float]:
     return best[0], score(best)[1]
 
 
+def settle_default(variants: dict[str, dict[float, dict]], previous: str | None) -> tuple[str, float, str | None]:
+    """choose_default and a warning, if any. When no variant flips the faces of every group at any strength (an
+    untrained or barely trained model) there is nothing to choose between: the previous default (editor.json's)
+    stays if it is one of the variants, else the recipe's Smiling, at the largest strength."""
+    best, alpha = choose_default(variants)
+    top = max(r["worst_flip"] for per_alpha in variants.values() for r in per_alpha.values())
+    if top >= 0.8:
+        return best, alpha, None
+    if top > 0:
+        return best, alpha, f"no variant reaches a worst flip of 0.8 at any strength (the best: {top:.2f}); the default is the best of them"
+    kept = previous if previous in variants else "Smiling"
+    return kept, STRENGTHS[-1], (f"no variant flips the faces of every group at any strength (every worst flip is 0): "
+                                 f"nothing was chosen, the default stays {kept!r}. Train longer, then evaluate again.")
+
+
 def smile_variants(train_z: np.ndarray, labels: np.ndarray, names: list[str], recipe: AttributeVectors, seed: int) -> dict[str, np.ndarray]:
     col = {n: i for i, n in enumerate(names)}
     smiling, male, young = (labels[:, col[n]] > 0 for n in ("Smiling", "Male", "Young"))
@@ -240,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     chosen_on = Faces.sample(cache, rows.validation, validation_z, args.faces, args.seed)
     selection = edit_reports(model, judge, chosen_on, variants, train_z, "Validation edits")
-    best, alpha = choose_default(selection)
+    previous = EditorSettings.load(model_dir).default_attribute if (model_dir / SETTINGS_FILE).exists() else None
+    best, alpha, warning = settle_default(selection, previous)
     reported_on = Faces.sample(cache, rows.test, test_z, args.faces, args.seed)
     reports = edit_reports(model, judge, reported_on, variants, train_z, "Test edits")
     for name, per_alpha in reports.items():
@@ -250,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "split": {**split.counts(), "unit": split.unit, "data_fingerprint": split.fingerprint, "file": "split.json"},
         "selection": {"subset": "validation", "n": len(chosen_on), "rule": SELECTION_RULE, "default_attribute": best,
-                      "face_strength": alpha,
+                      "face_strength": alpha, "warning": warning,
                       "variants": {n: {str(a): summary(r) for a, r in per.items()} for n, per in selection.items()}},
         "default_attribute": best, "face_strength": alpha,
         "test_images": len(rows.test), "test_mse": recon["test_mse"], "test_psnr": recon["test_psnr"], "test_ssim": recon["test_ssim"],
@@ -279,8 +300,10 @@ def main(argv: list[str] | None = None) -> dict:
         merge_json(model_dir / EVALUATION_FILE, report, RETIRED_KEYS)
     print(f"PSNR {recon['test_psnr']:.2f} dB, SSIM {recon['test_ssim']:.3f}, smile AUC {auc['Smiling']:.3f}; default {best!r} "
           f"at alpha {alpha} (chosen on {len(chosen_on)} validation faces); wrote {out / EVALUATION_FILE}")
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

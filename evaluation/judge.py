@@ -22,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from train.cache import add_data_args
-from train.vectors import open_model_split, resolve_model_dir
+from train.data import run_command
+from train.model_folder import open_model_split, resolve_model_dir
 from vae.preprocess import to_tensor
 
 JUDGED = ["Smiling", "Male", "Young"]
@@ -118,4 +119,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -3,9 +3,12 @@
 `python -m evaluation.photos --model assets --judge assets/judge --data DIR ... --part validation --select`
 `python -m evaluation.photos --model assets --judge assets/judge --data DIR ... --part test --update-model`
 
-Photos of the model's split (celeba-subset at 178x218, celebahq-256 at 256x256; celeba-small is a
-downscaled copy and is left out) go through the app's own pipeline: MTCNN alignment, encoding, and the
-residual transfer of `vae.transfer`. For every edit:
+Photos of the model's split, from every data folder its split.json names, go through the app's own
+pipeline: MTCNN alignment, encoding, and the residual transfer of `vae.transfer`. A folder is left out
+(and said so) when `--skip-folder NAME` names it, or when its photos are smaller than the model's
+128x128 input, which marks a downscaled copy (shared/data's celeba-small, 89x109): edited at their own
+resolution they would measure the upsampling. So the shipped model is measured on celeba-subset
+(178x218) and celebahq-256 (256x256); a part with no photos left stops with a message. For every edit:
 - flip: the judge's verdict on the edited photo's aligned crop, conditioned on its verdict on the
   original photo's crop (PHOTO_FLIP_DEFINITION);
 - identity: dlib's face-recognition model, which SMILE has no part in (evaluation.identity);
@@ -31,20 +34,19 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from train.data import load_index
+from train.data import load_index, run_command
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import flips
 from evaluation.report import EVALUATION_FILE, merge_json
-from train.split import Split
-from train.vectors import resolve_model_dir
+from train.model_folder import resolve_model_dir
+from train.split import PARTS, Split
 from vae.align import FRAME_SIZE, warp
 from vae.editor import Prepared, SmileEditor
-from vae.preprocess import crop_and_resize, pil_to_tensor, to_image, to_tensor
+from vae.preprocess import IMAGE_SIZE, crop_and_resize, pil_to_tensor, to_image, to_tensor
 from vae.settings import EditorSettings, TransferSettings
 from vae.transfer import face_region, gaussian_blur
 
-FOLDERS = ("celeba-subset", "celebahq-256")
 VARIANTS = {
     "difference only (prototype)": TransferSettings(flatten_sigma=0.0, mouth_gain=0.0, lower_face=False),
     "flattened difference": TransferSettings(mouth_gain=0.0, lower_face=False),
@@ -129,6 +131,26 @@ class Measures:
         }
 
 
+def photo_folders(split: Split, index, skip: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The split's data folders whose photos are edited, and why each other one of them is left out."""
+    folders = sorted({key.split("/")[0] for part in PARTS for key in getattr(split, part)})
+    unknown = sorted(set(skip) - set(folders))
+    if unknown:
+        raise SystemExit(f"--skip-folder {', '.join(unknown)}: not a folder of this model's split ({', '.join(folders)}).")
+    first = {}
+    for key, path in zip(index.keys, index.paths):
+        first.setdefault(key.split("/")[0], path)
+    left_out = {}
+    for folder in folders:
+        with Image.open(first[folder]) as image:
+            size = image.size
+        if folder in skip:
+            left_out[folder] = "--skip-folder"
+        elif min(size) < IMAGE_SIZE:
+            left_out[folder] = f"its photos are {size[0]}x{size[1]}, smaller than the model's input: a downscaled copy"
+    return [f for f in folders if f not in left_out], left_out
+
+
 def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: IdentityModel, path: Path,
                   strengths: list[float], variants: dict[str, TransferSettings], results: dict, cell: str) -> bool:
     """Edit one photo at +-each strength with each variant and append the measures; False if no face was found."""
@@ -209,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--part", choices=("validation", "test"), default="test")
     p.add_argument("--limit", type=int, default=400, help="photos (seeded sample of the part; 0 = all)")
     p.add_argument("--exclude", type=Path, help="file of keys to leave out (photos looked at while designing)")
+    p.add_argument("--skip-folder", action="append", default=[], metavar="NAME", help="a data folder to leave out (repeatable)")
     p.add_argument("--select", action="store_true", help="compare variants and strengths; write the choice (validation only)")
     p.add_argument("--update-model", action="store_true", help="write the result into the model's evaluation.json / editor.json")
     p.add_argument("--seed", type=int, default=0)
@@ -221,9 +244,16 @@ def main(argv: list[str] | None = None) -> dict:
     judge = AttributeJudge.from_pretrained(args.judge).eval()
     identity = IdentityModel()
     index = load_index(args.data)
-    rows = getattr(Split.load(model_dir).rows(index), args.part)
+    split = Split.load(model_dir)
+    rows = getattr(split.rows(index), args.part)
+    folders, left_out = photo_folders(split, index, args.skip_folder)
+    for folder, why in left_out.items():
+        print(f"Leaving out {folder}: {why}")
     excluded = set(args.exclude.read_text().split()) if args.exclude else set()
-    rows = [r for r in rows if index.keys[r].split("/")[0] in FOLDERS and index.keys[r] not in excluded]
+    rows = [r for r in rows if index.keys[r].split("/")[0] in folders and index.keys[r] not in excluded]
+    if not rows:
+        raise SystemExit(f"No photos to edit: the {args.part} part has none from {', '.join(folders) or 'any folder'}"
+                         + (f" (left out: {', '.join(left_out)})" if left_out else "") + ".")
     if args.limit and len(rows) > args.limit:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
     male, young = (index.attribute(n) for n in ("Male", "Young"))
@@ -235,9 +265,11 @@ def main(argv: list[str] | None = None) -> dict:
     for row in tqdm(rows, desc=f"Editing {args.part} photos", unit="photo"):
         cell = f"{'male' if male[row] else 'female'}_{'young' if young[row] else 'old'}"
         no_face += not measure_photo(editor, judge, identity, index.paths[row], strengths, variants, results, cell)
+    if no_face == len(rows):
+        raise SystemExit(f"No face found in any of the {len(rows)} {args.part} photos: nothing to measure.")
     table = {name: {s: results[(name, s)].summary() for s in strengths} for name in variants}
     common = {"part": args.part, "photos": len(rows) - no_face, "no_face_found": no_face, "excluded_while_designing": len(excluded),
-              "folders": list(FOLDERS), "flip_definition": PHOTO_FLIP_DEFINITION, "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "folders": folders, "folders_left_out": left_out, "flip_definition": PHOTO_FLIP_DEFINITION, "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv)}
     for name, per_strength in table.items():
         for s, summary in per_strength.items():
             print(f"{name:32s} a={s:.1f}: " + json.dumps({k: summary[k] for k in ("flip", "identity_kept", "detail_ratio_median",
@@ -264,4 +296,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -34,3 +34,8 @@ def test_cli_reports_a_missing_model_and_a_bad_attribute_without_a_traceback(ast
     assert done.returncode == 2 and "Unknown attribute 'NOPE'" in done.stderr and "Traceback" not in done.stderr
     done = run_cli(astronaut_path, "--strength", "nan", "--out", tmp_path)
     assert done.returncode == 2 and "finite number" in done.stderr
+
+
+def test_cli_says_no_such_folder_for_a_mistyped_local_model_path(astronaut_path, tmp_path):
+    done = run_cli(astronaut_path, "--model", tmp_path / "runs" / "smle" / "model", "--out", tmp_path)
+    assert done.returncode == 2 and "no such folder" in done.stderr and "Repo id" not in done.stderr

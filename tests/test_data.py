@@ -3,8 +3,8 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import write_celeba
-from train.cache import build_cache, load_cache
+from conftest import ATTR_NAMES, write_celeba
+from train.cache import build_cache, load_cache, open_cache
 from train.data import DatasetError, load_index
 from train.split import make_split
 
@@ -73,3 +73,47 @@ def test_real_celeba_folders(shared_data):
     assert sum(bool(i) for i in index.identities) == 6_031 + 9_692  # both CelebA folders say who is who
     twins = [(k, g) for k, g in zip(index.keys, index.groups) if g != k]
     assert len(twins) == 358
+
+
+def test_a_flipped_label_or_new_identity_file_is_other_data_even_with_a_warm_cache(tmp_path):
+    root = write_celeba(tmp_path / "celeba", 12)
+    cache = open_cache([str(root)], None, tmp_path / "cache", workers=1)
+    split = make_split(cache, validation_fraction=0.25, test_fraction=0.25)
+    attr_file = root / "list_attr_celeba.txt"
+    lines = attr_file.read_text().splitlines()
+    name, *values = lines[2].split()
+    values[ATTR_NAMES.index("Smiling")] = "1" if values[ATTR_NAMES.index("Smiling")] == "-1" else "-1"
+    attr_file.write_text("\n".join([*lines[:2], " ".join([name, *values]), *lines[3:]]) + "\n")
+    relabelled = open_cache([str(root)], None, tmp_path / "cache", workers=1)
+    assert relabelled.path != cache.path  # the old cache's labels are not reused
+    with pytest.raises(SystemExit, match="labels .*differ"):
+        split.rows(relabelled)  # what vectors, judge and evaluation do first
+    (root / "identity_CelebA.txt").write_text("".join(f"{i + 1:06d}.jpg {i % 3}\n" for i in range(12)))
+    assert open_cache([str(root)], None, tmp_path / "cache", workers=1).path not in (cache.path, relabelled.path)
+
+
+def test_data_errors_in_a_command_are_one_line_messages(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
+    for command in (["train.split", "--out", str(tmp_path / "out")], ["train", "--out", str(tmp_path / "run")]):
+        done = subprocess.run([sys.executable, "-m", *command, "--data", str(tmp_path / "celeba")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "list_attr_celeba.txt" in done.stderr
+
+
+def test_subset_links_images_and_keeps_their_annotation_rows(tiny_celeba, tmp_path):
+    from train.subset import main as subset_main
+
+    names = subset_main(["--data", str(tiny_celeba), "--out", str(tmp_path / "small"), "--count", "10", "--seed", "1"])
+    full, small = load_index([tiny_celeba]), load_index([tmp_path / "small"])
+    assert len(small) == 10 and [k.split("/")[1] for k in small.keys] == names
+    rows = [full.keys.index(f"{tiny_celeba.name}/{n}") for n in names]
+    assert np.array_equal(small.attrs, full.attrs[rows]) and np.array_equal(small.partition, full.partition[rows])
+    assert all(p.is_symlink() for p in small.paths)
+    with pytest.raises(SystemExit, match="not empty"):
+        subset_main(["--data", str(tiny_celeba), "--out", str(tmp_path / "small"), "--count", "10"])

@@ -5,13 +5,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from evaluation.faces import ALPHAS, Faces, choose_default, edit_report, person_in_train
+from evaluation.faces import ALPHAS, Faces, choose_default, edit_report, person_in_train, settle_default
 from evaluation.faces import main as evaluate_main
 from evaluation.judge import main as judge_main
 from evaluation.report import merge_json
 from train.split import SplitRows
 from train.train import main as train_main
 from train.vectors import main as vectors_main
+from vae.editor import SmileEditor
 from vae.vectors import AttributeVectors
 
 
@@ -107,3 +108,30 @@ def test_person_in_train_follows_identities_and_twins():
     cache = SimpleNamespace(groups=["a/1", "a/2", "a/3", "a/5", "a/5", "hq/9"], identities=["7", "8", "7", "", "8", ""])
     rows = SplitRows(np.array([0, 1]), np.array([], dtype=int), np.array([2, 3, 4, 5]))
     assert person_in_train(cache, rows).tolist() == [True, True, True, False]
+
+
+def test_settle_default_keeps_the_previous_default_when_no_variant_flips():
+    dead = {n: {a: variant(0.0, 0.0) for a in (1.0, 2.0, 3.0)} for n in ("Smiling", "Smiling (balanced)")}
+    name, alpha, warning = settle_default(dead, previous="Smiling (balanced)")
+    assert (name, alpha) == ("Smiling (balanced)", 3.0) and "every worst flip is 0" in warning
+    assert settle_default(dead, previous="Male")[0] == "Smiling"  # not a variant: the recipe's vector
+    weak = {**dead, "Smiling (balanced)": {1.0: variant(0.1, 0.0), 2.0: variant(0.3, 0.0), 3.0: variant(0.5, 0.0)}}
+    assert settle_default(weak, previous=None)[0] == "Smiling (balanced)" and "0.8" in settle_default(weak, None)[2]
+
+
+def test_an_untrained_model_keeps_its_default_and_every_step_leaves_the_folder_loadable(tiny_celeba, tmp_path):
+    data = ["--data", str(tiny_celeba), "--cache-dir", str(tmp_path / "cache")]
+    run = train_main([*data, "--out", str(tmp_path / "run"), "--max-steps", "1", "--lr", "0", "--batch-size", "8",
+                      "--eval-images", "8", "--precision", "fp32", "--channels-last", "on"])  # lr 0: the initial weights
+    vectors_main(["--model", str(run), *data])
+    judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
+    settings = run / "model" / "editor.json"
+    settings.write_text(json.dumps({"default_attribute": "Smiling (logistic)"}))  # what an earlier evaluation chose
+    report = evaluate_main(["--model", str(run), *data, "--judge", str(tmp_path / "judge"), "--out", str(tmp_path / "eval"),
+                            "--faces", "5", "--update-model"])
+    assert "every worst flip is 0" in report["selection"]["warning"]
+    assert report["default_attribute"] == json.loads(settings.read_text())["default_attribute"] == "Smiling (logistic)"
+    assert SmileEditor.from_pretrained(run / "model").settings["default_attribute"] == "Smiling (logistic)"
+    vectors_main(["--model", str(run), *data])  # back to the recipe vectors only: the variant is gone
+    assert json.loads(settings.read_text())["default_attribute"] == "Smiling"
+    assert SmileEditor.from_pretrained(run / "model").settings["default_attribute"] == "Smiling"

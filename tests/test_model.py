@@ -91,3 +91,20 @@ def test_fp16_storage_halves_the_file_and_loads_as_float32(model, tmp_path):
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         assert torch.allclose(loaded.encode(x)[0], model.encode(x)[0], atol=5e-3)
+
+
+def test_saved_files_are_readable_by_everyone_with_a_real_model_card(model, tmp_path):
+    from PIL import Image
+
+    from vae.export import atomic_save
+
+    (tmp_path / "hand").mkdir()
+    (tmp_path / "hand" / "README.md").write_text("# my own card\n")
+    for folder in (tmp_path / "model", tmp_path / "hand"):
+        model.save_pretrained_atomic(folder, fp16=True)
+        assert all(p.stat().st_mode & 0o777 == 0o644 for p in folder.iterdir())
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "More Information Needed" not in card and "python -m train.vectors" in card
+    assert (tmp_path / "hand" / "README.md").read_text() == "# my own card\n"  # a hand-written card stays
+    written = atomic_save(Image.new("RGB", (4, 4)), tmp_path / "edit.png")
+    assert written.stat().st_mode & 0o777 == 0o644

@@ -113,3 +113,18 @@ def test_two_process_ddp_run_with_torchrun(tiny_celeba, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert log[0]["images_seen"] == 4 * 2 * (38 // 2 // 4)  # each rank takes its own half of the epoch
     assert (tmp_path / "ddp" / "model" / "model.safetensors").exists()
+
+
+def test_resume_with_another_batch_size_is_refused_by_name_and_args_json_keeps_the_first_command(tiny_celeba, tmp_path):
+    first = run_args(tiny_celeba, tmp_path / "cache", tmp_path / "run", "--max-steps", "1")
+    train_main([*first, "--batch-size", "16"])  # after FAST's --batch-size 8: argparse keeps the last
+    with pytest.raises(SystemExit, match=r"--batch-size 16 \(now 64\)"):
+        train_main([*first, "--batch-size", "64", "--resume"])
+    with pytest.raises(SystemExit, match="needs the data.*--data " + re.escape(str(tiny_celeba))):
+        train_main(["--out", str(tmp_path / "run"), *FAST, "--batch-size", "16", "--resume"])
+    train_main([*run_args(tiny_celeba, tmp_path / "cache", tmp_path / "run", "--max-steps", "3"), "--batch-size", "16", "--resume"])
+    recorded = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert recorded["batch_size"] == 16 and recorded["max_steps"] == 3 and recorded["resumed"][0]["step"] == 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["images_seen"] for r in log] == [2 * 16]  # 38 train images: 2 steps of 16 an epoch
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt", torch.device("cpu"))["images_seen"] == 3 * 16

@@ -1,4 +1,5 @@
+from train.data import run_command
 from train.train import main
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,8 +1,9 @@
 """Decode, align, crop and resize every image once into a memory-mapped uint8 array.
 
 Epochs then read ready 128x128 pixels and never wait on JPEG decoding. A cache is keyed by a
-fingerprint of its sources (names and sizes) and settings, so the next run with the same data
-reuses it; any change builds a new one. A cache folder is self-contained: `--cache DIR` trains
+fingerprint of its sources (image names and sizes, and the contents of the attribute, partition,
+identity and same-photo files) and settings, so the next run with the same data reuses it; any
+change, a single flipped label included, builds a new one. A cache folder is self-contained: `--cache DIR` trains
 from it on a machine that has no copy of the source images.
 """
 from __future__ import annotations
@@ -46,9 +47,14 @@ class FaceCache:
 
 
 def fingerprint(index: CelebAIndex, size: int, fraction: float, align: str) -> str:
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, size, fraction, align]).encode())
+    """Hash of the settings, every image's name and size, and everything the cache copies from the annotation
+    files (the attribute, partition and identity rows and the same-photo groups): a flipped label is other data."""
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, size, fraction, align, index.attr_names]).encode())
     for path, key in zip(index.paths, index.keys):
         digest.update(f"{key}:{path.stat().st_size}\n".encode())
+    digest.update(np.ascontiguousarray(index.attrs, dtype=np.int8).tobytes())
+    digest.update(np.ascontiguousarray(index.partition, dtype=np.int8).tobytes())
+    digest.update(json.dumps([index.identities, index.groups]).encode())
     return digest.hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +23,14 @@ IDENTITY_FILE = "identity_CelebA.txt"
 
 class DatasetError(RuntimeError):
     """The data on disk does not match the official CelebA layout; the message says what to fix."""
+
+
+def run_command(main: Callable[[], object]) -> None:
+    """Run a command-line entry point: a DatasetError ends it with its one-line message (exit 1), not a traceback."""
+    try:
+        main()
+    except DatasetError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 @dataclass

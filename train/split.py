@@ -20,8 +20,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from train.data import PARTITION_FILE, DatasetError, load_index, run_command
 from vae.files import atomic_write_text
-from train.data import PARTITION_FILE, DatasetError, load_index
 
 SPLIT_FILE = "split.json"
 PARTS = ("train", "validation", "test")
@@ -175,4 +175,4 @@ def main(argv: list[str] | None = None) -> Split:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -7,8 +7,13 @@ resumed run reads it back. Trains with MSE + KL and Adam, and writes into the ru
 reconstruction), `grid_XXXX.png` (validation reconstructions over samples from the prior) and
 `checkpoint.pt` (atomic). `RUN/model` (with a copy of split.json) holds the epoch with the lowest
 validation loss; the test part is left for `python -m evaluation.faces`. Ctrl-C or SIGTERM stops
-after the current optimiser step and saves a checkpoint; `--resume` carries on bit-for-bit.
-`torchrun --nproc_per_node=N -m train ...` runs DDP.
+after the current optimiser step and saves a checkpoint; `--resume` carries on bit-for-bit. It needs the
+same `--data` (or `--cache`) and arguments: only --epochs, --max-steps, --max-minutes and the device
+settings may change, any other change is refused by name (args.json keeps the first command and lists
+the resumes). `torchrun --nproc_per_node=N -m train ...` runs DDP.
+
+`main` reads top to bottom: `setup` (data, split, model, optimiser, resume), then per epoch
+`train_epoch` (the steps) and `end_epoch` (log, best model, grid, checkpoint), then `finish`.
 """
 from __future__ import annotations
 
@@ -203,12 +208,13 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: SmileVAE, optimizer: torch.optim.Optimizer, epoch: int, step_in_epoch: int,
-                    global_step: int, best: dict | None, rt: Runtime, args: argparse.Namespace) -> None:
+                    global_step: int, best: dict | None, rt: Runtime, args: argparse.Namespace, images_seen: int) -> None:
     """Write to a temporary file and rename: a crash mid-write never corrupts the last checkpoint."""
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
         "step_in_epoch": step_in_epoch, "global_step": global_step, "rng": rng_state(), "best": best,
         "path": (rt.path.precision, rt.path.channels_last), "latent_dim": model.latent_dim, "args": vars(args),
+        "images_seen": images_seen, "world": rt.world,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -267,13 +273,83 @@ def stop_everywhere(stop: bool, rt: Runtime) -> bool:
     return bool(flag.item())
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    rt = setup_runtime(args)
+# Arguments a resumed run may change: how long it goes on, and where and how fast it runs. Every other one
+# shapes the run (its batches, its numbers, its model), so a resume with another value is refused.
+MAY_CHANGE_ON_RESUME = {"epochs", "max_steps", "max_minutes", "resume", "out", "device", "precision", "channels_last",
+                        "workers", "cache", "cache_dir", "data"}  # the data are checked against split.json instead
+SPLIT_ARGS = {"split", "split_by", "validation_fraction", "test_fraction"}  # a resumed run reads its own split back
+
+
+def check_resume(args: argparse.Namespace, state: dict, rt: Runtime) -> None:
+    """Stop, naming every argument that differs and the data if missing, unless this command continues the run."""
+    before = state["args"]
+    changed = [name for name, value in vars(args).items()
+               if name not in MAY_CHANGE_ON_RESUME | SPLIT_ARGS and name in before and before[name] != value]
+    problems = []
+    if changed:
+        listed = ", ".join(f"--{n.replace('_', '-')} {before[n]} (now {getattr(args, n)})" for n in changed)
+        problems.append(f"it was started with {listed}: give the run's own values (see {Path(args.out) / 'args.json'}); "
+                        "only --epochs, --max-steps, --max-minutes and the device settings may change")
+    if not args.data and not args.cache:
+        problems.append("it needs the data the run was trained on: the same --data folders (or --cache) as the first run, "
+                        f"which had --data {' --data '.join(before.get('data') or []) or '(none)'}"
+                        + (f" --cache {before['cache']}" if before.get("cache") else ""))
+    if state.get("world", rt.world) != rt.world:
+        problems.append(f"the run used {state['world']} processes, this command {rt.world}, so the batches would differ")
+    if problems:
+        raise SystemExit("--resume would not continue the same run: " + "; ".join(problems) + ".")
+    ignored = [f"--{n.replace('_', '-')}" for n in sorted(SPLIT_ARGS) if n in before and before[n] != getattr(args, n)]
+    if ignored and rt.main:
+        print(f"--resume reads the run's own split.json: {', '.join(ignored)} ignored.")
+
+
+@dataclass
+class Run:
+    """What one training run carries from step to step: its data, model and optimiser, and where it stands."""
+
+    args: argparse.Namespace
+    rt: Runtime
+    out: Path
+    split: Split
+    batches: Batches
+    scored: dict[str, np.ndarray]  # the rows evaluated each epoch, per part
+    grid_x: torch.Tensor
+    model: SmileVAE
+    ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    epoch: int = 0  # whole epochs done
+    skip: int = 0  # steps of the current epoch done (a resumed mid-epoch stop)
+    global_step: int = 0
+    images_seen: int = 0  # over every process
+    best: dict | None = None
+    started: float = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
+@dataclass
+class EpochStats:
+    """Sums over the steps of one (possibly partial) epoch."""
+
+    sums: torch.Tensor  # objective loss, mse, kl, each times the batch size
+    t0: float
+    step_in_epoch: int
+    seen: int = 0  # images of this process
+    stopped: bool = False
+
+
+def setup(args: argparse.Namespace, rt: Runtime) -> Run:
+    """Data, split, model and optimiser, restored from the checkpoint with --resume; writes the run's files."""
     out = Path(args.out)
     checkpoint_path = out / "checkpoint.pt"
     if args.resume and not checkpoint_path.exists():
         raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
+    state = load_checkpoint(checkpoint_path, rt.device) if args.resume else None
+    if state:
+        check_resume(args, state, rt)
     torch.manual_seed(args.seed)
     cache = get_cache(args, rt)
     split = run_split(args, cache, out)
@@ -286,7 +362,6 @@ def main(argv: list[str] | None = None) -> Path:
     if len(rows.validation) == 0:
         raise SystemExit("The split has no validation images, so no epoch could be chosen: raise --validation-fraction.")
 
-    state = load_checkpoint(checkpoint_path, rt.device) if args.resume else None
     if state:
         rt.path, speed_trial = SpeedPath(*state["path"]), {}  # the same numerics as before the stop
     else:
@@ -296,82 +371,139 @@ def main(argv: list[str] | None = None) -> Path:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scaler = torch.amp.GradScaler(enabled=rt.path.precision == "fp16")
-    epoch, skip, global_step, best = 0, 0, 0, None
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        epoch, skip, global_step, best = state["epoch"], state["step_in_epoch"], state["global_step"], state["best"]
         set_rng_state(state["rng"])
-    if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            split.save(out)
-        (out / "args.json").write_text(json.dumps({**vars(args), "cache_path": str(cache.path), **split.counts(),
-                                                   "split_unit": split.unit, "precision": rt.path.precision,
-                                                   "channels_last": rt.channels_last, "speed_trial_images_per_s": speed_trial,
-                                                   "device": str(rt.device), "world_size": rt.world}, indent=2))
     ddp = DistributedDataParallel(model) if rt.world > 1 else model
-    grid_x = batches.load(rows.validation[:8])
-    started = time.time()
-    stopped = False
-    with StopFlag() as signalled:
-        while epoch < args.epochs and not stopped:
-            bar = tqdm(batches.epoch(epoch, skip), total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
-                       disable=not rt.main, unit="batch", dynamic_ncols=True)
-            sums = torch.zeros(3, device=rt.device)
-            seen, t0, step_in_epoch = 0, time.time(), skip
-            for x in bar:
-                with rt.autocast():
-                    recon, mean, logvar = ddp(x)
-                loss, mse, kl = vae_loss(recon, x, mean, logvar, args.beta)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step_in_epoch += 1
-                global_step += 1
-                sums += torch.stack([loss.detach(), mse.detach(), kl.detach()]) * len(x)
-                seen += len(x)
-                if step_in_epoch % 10 == 0 or step_in_epoch == len(batches):
-                    rate = seen * rt.world / max(time.time() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{loss.item():.1f}", mse=f"{mse.item():.4f}", kl=f"{kl.item():.1f}", img_s=f"{rate:.0f}")
-                minutes_up = args.max_minutes is not None and (time.time() - started) / 60 >= args.max_minutes
-                steps_up = args.max_steps is not None and global_step >= args.max_steps
-                if stop_everywhere(signalled.raised or steps_up or minutes_up, rt):
-                    stopped = True
-                    if signalled.raised and rt.main:
-                        tqdm.write(f"Stopping after step {step_in_epoch} of epoch {epoch + 1}: saving a checkpoint.")
-                    break
-            bar.close()
-            epoch_done = step_in_epoch >= len(batches)
-            if epoch_done:
-                epoch, skip = epoch + 1, 0
-            else:
-                skip = step_in_epoch
-            if rt.main and epoch_done and seen:
-                record = {"epoch": epoch, "step": global_step, "images_seen": global_step * args.batch_size * rt.world,
-                          "objective_loss": (sums[0] / seen).item(), "objective_mse": (sums[1] / seen).item(),
-                          "objective_kl": (sums[2] / seen).item(), "images_per_s": seen * rt.world / (time.time() - t0),
-                          "wall_s": time.time() - started,
-                          **{k: v for part, r in scored.items() for k, v in evaluate(model, batches, r, rt, args.beta, part).items()}}
-                if best is None or record["validation_loss"] < best["validation_loss"]:
-                    best = {"epoch": epoch, "validation_loss": record["validation_loss"]}
-                    save_model(copy.deepcopy(model), split, out / "model", args.save_fp16)
-                record["best_epoch"] = best["epoch"]
-                with open(out / "log.jsonl", "a") as log:
-                    log.write(json.dumps(record) + "\n")
-                save_grid(model, grid_x, out / f"grid_{epoch:04d}.png", rt, args.seed)
-                tqdm.write(f"epoch {epoch}: validation PSNR {record['validation_psnr']:.2f} dB, loss {record['validation_loss']:.1f} "
-                           f"(best: epoch {best['epoch']}), {record['images_per_s']:.0f} img/s")
-            if rt.main:
-                save_checkpoint(checkpoint_path, model, optimizer, epoch, skip, global_step, best, rt, args)
+    run = Run(args, rt, out, split, batches, scored, batches.load(rows.validation[:8]), model, ddp, optimizer, scaler)
+    if state:
+        run.epoch, run.skip, run.global_step, run.best = state["epoch"], state["step_in_epoch"], state["global_step"], state["best"]
+        # a checkpoint from before images_seen was stored: the batch size cannot have changed (check_resume)
+        run.images_seen = state.get("images_seen", run.global_step * args.batch_size * rt.world)
     if rt.main:
+        write_run_files(run, cache, speed_trial)
+    run.started = time.time()
+    return run
+
+
+def write_run_files(run: Run, cache: FaceCache, speed_trial: dict[str, float]) -> None:
+    """A new run writes split.json and args.json; a resumed one keeps them and adds what changed to args.json."""
+    args, rt, out = run.args, run.rt, run.out
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "args.json"
+    if args.resume and path.exists():
+        record = json.loads(path.read_text())
+        changes = {k: getattr(args, k) for k in ("epochs", "max_steps", "max_minutes") if record.get(k) != getattr(args, k)}
+        resumed = {"step": run.global_step, "device": str(rt.device), "changed": changes}
+        record = {**record, **changes, "resumed": [*record.get("resumed", []), resumed]}
+    else:
+        if not args.resume:
+            run.split.save(out)
+        record = {**vars(args), "cache_path": str(cache.path), **run.split.counts(), "split_unit": run.split.unit,
+                  "precision": rt.path.precision, "channels_last": rt.channels_last, "speed_trial_images_per_s": speed_trial,
+                  "device": str(rt.device), "world_size": rt.world}
+    path.write_text(json.dumps(record, indent=2))
+
+
+def train_step(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on the batch x; returns (objective, mse, kl) of the batch."""
+    with run.rt.autocast():
+        recon, mean, logvar = run.ddp(x)
+    loss, mse, kl = vae_loss(recon, x, mean, logvar, run.args.beta)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.global_step += 1
+    run.images_seen += len(x) * run.rt.world
+    return loss, mse, kl
+
+
+def train_epoch(run: Run, signalled: StopFlag) -> EpochStats:
+    """The rest of the current epoch, or up to a stop (signal, --max-steps, --max-minutes), at a step boundary."""
+    args, rt = run.args, run.rt
+    bar = tqdm(run.batches.epoch(run.epoch, run.skip), total=len(run.batches), initial=run.skip,
+               desc=f"epoch {run.epoch + 1}/{args.epochs}", disable=not rt.main, unit="batch", dynamic_ncols=True)
+    stats = EpochStats(torch.zeros(3, device=rt.device), time.time(), run.skip)
+    for x in bar:
+        loss, mse, kl = train_step(run, x)
+        stats.step_in_epoch += 1
+        stats.sums += torch.stack([loss.detach(), mse.detach(), kl.detach()]) * len(x)
+        stats.seen += len(x)
+        if stats.step_in_epoch % 10 == 0 or stats.step_in_epoch == len(run.batches):
+            rate = stats.seen * rt.world / max(time.time() - stats.t0, 1e-9)
+            bar.set_postfix(loss=f"{loss.item():.1f}", mse=f"{mse.item():.4f}", kl=f"{kl.item():.1f}", img_s=f"{rate:.0f}")
+        minutes_up = args.max_minutes is not None and (time.time() - run.started) / 60 >= args.max_minutes
+        steps_up = args.max_steps is not None and run.global_step >= args.max_steps
+        if stop_everywhere(signalled.raised or steps_up or minutes_up, rt):
+            stats.stopped = True
+            if signalled.raised and rt.main:
+                tqdm.write(f"Stopping after step {stats.step_in_epoch} of epoch {run.epoch + 1}: saving a checkpoint.")
+            break
+    bar.close()
+    return stats
+
+
+def end_epoch(run: Run, stats: EpochStats) -> None:
+    """Move the position on; after a whole epoch log it, keep the best model and write a grid; always checkpoint."""
+    epoch_done = stats.step_in_epoch >= len(run.batches)
+    if epoch_done:
+        run.epoch, run.skip = run.epoch + 1, 0
+    else:
+        run.skip = stats.step_in_epoch
+    if not run.rt.main:
+        return
+    if epoch_done and stats.seen:
+        record = epoch_record(run, stats)
+        if run.best is None or record["validation_loss"] < run.best["validation_loss"]:
+            run.best = {"epoch": run.epoch, "validation_loss": record["validation_loss"]}
+            save_model(copy.deepcopy(run.model), run.split, run.out / "model", run.args.save_fp16)
+        record["best_epoch"] = run.best["epoch"]
+        with open(run.out / "log.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        save_grid(run.model, run.grid_x, run.out / f"grid_{run.epoch:04d}.png", run.rt, run.args.seed)
+        tqdm.write(f"epoch {run.epoch}: validation PSNR {record['validation_psnr']:.2f} dB, loss {record['validation_loss']:.1f} "
+                   f"(best: epoch {run.best['epoch']}), {record['images_per_s']:.0f} img/s")
+    save_checkpoint(run.checkpoint_path, run.model, run.optimizer, run.epoch, run.skip, run.global_step, run.best, run.rt,
+                    run.args, run.images_seen)
+
+
+def epoch_record(run: Run, stats: EpochStats) -> dict:
+    """One line of log.jsonl: the epoch's objective, its speed, and train / validation scores."""
+    seen, rt = stats.seen, run.rt
+    record = {"epoch": run.epoch, "step": run.global_step, "images_seen": run.images_seen,
+              "objective_loss": (stats.sums[0] / seen).item(), "objective_mse": (stats.sums[1] / seen).item(),
+              "objective_kl": (stats.sums[2] / seen).item(), "images_per_s": seen * rt.world / (time.time() - stats.t0),
+              "wall_s": time.time() - run.started}
+    for part, rows in run.scored.items():
+        record.update(evaluate(run.model, run.batches, rows, rt, run.args.beta, part))
+    return record
+
+
+def finish(run: Run) -> None:
+    """Make sure RUN/model exists (a run without a whole epoch keeps its last state) and say what was saved."""
+    if run.rt.main:
+        best, out = run.best, run.out
         if best is None:  # no whole epoch yet (a smoke run): the model is the last state
-            save_model(copy.deepcopy(model), split, out / "model", args.save_fp16)
+            save_model(copy.deepcopy(run.model), run.split, out / "model", run.args.save_fp16)
         print(f"Saved {out / 'model'}: " + (f"epoch {best['epoch']}, the lowest validation loss" if best else
-                                             f"the state after {global_step} steps (no whole epoch)")
-              + f"; stopped at epoch {epoch}, {global_step} steps")
-    if rt.world > 1:
+                                             f"the state after {run.global_step} steps (no whole epoch)")
+              + f"; stopped at epoch {run.epoch}, {run.global_step} steps")
+    if run.rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    rt = setup_runtime(args)
+    run = setup(args, rt)
+    with StopFlag() as signalled:
+        stopped = False
+        while run.epoch < args.epochs and not stopped:
+            stats = train_epoch(run, signalled)
+            stopped = stats.stopped
+            end_epoch(run, stats)
+    finish(run)
+    return run.out

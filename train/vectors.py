@@ -5,7 +5,9 @@ encodes it (posterior means, never samples), forms the recipe's mean-difference 
 attribute from the *train* rows (capped at --cap per side), with its slider unit (the std of z . v_hat
 over the train rows), and scores it on the *test* rows: ROC-AUC of the projection z . v, a first check
 that the direction carries the attribute. Writes `attribute_vectors.npz`, `smile_vector.npy` and
-`vectors_report.json` next to the model.
+`vectors_report.json` next to the model. The file then holds the recipe vectors only: if `editor.json`
+names a variant that `evaluation.faces --update-model` had added, its default is reset to `Smiling`
+(with a note), so the folder stays loadable.
 """
 from __future__ import annotations
 
@@ -14,42 +16,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
-from tqdm import tqdm
 
-from train.cache import FaceCache, add_data_args, open_cache
-from train.split import Split, SplitRows
+from train.cache import add_data_args
+from train.data import run_command
+from train.model_folder import encode_rows, open_model_split, resolve_model_dir
+from vae.settings import SETTINGS_FILE, EditorSettings
 from vae.model import SmileVAE
-from vae.preprocess import to_tensor
 from vae.vectors import AttributeVectors, mean_difference, projection_std
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder (config.json inside) or a run folder holding `model/`."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / "config.json").exists():
-            return candidate
-    raise SystemExit(f"No model at {path}: expected config.json there or in {path / 'model'}.")
-
-
-@torch.inference_mode()
-def encode_rows(model: SmileVAE, images: np.ndarray, rows: np.ndarray, batch_size: int = 64, desc: str = "Encoding") -> np.ndarray:
-    """Posterior means for `images[rows]` as a float32 (len(rows), latent_dim) array."""
-    out = np.empty((len(rows), model.latent_dim), dtype=np.float32)
-    model = model.to(memory_format=torch.channels_last)
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-        x = to_tensor(images[rows[start:start + batch_size]]).to(model.device)
-        out[start:start + len(x)] = model.encode(x)[0].cpu().numpy()
-    return out
-
-
-def open_model_split(args: argparse.Namespace, model_dir: Path) -> tuple[FaceCache, Split, SplitRows]:
-    """The faces of `--data` / `--cache`, divided by the model's own split.json (stops if the data differ)."""
-    split = Split.load(model_dir)
-    cache = open_cache(args.data, args.cache, args.cache_dir, args.align, args.workers)
-    return cache, split, split.rows(cache)
 
 
 def compute_vectors(train_z: np.ndarray, train_labels: np.ndarray, names: list[str], cap: int = 10_000,
@@ -70,6 +44,17 @@ def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> flo
     return float(roc_auc_score(positive, z @ vector))
 
 
+def keep_default_loadable(model_dir: Path, names: list[str]) -> None:
+    """The vectors file now holds the recipe vectors only; an editor.json naming a vector that is gone (a variant
+    added by `evaluation.faces --update-model`) is reset to the recipe's Smiling, so the folder stays loadable."""
+    path = model_dir / SETTINGS_FILE
+    chosen = EditorSettings.load(model_dir).default_attribute if path.exists() else None
+    if chosen is not None and chosen not in names:
+        EditorSettings.load(model_dir).replace(default_attribute="Smiling").save(model_dir)
+        print(f"Note: {path} named {chosen!r}, which only evaluation.faces --update-model adds; reset to 'Smiling'. "
+              "Run evaluation.faces --update-model (and evaluation.photos) again to choose the default.")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model folder or run folder")
@@ -85,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     vectors = compute_vectors(train_z, cache.attrs[rows.train], cache.attr_names, args.cap, args.seed)
     auc = {name: projection_auc(test_z, cache.attrs[rows.test, i], vectors.vectors[i]) for i, name in enumerate(vectors.names)}
     vectors.save(model_dir)
+    keep_default_loadable(model_dir, vectors.names)
     report = {"train_images": len(rows.train), "test_images": len(rows.test), "cap": args.cap, "slider_unit": "std of z . v_hat over train",
               "projection_auc": auc}
     (model_dir / "vectors_report.json").write_text(json.dumps(report, indent=2))
@@ -95,4 +81,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -61,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     edit = commands.add_parser("edit", help="make less/more versions of face photos")
     edit.add_argument("photos", nargs="+", help="image files")
-    edit.add_argument("--strength", type=float, default=None, help="alpha in std of the projection (default: the model's)")
-    edit.add_argument("--attribute", default=None, help="vector name (default: the model's, Smiling)")
-    edit.add_argument("--out", type=Path, default=Path("edits"))
+    edit.add_argument("--strength", type=float, default=None,
+                      help="alpha in std of the projection (default: default_strength in the model's editor.json)")
+    edit.add_argument("--attribute", default=None,
+                      help="vector name (default: default_attribute in the model's editor.json, e.g. assets/editor.json)")
+    edit.add_argument("--out", type=Path, default=Path("edits"), help="output folder (default: %(default)s)")
     edit.add_argument("--no-align", action="store_true", help="skip face detection; plain centre crop")
-    edit.add_argument("--model", default=os.environ.get("SMILE_MODEL") or str(DEFAULT_MODEL), help="model folder or Hub repo id")
+    edit.add_argument("--model", default=os.environ.get("SMILE_MODEL") or str(DEFAULT_MODEL),
+                      help="model folder or Hub repo id (default: $SMILE_MODEL if set, else the shipped assets/; now %(default)s)")
     args = parser.parse_args(argv)
     return edit_command(args)
 

@@ -20,7 +20,7 @@ def resolve_model_source(source: str | os.PathLike) -> Path:
     if path.is_dir():
         return path
     if isinstance(source, os.PathLike) or looks_local(str(source)):
-        raise ModelLoadError(f"No such model folder: {path}")
+        raise ModelLoadError(f"Could not load model {str(source)!r}: no such folder.")
     from huggingface_hub import snapshot_download
 
     try:

@@ -15,6 +15,26 @@ from safetensors.torch import save_file
 from torch import nn
 
 FEATURE_SHAPE = (256, 16, 16)  # encoder output before flattening: 128 px / 2**3 = 16
+MODEL_CARD = """---
+library_name: smile
+tags: [vae, celeba, face-editing]
+---
+# SMILE VAE (a model trained with `python -m train`)
+
+A convolutional VAE (latent {latent_dim}, 128x128 RGB faces) from https://github.com/smile-vae/smile. `split.json`
+names the train / validation / test images it was trained and is evaluated on.
+
+- Attribute vectors: `python -m train.vectors --model THIS_FOLDER --data DIR ...` (the data it was trained on).
+- Edit a photo: `python -m vae edit PHOTO --model THIS_FOLDER`.
+- Evaluation: `python -m train.judge`, then `python -m train.evaluate` (writes `evaluation.json` here).
+
+Trained on CelebA-layout data: CelebA is for non-commercial research only (Liu et al., ICCV 2015).
+"""
+
+
+def _written_by_hand(card: Path) -> bool:
+    """A model card that neither this class nor the Hub mixin's template wrote."""
+    return card.exists() and not any(mark in card.read_text() for mark in ("PytorchModelHubMixin", MODEL_CARD.splitlines()[4]))
 
 
 class SmileVAE(
@@ -85,7 +105,11 @@ class SmileVAE(
             if fp16:
                 state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in self.state_dict().items()}
                 save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+            Path(tmp, "README.md").write_text(MODEL_CARD.format(latent_dim=self.latent_dim))  # not the mixin's template
             for name in os.listdir(tmp):
+                if name == "README.md" and _written_by_hand(target / name):
+                    continue  # a model card someone wrote (assets/README.md) stays
+                os.chmod(os.path.join(tmp, name), 0o644)  # safetensors writes 0600; a model folder is for everyone to read
                 os.replace(os.path.join(tmp, name), target / name)
         return target
 
