@@ -8,17 +8,27 @@ while keeping chin and brows (the recipe's choice).
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 IMAGE_SIZE = 128
 CROP_FRACTION = 0.8
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; beyond that we refuse (decompression bombs)
+# The only formats we open, recognised by their bytes (never by the file name). Everything else that
+# Pillow could read is refused: EPS is run by Ghostscript as a program, and TGA, PCX, ICO, SGI, IM,
+# PPM, XBM ... are old, rarely used decoders that no photo needs. Pillow names a JPEG that carries
+# several pictures (a phone's MPO) "MPO"; it is opened by the JPEG plugin and so is accepted too.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that shows the image upright
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
@@ -27,30 +37,76 @@ class ImageError(ValueError):
     """An input image we cannot use; the message is meant for the person who supplied it."""
 
 
-def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, max_side: int | None = None,
+               min_side: int | None = None) -> Image.Image:
     """Open a path, bytes, PIL image or array as an upright RGB PIL image.
 
     Applies the EXIF orientation (phones store portraits sideways) and converts every mode
-    (L, LA, P, RGBA, CMYK, I;16, F ...) to RGB; transparency is composited onto white.
+    (L, LA, P, RGBA, CMYK, I;16, F ...) to RGB; transparency is composited onto white. Files must be
+    one of FORMATS.
+
+    `max_side` is the working size: a larger image comes back scaled down (LANCZOS) so that its longer
+    side is `max_side`, and is decoded that way from the start where the format allows (a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale), so peak memory follows the working size and not the file's.
+    `min_side` refuses, from the header and before decoding, an image whose shorter side would be
+    under `min_side` pixels at the working size (a 32x5000 strip is 13 px wide once scaled to 2048).
     """
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
+        image = _array_to_rgb(source)
+        _check_size(image.size, max_pixels, max_side, min_side)
+        return _reduce(image, max_side)
     if isinstance(source, Image.Image):
         image = source
+        _check_size(image.size, max_pixels, max_side, min_side)
     else:
-        image = _open(source, max_pixels)
-    if image.width * image.height > max_pixels:
-        raise ImageError(
-            f"Image is too large ({image.width}x{image.height}); the limit is {max_pixels // 1_000_000} megapixels."
-        )
+        image = _open(source, max_pixels, max_side, min_side)
     try:
-        image = ImageOps.exif_transpose(image) or image
-        return _to_rgb(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        image = _reduce(image, max_side)  # before any full-size copy: transposing and converting are at the working size
+        if orientation in _ORIENTATION:
+            image = image.transpose(_ORIENTATION[orientation])
+        image = _to_rgb(image)
+        return image.copy() if image is source else image  # never the caller's own image object
     except (OSError, SyntaxError) as err:  # PIL reports truncated data lazily, at decode time
         raise ImageError(f"The image file is truncated or corrupt ({err}).") from err
 
 
-def _open(source: str | os.PathLike | bytes | bytearray, max_pixels: int) -> Image.Image:
+def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(width, height) once the longer side is scaled down to `max_side` (unchanged when it already fits)."""
+    width, height = size
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, max_side: int | None, min_side: int | None) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(f"Image is too large ({width}x{height}); the limit is {max_pixels // 1_000_000} megapixels.")
+    if min_side is not None:
+        scaled = working_size(size, max_side)
+        if min(scaled) < min_side:
+            extra = "" if scaled == (width, height) else f" once its longer side is scaled down to {max_side} px"
+            raise ImageError(f"The image is too small ({width}x{height}): it needs at least {min_side} px on each side{extra}.")
+
+
+def _reduce(image: Image.Image, max_side: int | None) -> Image.Image:
+    """The image scaled down to the working size in its own mode (palette and 1-bit first made smooth)."""
+    size = working_size(image.size, max_side)
+    if size == image.size:
+        return image
+    if image.mode in ("P", "PA"):  # resizing a palette image would pick nearest colours
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    # reducing_gap: a box-filter reduce by a whole factor first, then LANCZOS over at least 3x the target:
+    # faster and smaller than one LANCZOS pass, and no visible difference. RGBA / LA are resized premultiplied.
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _open(source: str | os.PathLike | bytes | bytearray, max_pixels: int, max_side: int | None = None,
+          min_side: int | None = None) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError("The file is empty.")
@@ -64,22 +120,26 @@ def _open(source: str | os.PathLike | bytes | bytearray, max_pixels: int) -> Ima
         if stream.stat().st_size == 0:
             raise ImageError(f"The file {label} is empty.")
     try:
-        with Image.open(stream) as image:
-            if image.width * image.height > max_pixels:
-                raise ImageError(
-                    f"Image is too large ({image.width}x{image.height}); "
-                    f"the limit is {max_pixels // 1_000_000} megapixels."
-                )
+        with Image.open(stream, formats=FORMATS) as image:  # the format is recognised from the bytes
+            _check_size(image.size, max_pixels, max_side, min_side)  # from the header, before decoding
+            if max_side is not None and image.format in ("JPEG", "MPO"):
+                image.draft(None, _draft_size(image.size, max_side))  # decode at 1/2 .. 1/8 scale, still >= working size
             image.load()
             return image
     except ImageError:
         raise
     except UnidentifiedImageError as err:
-        raise ImageError(f"{label} is not an image we can read (JPEG, PNG, WebP, GIF, BMP, TIFF ...).") from err
+        raise ImageError(f"{label} is not an image we can read: the accepted formats are {FORMAT_NAMES}.") from err
     except Image.DecompressionBombError as err:
         raise ImageError(f"{label} is too large to decode safely.") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{label} is truncated or corrupt ({err}).") from err
+
+
+def _draft_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The smallest size a JPEG may be decoded at and still be scaled down, not up, to the working size."""
+    scale = min(1.0, max_side / max(size))
+    return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
