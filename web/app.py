@@ -21,6 +21,7 @@ from vae.files import strip_image
 
 from .guards import checked_align, read_upload, upload_path
 from .live import LIVE_STEP, frames_json, live_strengths
+from .mirror import mirror_view
 from .photos import PreparedCache
 from .results import ResultFiles
 
@@ -170,6 +171,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
             app.strip, [state, attribute], [strip_view, gif], api_visibility="private")
         download.click(app.render, [state, strength, attribute], download, api_name="render")
         gr.api(app.edit, api_name="edit")
+        mirror_view(editor)  # the webcam, smiling live (web/mirror.py)
         gr.Markdown("Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
                     "only (CelebA's terms).")
     demo.queue(default_concurrency_limit=2, max_size=64)

@@ -1,0 +1,116 @@
+"""The mirror's per-frame pipeline (vae.mirror) on the real model and MTCNN, with a clip made from the astronaut."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from vae.editor import SmileEditor
+from vae.mirror import NO_FACE_NOTE, Mirror, MirrorModel, phase_correlation
+from vae.transfer import face_region
+
+from conftest import ROOT
+
+STRENGTH = 3.0
+
+
+@pytest.fixture(scope="module")
+def editor():
+    return SmileEditor.from_pretrained(ROOT / "assets")
+
+
+@pytest.fixture(scope="module")
+def model(editor):
+    return MirrorModel(editor, precision="auto", repeats=2)
+
+
+@pytest.fixture(scope="module")
+def astronaut(astronaut_path):
+    return Image.open(astronaut_path).convert("RGB").resize((400, 400), Image.Resampling.LANCZOS)
+
+
+def video_frame(astronaut: Image.Image, dx: int = 0, dy: int = 0) -> np.ndarray:
+    """640x480: the astronaut on grey, moved by (dx, dy) pixels (the clip's synthetic motion)."""
+    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
+    canvas.paste(astronaut, (120 + dx, 40 + dy))
+    return np.asarray(canvas)
+
+
+def clip(astronaut: Image.Image, count: int) -> list[np.ndarray]:
+    """A little head motion (a few px, sideways and down), then still."""
+    moves = [(round(5 * np.sin(k / 4)), round(2 * np.sin(k / 7))) for k in range(count // 2)]
+    return [video_frame(astronaut, *m) for m in moves] + [video_frame(astronaut)] * (count - len(moves))
+
+
+def test_phase_correlation_finds_a_shift():
+    rng = np.random.default_rng(0)
+    image = np.asarray(Image.fromarray(rng.integers(0, 255, (96, 96), dtype=np.uint8)).resize((96, 96)), dtype=np.float32)
+    reference, moved = image[10:74, 10:74], image[7:71, 12:76]  # content moves 3 down, 2 left
+    dx, dy, peak = phase_correlation(reference, moved)
+    assert abs(dx - -2) < 0.3 and abs(dy - 3) < 0.3 and peak > 0.3
+
+
+def test_the_detector_runs_on_few_frames_while_tracking(editor, model, astronaut):
+    mirror = Mirror(editor, model)
+    frames = clip(astronaut, 40)
+    results = [mirror.edit(frame, STRENGTH) for frame in frames]
+    assert mirror.frames == 40
+    assert mirror.detections <= 3, mirror.detections  # the first frame, then tracking (and a periodic check)
+    assert all(r.face and r.note is None for r in results)
+    assert all((r.image != f).any() for r, f in zip(results, frames))  # every frame is edited
+    assert mirror.encodes < 40  # still frames reuse the latent
+    assert not results[-1].encoded and not results[-1].decoded  # the still tail reuses everything
+
+
+def test_detecting_every_frame_is_the_baseline(editor, model, astronaut):
+    mirror = Mirror(editor, model, track=False)
+    for frame in clip(astronaut, 4):
+        mirror.edit(frame, STRENGTH)
+    assert mirror.detections == 4
+
+
+def test_no_face_passes_the_frame_through_with_a_note(editor, model):
+    frame = np.random.default_rng(1).integers(80, 120, (480, 640, 3), dtype=np.uint8)
+    mirror = Mirror(editor, model)
+    results = [mirror.edit(frame, STRENGTH) for _ in range(3)]
+    for result in results:
+        assert np.array_equal(result.image, frame) and result.image is not frame
+        assert result.note == NO_FACE_NOTE and not result.face
+    assert mirror.detections == 1  # with no face it looks again only every few frames
+
+
+def test_pixels_outside_the_face_region_are_unchanged(editor, model, astronaut):
+    mirror = Mirror(editor, model)
+    for frame in clip(astronaut, 12):
+        result = mirror.edit(frame, -STRENGTH)
+        region = face_region(mirror.crop_to_frame, (640, 480))
+        changed = (result.image != frame).any(axis=2)
+        assert changed.any() and not (changed & ~region).any()
+
+
+def test_strength_zero_gives_the_frame_back(editor, model, astronaut):
+    mirror = Mirror(editor, model)
+    for frame in clip(astronaut, 6):
+        result = mirror.edit(frame, 0.0)
+        assert np.array_equal(result.image, frame) and result.face
+
+
+def test_a_new_strength_takes_effect_on_the_next_frame(editor, model, astronaut):
+    mirror = Mirror(editor, model)
+    frame = video_frame(astronaut)
+    more = mirror.edit(frame, STRENGTH)
+    less = mirror.edit(frame, -STRENGTH)
+    assert less.decoded and not less.encoded  # the same latent, decoded at the new strength at once
+    assert np.abs(less.image.astype(int) - more.image).max() > 20
+    again = mirror.edit(frame, STRENGTH)
+    assert np.array_equal(again.image, more.image)
+    with pytest.raises(ValueError):
+        mirror.edit(frame, 99.0)
+
+
+def test_the_first_frame_is_edited_like_a_photo(editor, astronaut):
+    """Same alignment, encoding, transfer and strength scale as `SmileEditor.edit` (fp32, full-size detection)."""
+    frame = video_frame(astronaut)
+    mirror = Mirror(editor, MirrorModel(editor, precision="fp32"), detect_side=640)
+    shown = mirror.edit(frame, STRENGTH).image
+    photo = editor.edit(frame, STRENGTH).more
+    diff = np.abs(shown.astype(int) - photo)
+    assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())

@@ -1,0 +1,70 @@
+"""The Mirror view in a real browser: Chromium's fake camera plays the astronaut, one click on #mirror_start
+streams it, edited frames arrive in #mirror_out and change when the #mirror_strength slider moves."""
+import io
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fakecam import astronaut_frames, read_stamp, write_y4m
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def camera_browser(tmp_path_factory):
+    """Chromium whose fake camera plays a still astronaut (with a little noise); the flags must be given at launch."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    clip = write_y4m(tmp_path_factory.mktemp("camera") / "astronaut.y4m", astronaut_frames(30, still_from=0))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS + [f"--use-file-for-fake-video-capture={clip}"])
+        yield browser
+        browser.close()
+
+
+def shown_frame(page, previous: str | None = None) -> tuple[str, np.ndarray]:
+    """The next frame shown in #mirror_out (a new src than `previous`), as pixels."""
+    page.wait_for_function("(old) => { const img = document.querySelector('#mirror_out img');"
+                           " return img && img.src && img.src !== old && img.complete; }", arg=previous, timeout=60_000)
+    src = page.locator("#mirror_out img").get_attribute("src")
+    body = page.request.get(src).body()
+    return src, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.int16)
+
+
+def mouth_change(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest mean |a - b| over 16x16 blocks of the face's middle (where the mouth is, mirrored or not)."""
+    diff = np.abs(a - b).mean(2)[96:288, 192:448]
+    return float(diff.reshape(12, 16, 16, 16).mean((1, 3)).max())
+
+
+def test_one_click_streams_edited_frames_that_follow_the_slider(camera_browser, app_server):
+    page = camera_browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(app_server)
+    page.locator("#mirror_start").click()
+    src, first = shown_frame(page)
+    assert page.locator("#mirror_out img").is_visible()
+    assert first.shape == (480, 640, 3)
+    stamps = set()
+    for _ in range(4):  # frames keep arriving, each a new capture
+        src, frame = shown_frame(page, src)
+        stamps.add(read_stamp(frame.astype(np.uint8), mirrored=True))
+    assert len(stamps - {None}) >= 3, stamps
+    same = mouth_change(first, frame)  # same strength, later capture: noise only
+
+    page.locator("#mirror_strength input[type=range]").fill("-3")
+    for _ in range(3):  # a frame or two may have left before the slider moved
+        src, less = shown_frame(page, src)
+    moved = mouth_change(first, less)
+    assert moved > max(8.0, 3 * same), (moved, same)
+
+    page.locator("#mirror_strength input[type=range]").fill("0")
+    for _ in range(3):
+        src, plain = shown_frame(page, src)
+    assert mouth_change(plain, less) > max(4.0, 2 * same)
+    page.close()

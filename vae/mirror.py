@@ -1,0 +1,325 @@
+"""The smile mirror: a live video's frames edited one by one, on the photos' editing path, fast enough for a CPU.
+
+Per frame (H, W, 3) uint8 and a signed strength, `Mirror.edit` returns the same frame with the smile moved:
+MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop -> z -> decode(z + a * step)
+- decode(z) -> the editor's transfer (`vae.transfer`), on the editor's strength scale. What makes it fast:
+
+- **Detection is rare.** MTCNN (the slow part, ~10x a decode) runs on a downscaled copy of the frame only
+  when there is no face yet, when tracking is lost, and every `detect_every` frames while the face moves.
+- **Tracking in between** follows the face box by phase correlation of a small grey patch (64x64) of the
+  face against the last frame's: a translation, sub-pixel, that moves the landmarks with the face.
+- **A still face is left alone.** When no 8x8 block of that patch changed by more than `still_levels`, the
+  last landmarks, latent and residual are reused and only put on the new frame: the edit cannot jitter
+  where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
+  one resampling of the residual instead of an encode and two decodes.
+- **Precision by measurement**: `MirrorModel` times fp32 and bf16 copies of the encoder and the decoder
+  on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
+
+With no face the frame comes back unchanged (the very array's copy) with a note; pixels outside the face
+region are never touched (the transfer's guarantee); strength 0 gives the frame back; a new strength
+decodes at once for the current latent. One `Mirror` per video stream (it holds the stream's tracking
+state); `MirrorModel` is shared by all streams of a server.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, crop_to_frame, similarity_transform
+from .editor import SmileEditor
+from .preprocess import crop_and_resize, to_tensor
+from .transfer import apply_residuals, edit_residuals
+from .vectors import edit
+
+DETECT_EVERY = 30  # frames between detections while the face moves (2 s at 15 fps); tracking covers the rest
+DETECT_SIDE = 320  # MTCNN sees the frame downscaled to this longer side (a webcam face is large)
+NO_FACE_RETRY = 8  # with no face, look again every this many frames (the others pass through at once)
+PATCH = 64  # side of the grey patch the tracker correlates
+STILL_LEVELS = 3.0  # an 8x8 block of the patch changing less than this (mean |diff|, 8-bit levels) is still
+MIN_PEAK = 0.08  # phase-correlation peak below this: the face is lost, detect again
+MAX_SHIFT = 0.25  # a move of more than this share of the patch between two frames: detect again
+SMOOTH = 0.5  # a new detection close to the tracked landmarks is blended in with this weight
+SMOOTH_RADIUS = 0.06  # "close": within this share of the eye distance
+NO_FACE_NOTE = "No face found: the frame is shown as it is."
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+class MirrorModel:
+    """The editor's encoder and decoder, each in the precision measured fastest here (fp32 or bf16).
+
+    bf16 runs on a bf16 copy of the weights (autocast would cast 40 M weights on every call). The choice
+    and its timings are in `precision` and `timings_ms`. Thread-safe: inference only.
+    """
+
+    def __init__(self, editor: SmileEditor, precision: str = "auto", repeats: int = 5) -> None:
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        self.editor = editor
+        self.fp32 = editor.model
+        self.bf16 = copy.deepcopy(editor.model).to(torch.bfloat16) if precision != "fp32" else None
+        self.timings_ms: dict[str, float] = {}
+        if precision == "auto":
+            self.precision = self._measure(repeats)
+        else:
+            self.precision = {"encoder": precision, "decoder": precision}
+
+    def _measure(self, repeats: int) -> dict[str, str]:
+        x = torch.rand(1, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+        z = torch.randn(2, self.fp32.latent_dim)
+        with torch.inference_mode():
+            for dtype in ("fp32", "bf16"):
+                self.timings_ms[f"encode_{dtype}"] = _timed(lambda: self._encode(x, dtype), repeats)
+                self.timings_ms[f"decode2_{dtype}"] = _timed(lambda: self._decode(z, dtype), repeats)
+        faster = {part: min(("fp32", "bf16"), key=lambda d: self.timings_ms[f"{key}_{d}"])
+                  for part, key in (("encoder", "encode"), ("decoder", "decode2"))}
+        if faster == {"encoder": "fp32", "decoder": "fp32"}:
+            self.bf16 = None  # not needed: give the memory back
+        return faster
+
+    def _encode(self, x: torch.Tensor, dtype: str) -> torch.Tensor:
+        model = self.bf16 if dtype == "bf16" else self.fp32
+        return model.z_mean(model.encoder(x.to(next(model.parameters()).dtype))).float()
+
+    def _decode(self, z: torch.Tensor, dtype: str) -> torch.Tensor:
+        model = self.bf16 if dtype == "bf16" else self.fp32
+        return model.decoder(model.decoder_input(z.to(next(model.parameters()).dtype))).float()
+
+    def encode(self, crop: np.ndarray) -> torch.Tensor:
+        """(1, latent_dim) posterior mean of a 128x128x3 uint8 crop."""
+        x = to_tensor(crop)[None].contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self._encode(x, self.precision["encoder"])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._decode(z, self.precision["decoder"])
+
+
+@dataclass
+class MirrorFrame:
+    """One edited frame and what it cost."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    note: str | None = None  # for the person: no face
+    face: bool = False
+    detected: bool = False  # MTCNN ran on this frame
+    encoded: bool = False  # the crop was encoded (else the last latent was reused)
+    decoded: bool = False  # the model decoded on this frame (else a kept residual was put on it)
+
+
+def phase_correlation(reference: np.ndarray, moved: np.ndarray) -> tuple[float, float, float]:
+    """(dx, dy, peak): the shift that takes `reference` to `moved` (same-shape grey patches), sub-pixel."""
+    window = np.outer(np.hanning(reference.shape[0]), np.hanning(reference.shape[1]))
+    a = np.fft.rfft2((reference - reference.mean()) * window)
+    b = np.fft.rfft2((moved - moved.mean()) * window)
+    cross = b * np.conj(a)
+    surface = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=reference.shape)
+    iy, ix = np.unravel_index(int(surface.argmax()), surface.shape)
+    peak = float(surface[iy, ix])
+
+    def refine(values: tuple[float, float, float]) -> float:
+        left, centre, right = values
+        denominator = left - 2 * centre + right
+        return 0.0 if abs(denominator) < 1e-12 else 0.5 * (left - right) / denominator
+
+    h, w = surface.shape
+    dy = iy + refine((surface[(iy - 1) % h, ix], surface[iy, ix], surface[(iy + 1) % h, ix]))
+    dx = ix + refine((surface[iy, (ix - 1) % w], surface[iy, ix], surface[iy, (ix + 1) % w]))
+    dy = dy - h if dy > h / 2 else dy
+    dx = dx - w if dx > w / 2 else dx
+    return float(dx), float(dy), peak
+
+
+@dataclass
+class _Track:
+    landmarks: np.ndarray  # (5, 2) in frame pixels
+    box: tuple[int, int, int, int]  # the tracker's patch, in frame pixels (fixed size)
+    patch: np.ndarray  # (PATCH, PATCH) float grey of `box` in the last frame
+    crop_to_frame: np.ndarray | None = None  # 3x3 model crop -> video frame, for the latent below
+    latent: torch.Tensor | None = None
+    crop: np.ndarray | None = None
+    residuals: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (1, 3, 128, 128)
+    since_detect: int = 0
+
+
+def _grey_patch(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    region = Image.fromarray(frame[y0:y1, x0:x1]).convert("L")
+    return np.asarray(region.resize((PATCH, PATCH), Image.Resampling.BOX), dtype=np.float32)
+
+
+def _block_change(a: np.ndarray, b: np.ndarray, block: int = 8) -> float:
+    """The largest mean |a - b| over block x block tiles: a mouth that moves counts, noise averages out."""
+    diff = np.abs(a - b).reshape(a.shape[0] // block, block, a.shape[1] // block, block)
+    return float(diff.mean((1, 3)).max())
+
+
+class Mirror:
+    """One video stream's editor: `edit(frame, strength)` per frame; holds the stream's tracking state.
+
+    `track=False` detects and encodes every frame (the baseline the benchmark compares with).
+    Counters: `frames`, `detections`, `encodes`, `decodes`.
+    """
+
+    def __init__(self, editor: SmileEditor, model: MirrorModel | None = None, attribute: str | None = None, *,
+                 track: bool = True, detect_every: int = DETECT_EVERY, detect_side: int = DETECT_SIDE,
+                 still_levels: float = STILL_LEVELS) -> None:
+        self.editor = editor
+        self.model = model or MirrorModel(editor)
+        self.attribute = editor.check_attribute(attribute)
+        self.step = editor.vectors.step(self.attribute)
+        self.track_faces = track
+        self.detect_every = max(1, int(detect_every))
+        self.detect_side = detect_side
+        self.still_levels = still_levels
+        self.frames = self.detections = self.encodes = self.decodes = 0
+        self._track: _Track | None = None
+        self._no_face_for = 0
+        self._lock = threading.Lock()  # one stream's frames are edited one at a time
+
+    @property
+    def crop_to_frame(self) -> np.ndarray | None:
+        """3x3 from the model's crop to the last frame's pixels (None without a face): where the edit went."""
+        track = self._track
+        return None if track is None else track.crop_to_frame
+
+    def reset(self) -> None:
+        with self._lock:
+            self._track = None
+            self._no_face_for = 0
+
+    def edit(self, frame: np.ndarray, strength: float) -> MirrorFrame:
+        """`frame` (H, W, 3) uint8 with the smile moved by `strength` (signed, the editor's scale)."""
+        strength = self.editor.check_strength(strength, signed=True)
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 32:
+            raise ValueError(f"A video frame must be H x W x 3 with sides of at least 32 px, not {frame.shape}.")
+        with self._lock:
+            self.frames += 1
+            return self._edit(frame, strength)
+
+    # -- per frame ---------------------------------------------------------------------------------------------
+
+    def _edit(self, frame: np.ndarray, strength: float) -> MirrorFrame:
+        track, detected = self._follow(frame)
+        if track is None:
+            return MirrorFrame(frame.copy(), NO_FACE_NOTE, detected=detected)
+        encoded = self._encode(frame, track)
+        if strength == 0:
+            return MirrorFrame(frame.copy(), face=True, detected=detected, encoded=encoded)
+        decoded = strength not in track.residuals
+        if decoded:
+            track.residuals = {strength: self._residual(track, strength)}  # one strength kept: a new one decodes
+        image = apply_residuals(frame, track.crop_to_frame, track.residuals[strength])[0]
+        return MirrorFrame(image, face=True, detected=detected, encoded=encoded, decoded=decoded)
+
+    def _follow(self, frame: np.ndarray) -> tuple[_Track | None, bool]:
+        """The face's track on this frame, and whether MTCNN ran for it."""
+        track = self._track
+        if track is None:
+            if self._no_face_for % NO_FACE_RETRY:  # no face lately: look again only now and then
+                self._no_face_for += 1
+                return None, False
+            return self._detect(frame, None), True
+        track.since_detect += 1
+        if not self.track_faces:
+            return self._detect(frame, None), True
+        patch = _grey_patch(frame, track.box)
+        if _block_change(patch, track.patch) < self.still_levels:
+            return track, False  # still: keep landmarks, latent and residual
+        dx, dy, peak = phase_correlation(track.patch, patch)
+        if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH or track.since_detect >= self.detect_every:
+            return self._detect(frame, track), True
+        x0, y0, x1, y1 = track.box
+        shift = np.array([dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH])
+        track.landmarks = track.landmarks + shift
+        track.box = self._patch_box(track.landmarks, frame.shape)
+        track.patch = _grey_patch(frame, track.box)
+        track.crop_to_frame = None  # moved: align and encode again
+        return track, False
+
+    def _detect(self, frame: np.ndarray, previous: _Track | None) -> _Track | None:
+        self.detections += 1
+        height, width = frame.shape[:2]
+        scale = min(1.0, self.detect_side / max(height, width))
+        image = Image.fromarray(frame)
+        if scale < 1.0:
+            image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BILINEAR)
+        faces = self.editor.aligner.landmarks(image)
+        if not faces:
+            self._track = None
+            self._no_face_for = 1
+            return None
+        self._no_face_for = 0
+        landmarks = faces[0] / scale
+        if previous is not None:
+            eyes = float(np.linalg.norm(previous.landmarks[1] - previous.landmarks[0]))
+            if float(np.linalg.norm(landmarks - previous.landmarks, axis=1).mean()) < SMOOTH_RADIUS * eyes:
+                landmarks = previous.landmarks + SMOOTH * (landmarks - previous.landmarks)  # detector jitter, smoothed
+        box = self._patch_box(landmarks, frame.shape)
+        self._track = _Track(landmarks, box, _grey_patch(frame, box))
+        return self._track
+
+    @staticmethod
+    def _patch_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """A square around the face (2.2 eye-to-mouth heights), of fixed size, kept inside the frame."""
+        height, width = shape[:2]
+        eyes = (landmarks[0] + landmarks[1]) / 2
+        mouth = (landmarks[3] + landmarks[4]) / 2
+        side = int(np.clip(round(2.2 * float(np.linalg.norm(mouth - eyes)) + 2 * float(np.linalg.norm(landmarks[1] - landmarks[0]))),
+                           PATCH // 2, min(height, width)))
+        side -= side % 8
+        centre = (eyes + mouth) / 2
+        x0 = int(np.clip(round(centre[0] - side / 2), 0, width - side))
+        y0 = int(np.clip(round(centre[1] - side / 2), 0, height - side))
+        return x0, y0, x0 + side, y0 + side
+
+    def _encode(self, frame: np.ndarray, track: _Track) -> bool:
+        """Align this frame's face to CelebA's frame and encode its crop, unless nothing moved since the last."""
+        if track.crop_to_frame is not None:
+            return False
+        # Only the part of the video frame that CelebA's frame samples from is warped (same pixels, less work).
+        x0, y0, x1, y1 = self._frame_footprint(track.landmarks, frame.shape)
+        aligned = align_to_frame(Image.fromarray(frame[y0:y1, x0:x1]), track.landmarks - [x0, y0])
+        crop = crop_and_resize(aligned.frame)
+        track.crop_to_frame = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
+        if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
+            return False  # the crop is the same face: keep the latent and its residual
+        track.crop, track.latent, track.residuals = crop.astype(np.int16), self.model.encode(crop), {}
+        self.encodes += 1
+        return True
+
+    @staticmethod
+    def _frame_footprint(landmarks: np.ndarray, shape: tuple[int, ...], margin: int = 3) -> tuple[int, int, int, int]:
+        """The video pixels CelebA's 178x218 frame of this face samples (bicubic: +margin), clipped."""
+        mouth = (landmarks[3] + landmarks[4]) / 2
+        frame_to_video = np.linalg.inv(similarity_transform(np.stack([landmarks[0], landmarks[1], mouth]), FRAME_POINTS))
+        corners = frame_to_video @ np.array([[0, FRAME_SIZE[0], 0, FRAME_SIZE[0]], [0, 0, FRAME_SIZE[1], FRAME_SIZE[1]], [1, 1, 1, 1.0]])
+        x0, y0 = np.floor(corners[:2].min(1)).astype(int) - margin
+        x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + margin
+        height, width = shape[:2]
+        x0, y0 = max(0, int(x0)), max(0, int(y0))
+        x1, y1 = min(width, int(x1)), min(height, int(y1))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return 0, 0, width, height
+        return x0, y0, x1, y1
+
+    def _residual(self, track: _Track, strength: float) -> torch.Tensor:
+        """The transfer's residual for this latent at `strength`: decode(z + a * step) and decode(z) in one batch."""
+        z = torch.cat([track.latent, edit(track.latent, self.step, strength)])
+        decoded = self.model.decode(z)
+        self.decodes += 1
+        return edit_residuals(decoded[1:], decoded[0], self.editor.settings.transfer)
