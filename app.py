@@ -4,6 +4,7 @@ Loads the model (`assets/` by default, or the local folder / Hub repo id in SMIL
 page with `web.create_app` and launches it; Spaces run this file as it is. GRADIO_SERVER_NAME and
 GRADIO_SERVER_PORT decide where it listens.
 """
+
 from __future__ import annotations
 
 import os

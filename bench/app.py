@@ -9,6 +9,7 @@ in Debian's Chromium driven by Playwright on this same machine:
 and over HTTP (gradio_client): the /edit round trip, and the server's memory (RSS) after many distinct
 uploads, against a bound that a free 2-vCPU / 16 GB Space holds with several users.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,16 @@ from tests.appserver import AppServer
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
 RSS_BOUND_MB = 2048  # per server; a 16 GB Space keeps room for the OS, Gradio's queue and several users
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SLIDE_JS = """async (values) => {
   const range = document.querySelector('#strength input[type=range]');
   const img = document.querySelector('#live img.live-frame');
@@ -83,21 +92,29 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
             page.wait_for_selector("#photo input[type=file]", state="attached")
             start = time.perf_counter()
             page.locator("#photo input[type=file]").set_input_files(str(photo))
-            page.wait_for_function("() => document.querySelector('#live img.live-frame:not([hidden])') || "
-                                   "(document.querySelector('#more img') && document.querySelector('#more img').complete)", timeout=120_000)
+            page.wait_for_function(
+                "() => document.querySelector('#live img.live-frame:not([hidden])') || "
+                "(document.querySelector('#more img') && document.querySelector('#more img').complete)",
+                timeout=120_000,
+            )
             first.append((time.perf_counter() - start) * 1000)
             page.wait_for_selector("#live [data-ready='1']", state="attached", timeout=120_000)
             ready.append((time.perf_counter() - start) * 1000)
-            page.wait_for_function("() => { const img = document.querySelector('#strip img'); return img && img.complete; }",
-                                   timeout=120_000)  # the strip is the page's last download: no request may be in flight
+            page.wait_for_function(
+                "() => { const img = document.querySelector('#strip img'); return img && img.complete; }", timeout=120_000
+            )  # the strip is the page's last download: no request may be in flight
             page.wait_for_timeout(300)
             page.on("request", count)
             values = [round(float(v), 1) for v in np.random.default_rng(len(first)).uniform(-4, 4, moves)]
             slide += page.evaluate(SLIDE_JS, values)
             page.remove_listener("request", count)
         browser.close()
-    return {"upload_to_first_edit": percentiles(first), "upload_to_all_frames_ready": percentiles(ready),
-            "slider_input_to_frame_shown": percentiles(slide), "requests_while_sliding": len(requests)}
+    return {
+        "upload_to_first_edit": percentiles(first),
+        "upload_to_all_frames_ready": percentiles(ready),
+        "slider_input_to_frame_shown": percentiles(slide),
+        "requests_while_sliding": len(requests),
+    }
 
 
 def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, folder: Path) -> dict:
@@ -113,12 +130,20 @@ def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, 
     for k in range(uploads):
         client.predict(handle_file(str(distinct_photo(1000 + k, folder))), 2.0, api_name="/edit")
     rss_after = server.rss_mb()
-    return {"edit_round_trip_new_photo": percentiles(times), "rss_mb_before": round(rss_before), "rss_mb_after_uploads": round(rss_after),
-            "distinct_uploads": uploads, "rss_bound_mb": RSS_BOUND_MB, "rss_within_bound": rss_after <= RSS_BOUND_MB}
+    return {
+        "edit_round_trip_new_photo": percentiles(times),
+        "rss_mb_before": round(rss_before),
+        "rss_mb_after_uploads": round(rss_after),
+        "distinct_uploads": uploads,
+        "rss_bound_mb": RSS_BOUND_MB,
+        "rss_within_bound": rss_after <= RSS_BOUND_MB,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--photos", type=int, default=5, help="distinct uploads timed in the browser and over HTTP")
     p.add_argument("--moves", type=int, default=60, help="slider moves per photo")
     p.add_argument("--uploads", type=int, default=200, help="distinct /edit uploads before reading the server's RSS")
@@ -129,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
         folder = Path(tmp)
         result = {"cpu": cpu, "cores": os.cpu_count(), "app_start_s": round(server.start_s, 1)}
         result |= browser_numbers(server.url, [distinct_photo(k, folder) for k in range(args.photos)], args.moves)
-        result |= http_numbers(server.url, [distinct_photo(100 + k, folder) for k in range(args.photos)], args.uploads, server, folder)
+        result |= http_numbers(
+            server.url, [distinct_photo(100 + k, folder) for k in range(args.photos)], args.uploads, server, folder
+        )
     print(json.dumps(result))
     return result
 

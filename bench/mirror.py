@@ -10,6 +10,7 @@ second in #mirror_out with one viewer and with two, capture -> shown latency p50
 stamped at the clip's left edge, read back from the camera's <video> when it is presented and from the
 shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,18 @@ from vae.transfer import face_region
 
 ROOT = Path(__file__).resolve().parents[1]
 STRENGTH = 3.0
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 # The lower face in the shown (mirrored) frame of the clip's still astronaut: where the edit writes.
 REGION = (290, 110, 400, 200)  # x0, y0, x1, y1
 
@@ -95,16 +105,23 @@ COLLECT_JS = """([stillFrom, region]) => {
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {"p50_ms": None, "p95_ms": None, "n": 0}
-    return {"p50_ms": round(float(np.percentile(values, 50)), 1), "p95_ms": round(float(np.percentile(values, 95)), 1), "n": len(values)}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
+        "n": len(values),
+    }
 
 
 def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
     """Per-frame time and flicker of the tracking scheme (fp32, bf16, auto) and of detecting every frame."""
     frames = list(astronaut_frames(moving + still, still_from=moving))
     models = {"fp32": MirrorModel(editor, "fp32"), "bf16": MirrorModel(editor, "bf16"), "auto": MirrorModel(editor, "auto")}
-    out = {"precision_auto": models["auto"].precision, "precision_timings_ms": {k: round(v, 1) for k, v in models["auto"].timings_ms.items()}}
+    out = {
+        "precision_auto": models["auto"].precision,
+        "precision_timings_ms": {k: round(v, 1) for k, v in models["auto"].timings_ms.items()},
+    }
     schemes = [("tracking", name, frames, True) for name in ("fp32", "bf16")]
-    every = frames[moving - min(moving, 20):moving + min(still, 20)]  # detecting every frame is slow: 40 frames
+    every = frames[moving - min(moving, 20) : moving + min(still, 20)]  # detecting every frame is slow: 40 frames
     schemes.append(("detect_every_frame", out["precision_auto"]["decoder"], every, False))
     for scheme, precision, clip, track in schemes:
         mirror = Mirror(editor, models[precision], track=track)
@@ -120,10 +137,16 @@ def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
         plain = [np.abs(clip[k + 1].astype(int) - clip[k])[region].mean() for k in range(still_at + 1, len(outputs))]
         moving_times = times[:still_at]
         out[f"{scheme}_{precision}"] = {
-            "frame": percentiles(times), "moving_frame": percentiles(moving_times), "still_frame": percentiles(times[still_at:]),
-            "fps_equivalent": round(1000 / float(np.mean(times)), 1), "frames": mirror.frames, "detections": mirror.detections,
-            "encodes": mirror.encodes, "decodes": mirror.decodes,
-            "flicker_ratio_still": round(float(np.mean(edited) / np.mean(plain)), 3)}
+            "frame": percentiles(times),
+            "moving_frame": percentiles(moving_times),
+            "still_frame": percentiles(times[still_at:]),
+            "fps_equivalent": round(1000 / float(np.mean(times)), 1),
+            "frames": mirror.frames,
+            "detections": mirror.detections,
+            "encodes": mirror.encodes,
+            "decodes": mirror.decodes,
+            "flicker_ratio_still": round(float(np.mean(edited) / np.mean(plain)), 3),
+        }
     return out
 
 
@@ -131,7 +154,9 @@ def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int,
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={clip}"])
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={clip}"]
+        )
         pages = []
         for _ in range(viewers):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
@@ -141,7 +166,9 @@ def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int,
         for page in pages:
             page.locator("#mirror_start").click()
         for page in pages:
-            page.wait_for_function("() => { const img = document.querySelector('#mirror_out img'); return img && img.src; }", timeout=60_000)
+            page.wait_for_function(
+                "() => { const img = document.querySelector('#mirror_out img'); return img && img.src; }", timeout=60_000
+            )
         time.sleep(1.0)  # past the first detection
         for page in pages:
             page.evaluate(COLLECT_JS, [still_from + 5, list(REGION)])
@@ -153,17 +180,23 @@ def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int,
         shown = r["shown"]
         span = (shown[-1]["t"] - shown[0]["t"]) / 1000 if len(shown) > 1 else float("nan")
         distinct = len({s["n"] for s in shown if s["n"] is not None})
-        per_viewer.append({"fps_shown": round((len(shown) - 1) / span, 1) if len(shown) > 1 else 0.0,
-                           "fps_distinct_captures": round(distinct / span, 1) if len(shown) > 1 else 0.0,
-                           "capture_to_shown": percentiles([s["latency"] for s in shown if s["latency"] is not None]),
-                           "unstamped": sum(s["n"] is None for s in shown),
-                           "flicker_shown": round(float(np.mean(r["flicker"])), 2) if r["flicker"] else None,
-                           "flicker_camera": round(float(np.mean(r["cameraFlicker"])), 2) if r["cameraFlicker"] else None})
+        per_viewer.append(
+            {
+                "fps_shown": round((len(shown) - 1) / span, 1) if len(shown) > 1 else 0.0,
+                "fps_distinct_captures": round(distinct / span, 1) if len(shown) > 1 else 0.0,
+                "capture_to_shown": percentiles([s["latency"] for s in shown if s["latency"] is not None]),
+                "unstamped": sum(s["n"] is None for s in shown),
+                "flicker_shown": round(float(np.mean(r["flicker"])), 2) if r["flicker"] else None,
+                "flicker_camera": round(float(np.mean(r["cameraFlicker"])), 2) if r["cameraFlicker"] else None,
+            }
+        )
     return {"viewers": viewers, "strength": strength, "seconds": seconds, "per_viewer": per_viewer}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.mirror", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.mirror", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per browser run")
     p.add_argument("--no-browser", action="store_true")
     p.add_argument("--no-two", action="store_true", help="skip the two-viewer run")

@@ -6,6 +6,7 @@ CPU's flags say it is native), the path it keeps (the fastest) and `train_speedu
 over plain float32 NCHW, which is therefore never below 1; cache-building images/s; encode(1 image)
 and decode(2 latents) latency p50/p95. The app as a person feels it: `python -m bench.app`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,13 @@ def train_rates(batch: int, steps: int) -> dict:
     rates = {path: images_per_s(path, x, steps) for path in paths}
     chosen = max(rates, key=rates.get)
     fp32 = rates[SpeedPath("fp32", False)]
-    result = {"train_images_per_s": {p.name: round(r, 2) for p, r in rates.items()}, "fast_path": chosen.name,
-              "train_fp32_images_per_s": round(fp32, 2), "train_fast_images_per_s": round(rates[chosen], 2),
-              "train_speedup": round(rates[chosen] / fp32, 3)}
+    result = {
+        "train_images_per_s": {p.name: round(r, 2) for p, r in rates.items()},
+        "fast_path": chosen.name,
+        "train_fp32_images_per_s": round(fp32, 2),
+        "train_fast_images_per_s": round(rates[chosen], 2),
+        "train_speedup": round(rates[chosen] / fp32, 3),
+    }
     if all(p.precision != "bf16" for p in paths):  # show why bf16 is not a candidate here (tiny run: it is slow)
         result["train_bf16_images_per_s"] = round(images_per_s(SpeedPath("bf16", True), x[:4], 1), 2)
     return result
@@ -56,7 +61,7 @@ def cache_rate(data: Path | None, count: int) -> float | None:
         root = Path(tmp) / data.name
         (root / "img_align_celeba").mkdir(parents=True)
         lines = (data / "list_attr_celeba.txt").read_text().splitlines()
-        rows = lines[2:2 + count]
+        rows = lines[2 : 2 + count]
         for row in rows:
             name = row.split()[0]
             os.symlink((data / "img_align_celeba" / name).resolve(), root / "img_align_celeba" / name)
@@ -79,7 +84,9 @@ def latency(fn, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "celeba-subset")
@@ -91,8 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
     rate = cache_rate(args.data, args.cache_images)
     result["cache_images_per_s"] = None if rate is None else round(rate, 1)
     if rate is None:  # say why the figure is missing and how to get it
-        result["cache_images_per_s_missing"] = (f"no CelebA-layout folder at {args.data} (list_attr_celeba.txt): "
-                                                "give one with --data DIR to time building the image cache")
+        result["cache_images_per_s_missing"] = (
+            f"no CelebA-layout folder at {args.data} (list_attr_celeba.txt): "
+            "give one with --data DIR to time building the image cache"
+        )
         print(f"cache_images_per_s: not measured: {result['cache_images_per_s_missing']}", flush=True)
     model = SmileVAE.load(ROOT / "assets") if (ROOT / "assets" / "config.json").exists() else SmileVAE().eval()
     for layout in ("contiguous", "channels_last"):

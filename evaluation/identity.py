@@ -6,6 +6,7 @@ inside the PyPI package `face_recognition_models` (installed with the training e
 evaluation, never by the app). The face is located once, on the original photo, and the same box is
 used for the edit, so detection jitter cannot count as a change of identity.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,8 +21,9 @@ def _model_file(name: str) -> str:
     """A file of `face_recognition_models`, found without importing it (its __init__ needs pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("The identity measure needs `face_recognition_models` and `dlib-bin`: "
-                         "pip install -r requirements-train.txt")
+        raise SystemExit(
+            "The identity measure needs `face_recognition_models` and `dlib-bin`: pip install -r requirements-train.txt"
+        )
     return str(Path(spec.submodule_search_locations[0]) / "models" / name)
 
 

@@ -7,6 +7,7 @@ VAE outputs are blurrier than photos, so half the training batches are blurred (
 to keep the judge from reading "blurry" as "not smiling".
 `python -m evaluation.judge --model RUN_OR_DIR --data ... --out runs/judge`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,20 +63,29 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(len(x), generator=generator) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     blur = torch.rand(len(x), generator=generator) < 0.5
-    blurred = F.interpolate(F.interpolate(x, scale_factor=0.5, mode="area"), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    blurred = F.interpolate(
+        F.interpolate(x, scale_factor=0.5, mode="area"), size=x.shape[-2:], mode="bilinear", align_corners=False
+    )
     return torch.where(blur[:, None, None, None], blurred, x)
 
 
 def evaluate_judge(judge: AttributeJudge, images: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> dict:
     judge.eval()
-    probs = np.concatenate([judge.probabilities(batch_from(images, rows[s:s + 256])).numpy() for s in range(0, len(rows), 256)])
+    probs = np.concatenate([judge.probabilities(batch_from(images, rows[s : s + 256])).numpy() for s in range(0, len(rows), 256)])
     labels = labels > 0
-    return {name: {"accuracy": float(((probs[:, i] > 0.5) == labels[:, i]).mean()),
-                   "auc": float(roc_auc_score(labels[:, i], probs[:, i]))} for i, name in enumerate(judge.attributes)}
+    return {
+        name: {
+            "accuracy": float(((probs[:, i] > 0.5) == labels[:, i]).mean()),
+            "auc": float(roc_auc_score(labels[:, i], probs[:, i])),
+        }
+        for i, name in enumerate(judge.attributes)
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m evaluation.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="model or run folder: the judge trains on its split.json's train part")
     add_data_args(p)
     p.add_argument("--out", default="runs/judge")
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         order = np.random.default_rng((args.seed, epoch)).permutation(train_rows)
         bar = tqdm(range(len(order) // args.batch_size), desc=f"judge epoch {epoch + 1}/{args.epochs}", unit="batch")
         for b in bar:
-            batch = np.sort(order[b * args.batch_size:(b + 1) * args.batch_size])
+            batch = np.sort(order[b * args.batch_size : (b + 1) * args.batch_size])
             x = augment(batch_from(cache.images, batch), generator)
             y = torch.from_numpy((cache.attrs[batch][:, columns] > 0).astype(np.float32))
             loss = F.binary_cross_entropy_with_logits(judge(x), y)
@@ -111,9 +121,15 @@ def main(argv: list[str] | None = None) -> dict:
     report = evaluate_judge(judge, cache.images, test_rows, cache.attrs[test_rows][:, columns])
     out = Path(args.out)
     judge.save_pretrained(out)
-    trained_on = {"part": "train", "images": len(train_rows), "digest": split.digest("train"), "data_fingerprint": split.fingerprint}
-    (out / "judge_report.json").write_text(json.dumps({"test": report, "train_images": len(train_rows), "trained_on": trained_on,
-                                                       "epochs": args.epochs}, indent=2))
+    trained_on = {
+        "part": "train",
+        "images": len(train_rows),
+        "digest": split.digest("train"),
+        "data_fingerprint": split.fingerprint,
+    }
+    (out / "judge_report.json").write_text(
+        json.dumps({"test": report, "train_images": len(train_rows), "trained_on": trained_on, "epochs": args.epochs}, indent=2)
+    )
     print(json.dumps(report, indent=2))
     return report
 

@@ -8,6 +8,7 @@
   already calls smiling cannot "flip" to smiling, so the baseline never sits inside the rate.
 - Rates come with a 95% Wilson score interval, which stays inside [0, 1] and is honest for small n.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,14 @@ LIGHTING = ("dark", "mid", "bright")
 
 def ssim(recon: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-image SSIM of (N, H, W, 3) float images in [0, 1] with the Gaussian window of Wang et al."""
-    return np.array([structural_similarity(r, t, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                           use_sample_covariance=False) for r, t in zip(recon, target)])
+    return np.array(
+        [
+            structural_similarity(
+                r, t, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
+            for r, t in zip(recon, target)
+        ]
+    )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -58,8 +65,12 @@ def flips(at_zero: np.ndarray, at_plus: np.ndarray, at_minus: np.ndarray, select
 def drift(at_zero: np.ndarray, at_plus: np.ndarray, at_minus: np.ndarray) -> dict:
     """Mean change of a judged probability at +alpha and -alpha, and the mean absolute change (which cannot cancel)."""
     up, down = at_plus - at_zero, at_minus - at_zero
-    return {"plus": float(up.mean()), "minus": float(down.mean()),
-            "plus_abs": float(np.abs(up).mean()), "minus_abs": float(np.abs(down).mean())}
+    return {
+        "plus": float(up.mean()),
+        "minus": float(down.mean()),
+        "plus_abs": float(np.abs(up).mean()),
+        "minus_abs": float(np.abs(down).mean()),
+    }
 
 
 def luminance(images: np.ndarray) -> np.ndarray:

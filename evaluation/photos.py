@@ -20,6 +20,7 @@ variant and the default strength (with --update-model both go into the model's e
 part is then reported once, with the model's own settings, under "photo" in evaluation.json. `--exclude` keeps out the photos looked at while
 designing (assets/photo_design_keys.txt). `--exclude FILE` leaves out photos that were looked at while designing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,11 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from train.data import load_index, run_command
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import flips
 from evaluation.report import EVALUATION_FILE, merge_json
+from train.data import load_index, run_command
 from train.model_folder import resolve_model_dir
 from train.split import PARTS, Split
 from vae.align import FRAME_SIZE, warp
@@ -120,7 +121,8 @@ class Measures:
             "identity_kept": float(both.mean()) if both.size else None,
             "identity_kept_by_side": {side: float(k.mean()) if k.size else None for side, k in kept.items()},
             "identity_distance": {"median": float(np.median(all_distances)), "p95": float(np.percentile(all_distances, 95))}
-            if all_distances.size else None,
+            if all_distances.size
+            else None,
             "identity_photos": int(located.sum()),
             "detail_ratio_median": float(np.median(self.detail)),
             "detail_ratio_p05_p95": [float(np.percentile(self.detail, 5)), float(np.percentile(self.detail, 95))],
@@ -151,8 +153,16 @@ def photo_folders(split: Split, index, skip: list[str]) -> tuple[list[str], dict
     return [f for f in folders if f not in left_out], left_out
 
 
-def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: IdentityModel, path: Path,
-                  strengths: list[float], variants: dict[str, TransferSettings], results: dict, cell: str) -> bool:
+def measure_photo(
+    editor: SmileEditor,
+    judge: AttributeJudge,
+    identity: IdentityModel,
+    path: Path,
+    strengths: list[float],
+    variants: dict[str, TransferSettings],
+    results: dict,
+    cell: str,
+) -> bool:
     """Edit one photo at +-each strength with each variant and append the measures; False if no face was found."""
     prepared = editor.prepare(path)
     if not prepared.aligned.found:
@@ -174,8 +184,9 @@ def measure_photo(editor: SmileEditor, judge: AttributeJudge, identity: Identity
             m.cells.append(cell)
             for side, k in (("plus", 0), ("minus", 1)):
                 m.p_smile[side].append(float(p_smile[k]))
-                m.distance[side].append(identity.distance(reference, identity.descriptor(edited[k], face))
-                                        if face is not None else float("nan"))
+                m.distance[side].append(
+                    identity.distance(reference, identity.descriptor(edited[k], face)) if face is not None else float("nan")
+                )
                 change = edited[k].astype(np.float32) - photo
                 m.colour.append(float(np.abs(change[region].mean(0)).max()))
                 m.local_colour.append(local_colour_change(change, region))
@@ -188,7 +199,9 @@ def astronaut_figure(editor: SmileEditor, path: Path, side: int = 384) -> None:
     """The public-domain astronaut at photo level: less, the photo itself, more (README and model card)."""
     prepared = editor.prepare(Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg")
     result = editor.edit(prepared)
-    panels = [Image.fromarray(p).resize((side, side), Image.Resampling.LANCZOS) for p in (result.less, prepared.photo, result.more)]
+    panels = [
+        Image.fromarray(p).resize((side, side), Image.Resampling.LANCZOS) for p in (result.less, prepared.photo, result.more)
+    ]
     figure = Image.new("RGB", (3 * side, side))
     for i, panel in enumerate(panels):
         figure.paste(panel, (i * side, 0))
@@ -198,10 +211,12 @@ def astronaut_figure(editor: SmileEditor, path: Path, side: int = 384) -> None:
 
 def meets(summary: dict) -> dict[str, bool]:
     """Which TARGETS a row meets."""
-    return {"flip": min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0) >= TARGETS["flip"],
-            "identity_kept": (summary["identity_kept"] or 0) >= TARGETS["identity_kept"],
-            "detail_ratio_median": summary["detail_ratio_median"] >= TARGETS["detail_ratio_median"],
-            "colour_shift_max": summary["colour_shift_max"] <= TARGETS["colour_shift_max"]}
+    return {
+        "flip": min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0) >= TARGETS["flip"],
+        "identity_kept": (summary["identity_kept"] or 0) >= TARGETS["identity_kept"],
+        "detail_ratio_median": summary["detail_ratio_median"] >= TARGETS["detail_ratio_median"],
+        "colour_shift_max": summary["colour_shift_max"] <= TARGETS["colour_shift_max"],
+    }
 
 
 def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
@@ -209,6 +224,7 @@ def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
     over the flip and same-person targets is largest (a new sample of photos moves both; strengths of
     different variants are not comparable, so a smaller one is no merit). If no row meets every target,
     the best worst-side flip among rows that keep the person, detail and colour."""
+
     def worst_flip(summary: dict) -> float:
         return min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0)
 
@@ -218,16 +234,21 @@ def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
         margin = min(worst_flip(summary) - TARGETS["flip"], (summary["identity_kept"] or 0) - TARGETS["identity_kept"])
         keeps = kept["identity_kept"] and kept["detail_ratio_median"] and kept["colour_shift_max"]
         return all(kept.values()), margin if all(kept.values()) else 0, keeps, worst_flip(summary)
+
     rows = {(name, strength): summary for name, per_strength in table.items() for strength, summary in per_strength.items()}
     (name, strength), summary = max(rows.items(), key=score)
     return name, strength, all(meets(summary).values())
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m evaluation.photos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.photos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="model folder with split.json (e.g. assets)")
     p.add_argument("--judge", required=True, help="folder written by python -m evaluation.judge")
-    p.add_argument("--data", action="append", default=[], required=True, metavar="DIR", help="every folder the split was made from")
+    p.add_argument(
+        "--data", action="append", default=[], required=True, metavar="DIR", help="every folder the split was made from"
+    )
     p.add_argument("--part", choices=("validation", "test"), default="test")
     p.add_argument("--limit", type=int, default=400, help="photos (seeded sample of the part; 0 = all)")
     p.add_argument("--exclude", type=Path, help="file of keys to leave out (photos looked at while designing)")
@@ -252,8 +273,11 @@ def main(argv: list[str] | None = None) -> dict:
     excluded = set(args.exclude.read_text().split()) if args.exclude else set()
     rows = [r for r in rows if index.keys[r].split("/")[0] in folders and index.keys[r] not in excluded]
     if not rows:
-        raise SystemExit(f"No photos to edit: the {args.part} part has none from {', '.join(folders) or 'any folder'}"
-                         + (f" (left out: {', '.join(left_out)})" if left_out else "") + ".")
+        raise SystemExit(
+            f"No photos to edit: the {args.part} part has none from {', '.join(folders) or 'any folder'}"
+            + (f" (left out: {', '.join(left_out)})" if left_out else "")
+            + "."
+        )
     if args.limit and len(rows) > args.limit:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
     male, young = (index.attribute(n) for n in ("Male", "Young"))
@@ -268,27 +292,61 @@ def main(argv: list[str] | None = None) -> dict:
     if no_face == len(rows):
         raise SystemExit(f"No face found in any of the {len(rows)} {args.part} photos: nothing to measure.")
     table = {name: {s: results[(name, s)].summary() for s in strengths} for name in variants}
-    common = {"part": args.part, "photos": len(rows) - no_face, "no_face_found": no_face, "excluded_while_designing": len(excluded),
-              "folders": folders, "folders_left_out": left_out, "flip_definition": PHOTO_FLIP_DEFINITION, "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv)}
+    common = {
+        "part": args.part,
+        "photos": len(rows) - no_face,
+        "no_face_found": no_face,
+        "excluded_while_designing": len(excluded),
+        "folders": folders,
+        "folders_left_out": left_out,
+        "flip_definition": PHOTO_FLIP_DEFINITION,
+        "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
     for name, per_strength in table.items():
         for s, summary in per_strength.items():
-            print(f"{name:32s} a={s:.1f}: " + json.dumps({k: summary[k] for k in ("flip", "identity_kept", "detail_ratio_median",
-                                                                                      "colour_shift_max", "outside_unchanged")}))
+            print(
+                f"{name:32s} a={s:.1f}: "
+                + json.dumps(
+                    {
+                        k: summary[k]
+                        for k in ("flip", "identity_kept", "detail_ratio_median", "colour_shift_max", "outside_unchanged")
+                    }
+                )
+            )
     if args.select:
         name, strength, complete = choose(table)
-        report = {**common, "chosen": {"variant": name, "strength": strength, "meets_every_target": complete},
-                  "targets": TARGETS, "table": {n: {str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
-                                                    for s, summary in rows_.items()} for n, rows_ in table.items()}}
+        report = {
+            **common,
+            "chosen": {"variant": name, "strength": strength, "meets_every_target": complete},
+            "targets": TARGETS,
+            "table": {
+                n: {
+                    str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
+                    for s, summary in rows_.items()
+                }
+                for n, rows_ in table.items()
+            },
+        }
         print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
         if args.update_model:  # the app, the command line and the test report then use this variant and strength
             merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
             EditorSettings.load(model_dir).replace(default_strength=strength, transfer=VARIANTS[name]).save(model_dir)
         return report
     summary = table[shipped][strengths[0]]
-    report = {**common, "variant": shipped, "transfer": dataclasses.asdict(editor.settings.transfer), "strength": strengths[0], **summary,
-              "identity": {"measure": IdentityModel.measure, "threshold": IdentityModel.threshold, "kept": summary["identity_kept"],
-                           "photos": summary["identity_photos"]},
-              "selection": {"subset": "validation", "key": "photo_selection"}}
+    report = {
+        **common,
+        "variant": shipped,
+        "transfer": dataclasses.asdict(editor.settings.transfer),
+        "strength": strengths[0],
+        **summary,
+        "identity": {
+            "measure": IdentityModel.measure,
+            "threshold": IdentityModel.threshold,
+            "kept": summary["identity_kept"],
+            "photos": summary["identity_photos"],
+        },
+        "selection": {"subset": "validation", "key": "photo_selection"},
+    }
     if args.update_model:
         merge_json(model_dir / EVALUATION_FILE, {"photo": report})
         astronaut_figure(editor, model_dir / "figures" / "astronaut_photo.png")

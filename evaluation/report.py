@@ -3,6 +3,7 @@ whole-photo evaluation ...) and editor.json (the app's settings; evaluation sets
 
 Each step owns its own top-level keys and merges them in, so no step drops what another one wrote.
 """
+
 from __future__ import annotations
 
 import json

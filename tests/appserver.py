@@ -1,4 +1,5 @@
 """The real app, `python app.py`, in a subprocess: what the HTTP and browser tests and the app benchmarks talk to."""
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,20 @@ class AppServer:
     def __init__(self, log: Path | None = None) -> None:
         self.log = log
 
-    def __enter__(self) -> "AppServer":
+    def __enter__(self) -> AppServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.uploads = tempfile.mkdtemp(prefix="smile-uploads-")
         self.log = self.log or Path(self.uploads) / "app.log"  # removed with the folder
-        env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-               "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": self.uploads}
+        env = {
+            **os.environ,
+            "GRADIO_SERVER_PORT": str(port),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "GRADIO_TEMP_DIR": self.uploads,
+        }
         env.pop("GRADIO_SERVER_NAME", None)
         started = time.time()
         with open(self.log, "w") as log:
@@ -43,7 +50,7 @@ class AppServer:
             except OSError:
                 if self.proc.poll() is not None or time.time() - started > 180:
                     self.__exit__()
-                    raise RuntimeError("the app did not start: " + self.log.read_text()[-2000:])
+                    raise RuntimeError("the app did not start: " + self.log.read_text()[-2000:]) from None
                 time.sleep(0.3)
         self.start_s = time.time() - started
         return self

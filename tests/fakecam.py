@@ -4,6 +4,7 @@ Each frame carries its number in a column of black/white 16x16 blocks at the lef
 never writes (pixels outside the face are unchanged), so a reader of the shown frame can tell which
 captured frame it is (`read_stamp`). Written with numpy only; never a dataset image.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,13 +23,15 @@ def stamp(frame: np.ndarray, number: int) -> None:
     """Write `number` into the left column in place: a white start block, a black one, then the bits (MSB first)."""
     bits = [1, 0] + [(number >> (STAMP_BITS - 1 - i)) & 1 for i in range(STAMP_BITS)]
     for i, bit in enumerate(bits):
-        frame[i * STAMP_BLOCK:(i + 1) * STAMP_BLOCK, :STAMP_BLOCK] = 240 if bit else 16
+        frame[i * STAMP_BLOCK : (i + 1) * STAMP_BLOCK, :STAMP_BLOCK] = 240 if bit else 16
 
 
 def read_stamp(frame: np.ndarray, mirrored: bool = False) -> int | None:
     """The number `stamp` wrote (None if the column does not hold one); `mirrored` reads the right edge."""
     column = frame[:, -STAMP_BLOCK:][:, ::-1] if mirrored else frame[:, :STAMP_BLOCK]
-    means = [float(column[i * STAMP_BLOCK + 4:(i + 1) * STAMP_BLOCK - 4, 4:STAMP_BLOCK - 4].mean()) for i in range(STAMP_BITS + 2)]
+    means = [
+        float(column[i * STAMP_BLOCK + 4 : (i + 1) * STAMP_BLOCK - 4, 4 : STAMP_BLOCK - 4].mean()) for i in range(STAMP_BITS + 2)
+    ]
     if not (means[0] > 160 and means[1] < 90):
         return None
     return sum((1 << (STAMP_BITS - 1 - i)) for i, m in enumerate(means[2:]) if m > 128)
@@ -43,7 +46,7 @@ def astronaut_frames(count: int, still_from: int | None = None, noise: float = 2
     for k in range(count):
         dx, dy = (round(6 * np.sin(k / 6)), round(3 * np.sin(k / 9))) if k < still_from else (0, 0)
         frame = np.full((HEIGHT, WIDTH, 3), 90, np.int16)
-        frame[40 + dy:440 + dy, 120 + dx:520 + dx] = face
+        frame[40 + dy : 440 + dy, 120 + dx : 520 + dx] = face
         if noise:
             frame = frame + rng.normal(0, noise, frame.shape).round().astype(np.int16)
         frame = np.clip(frame, 0, 255).astype(np.uint8)

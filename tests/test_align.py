@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from vae.align import FRAME_POINTS, FRAME_SIZE, FaceAligner, similarity_transform
 
 

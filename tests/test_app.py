@@ -1,4 +1,5 @@
 """The real app over HTTP with gradio_client: whole-photo outputs, the strength axis, caching, the page's API."""
+
 import json
 
 import numpy as np

@@ -2,14 +2,14 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 
 def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "vae", "edit", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "vae", "edit", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_cli_writes_whole_photo_less_more_strip_and_gif(astronaut_path, tmp_path):

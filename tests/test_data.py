@@ -2,8 +2,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import ATTR_NAMES, write_celeba
+
 from train.cache import build_cache, load_cache, open_cache
 from train.data import DatasetError, load_index
 from train.split import make_split
@@ -100,8 +100,13 @@ def test_data_errors_in_a_command_are_one_line_messages(tmp_path):
 
     (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
     for command in (["train.split", "--out", str(tmp_path / "out")], ["train", "--out", str(tmp_path / "run")]):
-        done = subprocess.run([sys.executable, "-m", *command, "--data", str(tmp_path / "celeba")], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", *command, "--data", str(tmp_path / "celeba")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "list_attr_celeba.txt" in done.stderr
 

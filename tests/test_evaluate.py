@@ -1,4 +1,5 @@
 """The judge and evaluation steps: report pieces on hand-made inputs, then end to end on the synthetic dataset."""
+
 import json
 from types import SimpleNamespace
 
@@ -18,9 +19,13 @@ from vae.vectors import AttributeVectors
 
 def test_edit_report_conditions_flips_and_splits_by_cell_and_lighting():
     # 4 faces: male young, male old, female young, female old; dark, dark, mid, bright
-    faces = Faces(np.zeros((4, 64), np.float32), np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool),
-                  {"dark": np.array([1, 1, 0, 0], bool), "mid": np.array([0, 0, 1, 0], bool),
-                   "bright": np.array([0, 0, 0, 1], bool)}, [0.3, 0.6])
+    faces = Faces(
+        np.zeros((4, 64), np.float32),
+        np.array([1, 1, 0, 0], bool),
+        np.array([1, 0, 1, 0], bool),
+        {"dark": np.array([1, 1, 0, 0], bool), "mid": np.array([0, 0, 1, 0], bool), "bright": np.array([0, 0, 0, 1], bool)},
+        [0.3, 0.6],
+    )
     probs = np.full((len(ALPHAS), 4, 3), 0.5)
     zero, plus, minus = ALPHAS.index(0.0), ALPHAS.index(2.0), ALPHAS.index(-2.0)
     probs[zero, :, 0] = [0.1, 0.9, 0.2, 0.8]  # faces 0 and 2 judged non-smiling at alpha 0
@@ -29,9 +34,15 @@ def test_edit_report_conditions_flips_and_splits_by_cell_and_lighting():
     probs[plus, :, 1], probs[minus, :, 1] = [0.7, 0.3, 0.5, 0.5], [0.5, 0.5, 0.5, 0.6]
     report = edit_report(probs, faces, 2.0)
     everyone = report["flip_by_group"]["all"]
-    assert (everyone["plus"]["rate"], everyone["plus"]["n"]) == (0.5, 2) and (everyone["minus"]["rate"], everyone["minus"]["n"]) == (1.0, 2)
+    assert (everyone["plus"]["rate"], everyone["plus"]["n"]) == (0.5, 2) and (
+        everyone["minus"]["rate"],
+        everyone["minus"]["n"],
+    ) == (1.0, 2)
     assert report["flip_by_group"]["female_young"]["plus"]["rate"] == 0.0
-    assert report["flip_by_group"]["male_young"]["minus"]["n"] == 0 and report["flip_by_group"]["male_young"]["minus"]["rate"] is None
+    assert (
+        report["flip_by_group"]["male_young"]["minus"]["n"] == 0
+        and report["flip_by_group"]["male_young"]["minus"]["rate"] is None
+    )
     assert report["flip_by_lighting"]["dark"]["plus"]["rate"] == 1.0 and report["flip_by_lighting"]["mid"]["plus"]["rate"] == 0.0
     assert report["worst_flip"] == 0.0  # female_young never flips up
     assert report["drift"]["male"]["plus"] == pytest.approx(0.0) and report["drift"]["male"]["plus_abs"] == pytest.approx(0.1)
@@ -43,9 +54,11 @@ def variant(worst_flip: float, male_plus: float) -> dict:
 
 
 def test_choose_default_prefers_small_side_effects_then_the_smallest_strength_that_flips():
-    reports = {"low drift, flips at 2": {1.0: variant(0.5, 0.02), 2.0: variant(0.85, 0.05), 3.0: variant(0.99, 0.08)},
-               "flips at 1, moves gender": {1.0: variant(0.9, 0.2), 2.0: variant(0.95, 0.3), 3.0: variant(1.0, 0.4)},
-               "low drift, flips at 3": {1.0: variant(0.3, 0.0), 2.0: variant(0.6, 0.0), 3.0: variant(0.9, 0.0)}}
+    reports = {
+        "low drift, flips at 2": {1.0: variant(0.5, 0.02), 2.0: variant(0.85, 0.05), 3.0: variant(0.99, 0.08)},
+        "flips at 1, moves gender": {1.0: variant(0.9, 0.2), 2.0: variant(0.95, 0.3), 3.0: variant(1.0, 0.4)},
+        "low drift, flips at 3": {1.0: variant(0.3, 0.0), 2.0: variant(0.6, 0.0), 3.0: variant(0.9, 0.0)},
+    }
     assert choose_default(reports) == ("low drift, flips at 2", 2.0)
 
 
@@ -58,15 +71,42 @@ def test_update_report_keeps_other_steps_keys_and_drops_retired_ones(tmp_path):
 
 def test_vectors_judge_and_evaluation_read_the_split_and_write_the_report(tiny_celeba, tmp_path):
     data = ["--data", str(tiny_celeba), "--cache-dir", str(tmp_path / "cache")]
-    run = train_main([*data, "--out", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "8", "--eval-images", "8",
-                      "--precision", "fp32", "--channels-last", "on"])
+    run = train_main(
+        [
+            *data,
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--eval-images",
+            "8",
+            "--precision",
+            "fp32",
+            "--channels-last",
+            "on",
+        ]
+    )
     vectors_main(["--model", str(run), *data])
     judge = judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
     assert set(judge) == {"Smiling", "Male", "Young"} and all(0 <= v["accuracy"] <= 1 for v in judge.values())
     (run / "model" / "evaluation.json").write_text(json.dumps({"photo": {"faces": 1}}))
 
-    report = evaluate_main(["--model", str(run), *data, "--judge", str(tmp_path / "judge"), "--out", str(tmp_path / "eval"),
-                            "--faces", "5", "--update-model"])
+    report = evaluate_main(
+        [
+            "--model",
+            str(run),
+            *data,
+            "--judge",
+            str(tmp_path / "judge"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--faces",
+            "5",
+            "--update-model",
+        ]
+    )
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert saved["selection"]["subset"] == "validation" and saved["selection"]["n"] == 5
     assert saved["edited_faces"] == {"subset": "test", "n": 5, "alphas": ALPHAS} and saved["test_images"] == 5
@@ -121,14 +161,43 @@ def test_settle_default_keeps_the_previous_default_when_no_variant_flips():
 
 def test_an_untrained_model_keeps_its_default_and_every_step_leaves_the_folder_loadable(tiny_celeba, tmp_path):
     data = ["--data", str(tiny_celeba), "--cache-dir", str(tmp_path / "cache")]
-    run = train_main([*data, "--out", str(tmp_path / "run"), "--max-steps", "1", "--lr", "0", "--batch-size", "8",
-                      "--eval-images", "8", "--precision", "fp32", "--channels-last", "on"])  # lr 0: the initial weights
+    run = train_main(
+        [
+            *data,
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "1",
+            "--lr",
+            "0",
+            "--batch-size",
+            "8",
+            "--eval-images",
+            "8",
+            "--precision",
+            "fp32",
+            "--channels-last",
+            "on",
+        ]
+    )  # lr 0: the initial weights
     vectors_main(["--model", str(run), *data])
     judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
     settings = run / "model" / "editor.json"
     settings.write_text(json.dumps({"default_attribute": "Smiling (logistic)"}))  # what an earlier evaluation chose
-    report = evaluate_main(["--model", str(run), *data, "--judge", str(tmp_path / "judge"), "--out", str(tmp_path / "eval"),
-                            "--faces", "5", "--update-model"])
+    report = evaluate_main(
+        [
+            "--model",
+            str(run),
+            *data,
+            "--judge",
+            str(tmp_path / "judge"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--faces",
+            "5",
+            "--update-model",
+        ]
+    )
     assert "every worst flip is 0" in report["selection"]["warning"]
     assert report["default_attribute"] == json.loads(settings.read_text())["default_attribute"] == "Smiling (logistic)"
     assert SmileEditor.from_pretrained(run / "model").settings["default_attribute"] == "Smiling (logistic)"

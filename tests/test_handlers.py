@@ -1,14 +1,15 @@
 """The app's handlers in-process (no server): the same functions the HTTP tests reach through Gradio."""
+
 import json
 import shutil
 
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import ROOT
 from gradio.data_classes import FileData
 from PIL import Image
 
-from conftest import ROOT
 from vae.editor import SmileEditor
 from web.app import SmileApp, create_app
 
@@ -68,13 +69,16 @@ def test_edit_returns_files_and_info(app, upload):
     assert app.edit(upload, 1.0, True, "Smiling")[-1]["reused_encoding"]
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda app, up: app.edit({"path": "/etc/passwd"}, 2.0), "Only files uploaded"),
-    (lambda app, up: app.edit(up, float("nan")), "finite number"),
-    (lambda app, up: app.edit(up, 2.0, "yes"), "align must be true or false"),
-    (lambda app, up: app.edit(up, 2.0, True, "Nope"), "Unknown attribute 'Nope'"),
-    (lambda app, up: app.render(None, 9.0, None), "out of range"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda app, up: app.edit({"path": "/etc/passwd"}, 2.0), "Only files uploaded"),
+        (lambda app, up: app.edit(up, float("nan")), "finite number"),
+        (lambda app, up: app.edit(up, 2.0, "yes"), "align must be true or false"),
+        (lambda app, up: app.edit(up, 2.0, True, "Nope"), "Unknown attribute 'Nope'"),
+        (lambda app, up: app.render(None, 9.0, None), "out of range"),
+    ],
+)
 def test_bad_values_get_the_message_a_person_sees(app, upload, call, message):
     with pytest.raises(gr.Error, match=message):
         call(app, upload)

@@ -1,5 +1,6 @@
 """A public Space gets hostile requests: every odd or malicious input over HTTP ends in a correct result or a
 clear error naming the problem, no file outside the uploads is ever read, and the server keeps serving."""
+
 import io
 import json
 import os
@@ -9,11 +10,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-
-from conftest import ROOT
 
 ATTRIBUTE = "Smiling"
 
@@ -25,8 +25,12 @@ def client(app_server):
 
 def raw_call(url: str, endpoint: str, data: list) -> tuple[str, dict | list]:
     """POST /gradio_api/call/<endpoint> with any JSON (NaN included), then read the event stream's last event."""
-    posted = httpx.post(f"{url}gradio_api/call/{endpoint}", content=json.dumps({"data": data}),
-                        headers={"Content-Type": "application/json"}, timeout=30)
+    posted = httpx.post(
+        f"{url}gradio_api/call/{endpoint}",
+        content=json.dumps({"data": data}),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     event_id = posted.json()["event_id"]
     kind = None
     with httpx.stream("GET", f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=120) as stream:
@@ -65,13 +69,16 @@ def hostile_files(tmp: Path, astronaut: Path) -> dict[str, tuple[Path, str | Non
         "1x1": (save(Image.new("RGB", (1, 1)), tmp / "dot.png"), "too small"),
         "12x12": (save(face.resize((12, 12)), tmp / "tiny.png"), "too small"),
         "3x5000": (save(Image.new("RGB", (3, 5000)), tmp / "line.png"), "too small"),
-        "16-bit greyscale": (save(Image.fromarray((np.asarray(face.convert("L"), np.uint16) * 257)), tmp / "deep.png"), None),
+        "16-bit greyscale": (save(Image.fromarray(np.asarray(face.convert("L"), np.uint16) * 257), tmp / "deep.png"), None),
         "CMYK JPEG": (save(face.convert("CMYK"), tmp / "cmyk.jpg"), None),
         "RGBA": (save(face.convert("RGBA"), tmp / "alpha.png"), None),
         "palette": (save(face.convert("P"), tmp / "palette.png"), None),
         "animated GIF": (save(face, tmp / "anim.gif", save_all=True, append_images=[face.rotate(10)], duration=100), None),
         "no face": (save(Image.new("RGB", (300, 200), (90, 140, 220)), tmp / "sky.png"), None),
-        "6000x4000": (save(face.resize((4000, 4000)).crop((0, 0, 4000, 4000)).resize((6000, 4000)), tmp / "large.jpg", quality=70), None),
+        "6000x4000": (
+            save(face.resize((4000, 4000)).crop((0, 0, 4000, 4000)).resize((6000, 4000)), tmp / "large.jpg", quality=70),
+            None,
+        ),
     }
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways; shown upright after rotating 90 degrees clockwise
@@ -93,8 +100,12 @@ def reference():
 
     def outputs(photo: Path, strength: float = 2.0) -> list[np.ndarray]:
         result = editor.edit(photo.read_bytes(), strength)
-        return [result.less, result.more, *(np.asarray(face) for face in (result.reconstruction, result.crop,
-                                                                            result.decoded_less, result.decoded_more))]
+        return [
+            result.less,
+            result.more,
+            *(np.asarray(face) for face in (result.reconstruction, result.crop, result.decoded_less, result.decoded_more)),
+        ]
+
     return outputs
 
 
@@ -107,7 +118,9 @@ def same_pictures(files: list[str], expected: list[np.ndarray]) -> bool:
     return True
 
 
-def test_the_hostile_corpus_gets_results_or_clear_errors_and_changes_nothing(client, app_server, astronaut_path, tmp_path, reference):
+def test_the_hostile_corpus_gets_results_or_clear_errors_and_changes_nothing(
+    client, app_server, astronaut_path, tmp_path, reference
+):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     link_dir = Path(upload(app_server, astronaut_path)).parent

@@ -1,9 +1,9 @@
 """What each package may import: the library knows nothing of the app, training, evaluation or benchmarks."""
+
 import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 FORBIDDEN = {  # package -> top-level modules it must never import
@@ -43,5 +43,6 @@ def test_app_py_is_thin_and_importing_it_builds_nothing():
     tree = ast.parse((ROOT / "app.py").read_text())
     top_level_calls = [node for node in tree.body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
     assignments = [node for node in tree.body if isinstance(node, ast.Assign)]
-    assert not top_level_calls and all(not isinstance(node.value, ast.Call) or
-                                       ast.unparse(node.value.func).startswith("Path") for node in assignments)
+    assert not top_level_calls and all(
+        not isinstance(node.value, ast.Call) or ast.unparse(node.value.func).startswith("Path") for node in assignments
+    )

@@ -1,4 +1,5 @@
 """Each metric against values worked out by hand or published."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,13 +26,14 @@ def test_reconstruct_uses_the_posterior_mean():
 
 def test_ssim_of_flat_images_is_the_luminance_term():
     a, b = np.full((1, 32, 32, 3), 0.5), np.full((1, 32, 32, 3), 0.6)
-    c1 = 0.01 ** 2
+    c1 = 0.01**2
     assert ssim(a, a)[0] == pytest.approx(1.0)
-    assert ssim(a, b)[0] == pytest.approx((2 * 0.5 * 0.6 + c1) / (0.5 ** 2 + 0.6 ** 2 + c1), rel=1e-6)
+    assert ssim(a, b)[0] == pytest.approx((2 * 0.5 * 0.6 + c1) / (0.5**2 + 0.6**2 + c1), rel=1e-6)
 
 
-@pytest.mark.parametrize("k, n, low, high", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605),
-                                             (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)])
+@pytest.mark.parametrize(
+    "k, n, low, high", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)]
+)
 def test_wilson_interval_matches_newcombe_1998(k, n, low, high):
     assert wilson_interval(k, n) == pytest.approx((low, high), abs=5e-5)
 

@@ -1,13 +1,13 @@
 """The mirror's per-frame pipeline (vae.mirror) on the real model and MTCNN, with a clip made from the astronaut."""
+
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from vae.editor import SmileEditor
 from vae.mirror import NO_FACE_NOTE, Mirror, MirrorModel, phase_correlation
 from vae.transfer import face_region
-
-from conftest import ROOT
 
 STRENGTH = 3.0
 

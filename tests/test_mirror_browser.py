@@ -1,18 +1,27 @@
 """The Mirror view in a real browser: Chromium's fake camera plays the astronaut, one click on #mirror_start
 streams it, edited frames arrive in #mirror_out and change when the #mirror_strength slider moves."""
+
 import io
 import shutil
 
 import numpy as np
 import pytest
+from fakecam import astronaut_frames, read_stamp, write_y4m
 from PIL import Image
 
-from fakecam import astronaut_frames, read_stamp, write_y4m
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +39,12 @@ def camera_browser(tmp_path_factory):
 
 def shown_frame(page, previous: str | None = None) -> tuple[str, np.ndarray]:
     """The next frame shown in #mirror_out (a new src than `previous`), as pixels."""
-    page.wait_for_function("(old) => { const img = document.querySelector('#mirror_out img');"
-                           " return img && img.src && img.src !== old && img.complete; }", arg=previous, timeout=60_000)
+    page.wait_for_function(
+        "(old) => { const img = document.querySelector('#mirror_out img');"
+        " return img && img.src && img.src !== old && img.complete; }",
+        arg=previous,
+        timeout=60_000,
+    )
     src = page.locator("#mirror_out img").get_attribute("src")
     body = page.request.get(src).body()
     return src, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.int16)

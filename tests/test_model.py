@@ -16,17 +16,26 @@ def model() -> SmileVAE:
 def test_every_layer_has_the_recipe_shape(model):
     shapes = []
     x = torch.zeros(2, 3, 128, 128)
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((type(m).__name__, tuple(o.shape))))
-             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: shapes.append((type(m).__name__, tuple(o.shape))))
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
     assert shapes == [
-        ("Conv2d", (2, 64, 64, 64)), ("Conv2d", (2, 128, 32, 32)), ("Conv2d", (2, 256, 16, 16)),
-        ("Linear", (2, 512)), ("Linear", (2, 64)), ("Linear", (2, 64)),
+        ("Conv2d", (2, 64, 64, 64)),
+        ("Conv2d", (2, 128, 32, 32)),
+        ("Conv2d", (2, 256, 16, 16)),
+        ("Linear", (2, 512)),
+        ("Linear", (2, 64)),
+        ("Linear", (2, 64)),
         ("Linear", (2, 256 * 16 * 16)),
-        ("ConvTranspose2d", (2, 256, 32, 32)), ("ConvTranspose2d", (2, 128, 64, 64)), ("ConvTranspose2d", (2, 64, 128, 128)),
+        ("ConvTranspose2d", (2, 256, 32, 32)),
+        ("ConvTranspose2d", (2, 128, 64, 64)),
+        ("ConvTranspose2d", (2, 64, 128, 128)),
         ("Conv2d", (2, 3, 128, 128)),
     ]
 
@@ -77,7 +86,11 @@ def test_save_load_round_trip_is_bit_identical(model, tmp_path):
     assert not loaded.training
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
-    assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_fp16_storage_halves_the_file_and_loads_as_float32(model, tmp_path):

@@ -1,11 +1,12 @@
 """The whole-photo evaluation reads its folders from the model's split.json, whatever the folder is called."""
+
 import json
 
 import numpy as np
 import pytest
+from conftest import write_celeba
 from PIL import Image, ImageEnhance
 
-from conftest import write_celeba
 from evaluation.judge import main as judge_main
 from evaluation.photos import main as photo_eval_main
 from train.train import main as train_main
@@ -24,8 +25,25 @@ def astronaut_folder(root, astronaut_path, count: int):
 def test_a_folder_named_celeba_is_edited_and_a_part_without_photos_says_so(astronaut_path, tmp_path):
     data_dir = astronaut_folder(tmp_path / "celeba", astronaut_path, 24)
     data = ["--data", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
-    run = train_main([*data, "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "8", "--eval-images", "8",
-                      "--precision", "fp32", "--channels-last", "on", "--validation-fraction", "0.2"])
+    run = train_main(
+        [
+            *data,
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--eval-images",
+            "8",
+            "--precision",
+            "fp32",
+            "--channels-last",
+            "on",
+            "--validation-fraction",
+            "0.2",
+        ]
+    )
     vectors_main(["--model", str(run), *data])
     judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
     common = ["--model", str(run), "--judge", str(tmp_path / "judge"), "--data", str(data_dir), "--part", "validation"]

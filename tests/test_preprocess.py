@@ -17,8 +17,15 @@ def gradient(size=(200, 120)) -> Image.Image:
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1", "F"])
 def test_every_mode_becomes_a_128px_rgb_tensor(mode, tmp_path):
-    image = gradient().convert(mode) if mode not in ("I;16", "F") else Image.fromarray(
-        (np.linspace(0, 65535 if mode == "I;16" else 1, 200 * 120).reshape(120, 200)).astype(np.uint16 if mode == "I;16" else np.float32))
+    image = (
+        gradient().convert(mode)
+        if mode not in ("I;16", "F")
+        else Image.fromarray(
+            (np.linspace(0, 65535 if mode == "I;16" else 1, 200 * 120).reshape(120, 200)).astype(
+                np.uint16 if mode == "I;16" else np.float32
+            )
+        )
+    )
     suffix = ".tiff" if mode in ("CMYK", "I;16", "F") else ".png"
     path = tmp_path / f"img{suffix}"
     image.save(path)
@@ -61,10 +68,13 @@ def test_crop_is_centred():
     assert x[0].min() > 0.95 and x[1].max() < 0.05
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"", "empty"),
-    (b"this is not an image at all", "not an image"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not an image"),
+    ],
+)
 def test_bad_bytes_get_a_clear_message(payload, message):
     with pytest.raises(ImageError, match=message):
         preprocess(payload)
@@ -96,8 +106,16 @@ def test_missing_file_and_bad_array_shape():
 # through Ghostscript (a program, with no time limit); the other refused formats are old decoders no
 # photo needs.
 LOOPING_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 1 1000 {pop} for\n"
-REFUSED_FORMATS = [("EPS", "RGB"), ("TGA", "RGB"), ("PCX", "RGB"), ("ICO", "RGB"), ("SGI", "RGB"), ("IM", "RGB"),
-                   ("PPM", "RGB"), ("XBM", "1")]
+REFUSED_FORMATS = [
+    ("EPS", "RGB"),
+    ("TGA", "RGB"),
+    ("PCX", "RGB"),
+    ("ICO", "RGB"),
+    ("SGI", "RGB"),
+    ("IM", "RGB"),
+    ("PPM", "RGB"),
+    ("XBM", "1"),
+]
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -113,12 +131,14 @@ def no_ghostscript(monkeypatch):
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ghostscript was called")
+
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", refuse)
     monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
 
 
-@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("WEBP", "RGB"), ("GIF", "P"), ("BMP", "RGB"),
-                                       ("TIFF", "RGB"), ("MPO", "RGB")])
+@pytest.mark.parametrize(
+    "fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("WEBP", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("TIFF", "RGB"), ("MPO", "RGB")]
+)
 def test_the_readme_formats_are_accepted(fmt, mode):
     extra = {"save_all": True, "append_images": [gradient()]} if fmt == "MPO" else {}
     image = load_image(encoded(gradient().convert(mode), fmt, **extra))
@@ -132,7 +152,9 @@ def test_other_formats_are_refused_naming_the_accepted_ones(fmt, mode, tmp_path,
     for source in (data, tmp_path / "photo.png", tmp_path / "photo.jpg"):  # the name never decides the format
         if not isinstance(source, bytes):
             source.write_bytes(data)
-        with pytest.raises(ImageError, match="not an image we can read: the accepted formats are JPEG, PNG, WebP, GIF, BMP or TIFF"):
+        with pytest.raises(
+            ImageError, match="not an image we can read: the accepted formats are JPEG, PNG, WebP, GIF, BMP or TIFF"
+        ):
             load_image(source)
 
 
@@ -163,6 +185,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale(monkeypatch):
     def load(self):
         decoded.append(self.size)  # the size the decoder produces, after draft()
         return original(self)
+
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", load)
     data = encoded(gradient((6000, 4000)), "JPEG", quality=70)
     image = load_image(data, max_side=1000)
@@ -174,8 +197,11 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16", "L", "1", "CMYK"])
 def test_a_large_image_comes_back_at_the_working_size(mode):
-    image = gradient((3000, 1000)).convert(mode) if mode != "I;16" else Image.fromarray(
-        np.linspace(0, 65535, 3000 * 1000).reshape(1000, 3000).astype(np.uint16))
+    image = (
+        gradient((3000, 1000)).convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.linspace(0, 65535, 3000 * 1000).reshape(1000, 3000).astype(np.uint16))
+    )
     fmt = "TIFF" if mode == "CMYK" else "PNG"
     loaded = load_image(encoded(image, fmt), max_side=600)
     assert loaded.size == (600, 200) and loaded.mode == "RGB"
@@ -199,6 +225,7 @@ def test_too_small_at_the_working_size_is_refused_before_decoding(size, monkeypa
     data = encoded(Image.new("RGB", size), "PNG")
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
     from PIL import PngImagePlugin
+
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("decoded"))
     with pytest.raises(ImageError, match=rf"too small \({size[0]}x{size[1]}\)"):
         load_image(data, max_side=2048, min_side=32)

@@ -1,13 +1,14 @@
 """The server-side guards of the web package and the editor's settings check, on real files."""
+
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from vae.editor import SmileEditor
 from vae.hub import ModelLoadError
 from vae.preprocess import ImageError
@@ -74,16 +75,19 @@ def test_the_prepared_cache_reuses_by_content_and_bounds_its_bytes():
     assert cache.find(key) is None and len(cache.items) == 2
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ('{"default_strength": "high"}', "default_strength must be a finite number"),
-    ('{"default_strength": 9, "max_strength": 4}', "default_strength must be between 0 and 4"),
-    ('{"strip_steps": 2.5}', "strip_steps must be a whole number"),
-    ('{"transfer": {"mouth_gain": -1}}', "transfer.mouth_gain must be between"),
-    ('{"transfer": {"lower_face": "yes"}}', "transfer.lower_face must be true or false"),
-    ('{"colour": 1}', "unknown setting"),
-    ("[1, 2]", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"default_strength": "high"}', "default_strength must be a finite number"),
+        ('{"default_strength": 9, "max_strength": 4}', "default_strength must be between 0 and 4"),
+        ('{"strip_steps": 2.5}', "strip_steps must be a whole number"),
+        ('{"transfer": {"mouth_gain": -1}}', "transfer.mouth_gain must be between"),
+        ('{"transfer": {"lower_face": "yes"}}', "transfer.lower_face must be true or false"),
+        ('{"colour": 1}', "unknown setting"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
 def test_a_bad_editor_json_stops_loading_with_a_message_naming_it(tmp_path, content, message):
     (tmp_path / "editor.json").write_text(content)
     with pytest.raises(SettingsError, match=message) as raised:

@@ -1,4 +1,5 @@
 """The training path is chosen by timing candidates that the CPU really runs natively."""
+
 import pytest
 import torch
 

@@ -1,11 +1,12 @@
 """The split is made once, travels as split.json and refuses data it was not made from."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, write_celeba
+
 from train.data import load_index
 from train.split import PARTS, Split, make_split, random_parts, sample_rows, split_units
 from train.split import main as split_main

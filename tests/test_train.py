@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from safetensors.torch import load_file
 
-from conftest import ROOT
 from train.split import Split
 from train.train import load_checkpoint
 from train.train import main as train_main
@@ -53,8 +53,20 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_celeba, t
     whole = train_main(run_args(tiny_celeba, tmp_path / "cache", tmp_path / "whole", "--max-steps", "6"))
     train_main(run_args(tiny_celeba, tmp_path / "cache", tmp_path / "parts", "--max-steps", "3"))
     # a resumed run reads its own split back: other split flags change nothing
-    parts = train_main(run_args(tiny_celeba, tmp_path / "cache", tmp_path / "parts", "--max-steps", "6", "--resume",
-                                "--seed", "0", "--test-fraction", "0.5"))
+    parts = train_main(
+        run_args(
+            tiny_celeba,
+            tmp_path / "cache",
+            tmp_path / "parts",
+            "--max-steps",
+            "6",
+            "--resume",
+            "--seed",
+            "0",
+            "--test-fraction",
+            "0.5",
+        )
+    )
     a = load_checkpoint(whole / "checkpoint.pt", torch.device("cpu"))
     b = load_checkpoint(parts / "checkpoint.pt", torch.device("cpu"))
     assert a["global_step"] == b["global_step"] == 6
@@ -104,8 +116,16 @@ def test_sigint_mid_epoch_stops_at_a_step_boundary_and_resumes_to_the_same_param
 
 
 def test_two_process_ddp_run_with_torchrun(tiny_celeba, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "train",
-           *run_args(tiny_celeba, tmp_path / "cache", tmp_path / "ddp", "--epochs", "1", "--batch-size", "4")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        "-m",
+        "train",
+        *run_args(tiny_celeba, tmp_path / "cache", tmp_path / "ddp", "--epochs", "1", "--batch-size", "4"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     args = json.loads((tmp_path / "ddp" / "args.json").read_text())
@@ -122,7 +142,9 @@ def test_resume_with_another_batch_size_is_refused_by_name_and_args_json_keeps_t
         train_main([*first, "--batch-size", "64", "--resume"])
     with pytest.raises(SystemExit, match="needs the data.*--data " + re.escape(str(tiny_celeba))):
         train_main(["--out", str(tmp_path / "run"), *FAST, "--batch-size", "16", "--resume"])
-    train_main([*run_args(tiny_celeba, tmp_path / "cache", tmp_path / "run", "--max-steps", "3"), "--batch-size", "16", "--resume"])
+    train_main(
+        [*run_args(tiny_celeba, tmp_path / "cache", tmp_path / "run", "--max-steps", "3"), "--batch-size", "16", "--resume"]
+    )
     recorded = json.loads((tmp_path / "run" / "args.json").read_text())
     assert recorded["batch_size"] == 16 and recorded["max_steps"] == 3 and recorded["resumed"][0]["step"] == 1
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

@@ -1,10 +1,11 @@
 """Residual transfer on synthetic faces: only the face region changes, and its mean colour stays put."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import cartoon_face
 from PIL import Image
 
-from conftest import cartoon_face
 from vae.align import AlignedFace, crop_to_frame
 from vae.settings import TransferSettings
 from vae.transfer import apply_residuals, edit_residuals, face_region, region_weights
@@ -51,7 +52,9 @@ def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
     edited_face, recon = smile_and_cast()
     region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
     flattened = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, SHIPPED))[0].astype(float)
-    plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, TransferSettings(flatten_sigma=0)))[0].astype(float)
+    plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, TransferSettings(flatten_sigma=0)))[
+        0
+    ].astype(float)
     shift = np.abs((flattened - photo)[region].mean(0))
     assert shift.max() <= 3.0  # at most 3/255 per channel
     assert np.abs((plain - photo)[region].mean(0)).max() > 5  # the plain difference carries the cast along

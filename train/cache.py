@@ -6,6 +6,7 @@ identity and same-photo files) and settings, so the next run with the same data 
 change, a single flipped label included, builds a new one. A cache folder is self-contained: `--cache DIR` trains
 from it on a machine that has no copy of the source images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,11 +105,21 @@ def _write_cache(index: CelebAIndex, tmp: Path, size: int, fraction: float, alig
     del images
     np.save(tmp / "attrs.npy", index.attrs)
     info = {
-        "version": CACHE_VERSION, "size": size, "crop_fraction": fraction, "align": align,
-        "aligned": int((statuses == 1).sum()), "no_face": [index.keys[i] for i in np.flatnonzero(statuses == 2)],
+        "version": CACHE_VERSION,
+        "size": size,
+        "crop_fraction": fraction,
+        "align": align,
+        "aligned": int((statuses == 1).sum()),
+        "no_face": [index.keys[i] for i in np.flatnonzero(statuses == 2)],
     }
-    meta = {"info": info, "attr_names": index.attr_names, "keys": index.keys, "groups": index.groups,
-            "partition": index.partition.tolist(), "identities": index.identities}
+    meta = {
+        "info": info,
+        "attr_names": index.attr_names,
+        "keys": index.keys,
+        "groups": index.groups,
+        "partition": index.partition.tolist(),
+        "identities": index.identities,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta))
 
 
@@ -162,7 +173,9 @@ def load_cache(path: str | Path) -> FaceCache:
     )
 
 
-def open_cache(data: list[str], cache: str | None, cache_dir: str | Path, align: str = "auto", workers: int | None = None) -> FaceCache:
+def open_cache(
+    data: list[str], cache: str | None, cache_dir: str | Path, align: str = "auto", workers: int | None = None
+) -> FaceCache:
     """The cache for `--data` folders (built on first use) or an explicit `--cache` folder."""
     if cache:
         return load_cache(cache)

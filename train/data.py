@@ -6,11 +6,12 @@ folder may also hold `same_photo_in_celeba_folders.txt` (`<name> <other name> <o
 pairs are the same photo. Both kinds of grouping feed the split (train/split.py), so that one photo,
 or one person where known, never sits on both sides.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -137,8 +138,7 @@ def load_index(roots: list[str | Path]) -> CelebAIndex:
             identities.append(identity.get(name, ""))
     if len(set(keys)) != len(keys):
         raise DatasetError("Two data folders have the same folder name; rename one so images stay distinct.")
-    return CelebAIndex(paths, keys, attr_names or [], np.stack(attrs), groups,
-                       np.array(partition, dtype=np.int8), identities)
+    return CelebAIndex(paths, keys, attr_names or [], np.stack(attrs), groups, np.array(partition, dtype=np.int8), identities)
 
 
 def _read_same_photo(root: Path, loaded_folders: set[str]) -> dict[str, str]:
@@ -148,4 +148,3 @@ def _read_same_photo(root: Path, loaded_folders: set[str]) -> dict[str, str]:
         return {}
     pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
     return {name: f"{folder}/{other}" for name, other, folder in pairs if folder in loaded_folders}
-

@@ -5,6 +5,7 @@ the 3x128x128 pixels and the KL over the 64 latent dimensions, then both are ave
 That is the Gaussian-decoder ELBO; a per-pixel *mean* MSE beside a summed KL lets the KL term win
 by a factor of 49,152 and collapses every face to the average face. `beta` scales the KL term.
 """
+
 from __future__ import annotations
 
 import numpy as np

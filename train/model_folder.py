@@ -4,6 +4,7 @@
 vectors, judge and evaluation find it from a run or model folder, divide the faces of `--data` by its
 own split.json, and encode them with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,15 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 @torch.inference_mode()
-def encode_rows(model: SmileVAE, images: np.ndarray, rows: np.ndarray, batch_size: int = 64, desc: str = "Encoding") -> np.ndarray:
+def encode_rows(
+    model: SmileVAE, images: np.ndarray, rows: np.ndarray, batch_size: int = 64, desc: str = "Encoding"
+) -> np.ndarray:
     """Posterior means for `images[rows]` as a float32 (len(rows), latent_dim) array."""
     out = np.empty((len(rows), model.latent_dim), dtype=np.float32)
     model = model.to(memory_format=torch.channels_last)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-        x = to_tensor(images[rows[start:start + batch_size]]).to(model.device)
-        out[start:start + len(x)] = model.encode(x)[0].cpu().numpy()
+        x = to_tensor(images[rows[start : start + batch_size]]).to(model.device)
+        out[start : start + len(x)] = model.encode(x)[0].cpu().numpy()
     return out
 
 

@@ -6,6 +6,7 @@ So on a CPU bf16 is only a candidate when /proc/cpuinfo lists avx512_bf16 or amx
 candidates the fastest over a few real steps wins (the figures are logged). On a GPU the choice is
 fixed: bf16 where supported, else fp16, channels_last.
 """
+
 from __future__ import annotations
 
 import contextlib

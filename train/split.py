@@ -9,6 +9,7 @@ applies only to the data it was made from, and any other data stop with a messag
 `python -m train.split --data DIR ... --out DIR` writes a split without training (e.g. for a model
 trained before splits were stored).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ class Split:
         """Rows of `data` per part; stops with a clear message unless `data` are the data the split was made from."""
         found = data_fingerprint(data.keys, data.attrs)
         if found != self.fingerprint:
-            raise SystemExit(f"The data do not match this model's split.json: {self._difference(data.keys)}. "
-                             "Give the same --data folders (or --cache) the model was trained on.")
+            raise SystemExit(
+                f"The data do not match this model's split.json: {self._difference(data.keys)}. "
+                "Give the same --data folders (or --cache) the model was trained on."
+            )
         position = {key: i for i, key in enumerate(data.keys)}
         return SplitRows(*(np.array(sorted(position[k] for k in getattr(self, part)), dtype=np.int64) for part in PARTS))
 
@@ -67,7 +70,9 @@ class Split:
         missing, extra = sorted(mine - theirs), sorted(theirs - mine)
         if not missing and not extra:
             return "the same images, but their labels (list_attr_celeba.txt) differ"
-        return f"{len(missing)} of its images are missing (e.g. {missing[:3]}), {len(extra)} images are not in it (e.g. {extra[:3]})"
+        return (
+            f"{len(missing)} of its images are missing (e.g. {missing[:3]}), {len(extra)} images are not in it (e.g. {extra[:3]})"
+        )
 
     def digest(self, part: str) -> str:
         """Hash of one part's keys: what a judge records so evaluation can check it was trained on this train part."""
@@ -84,11 +89,13 @@ class Split:
         return atomic_write_text(path, json.dumps(body, indent=1) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Split":
+    def load(cls, directory: str | Path) -> Split:
         path = Path(directory) / SPLIT_FILE
         if not path.exists():
-            raise SystemExit(f"No {SPLIT_FILE} in {directory}: train with `python -m train` (it writes one next to the model) "
-                             f"or write one with `python -m train.split`.")
+            raise SystemExit(
+                f"No {SPLIT_FILE} in {directory}: train with `python -m train` (it writes one next to the model) "
+                f"or write one with `python -m train.split`."
+            )
         body = json.loads(path.read_text())
         return cls(*(body[part] for part in PARTS), body["fingerprint"], body["unit"])
 
@@ -134,13 +141,20 @@ def random_parts(units: list[str], validation_fraction: float, test_fraction: fl
     return np.array([part.get(u, 0) for u in units], dtype=np.int8)
 
 
-def make_split(data: Labelled, mode: str = "random", by: str = "person", validation_fraction: float = 0.1,
-               test_fraction: float = 0.1, seed: int = 0) -> Split:
+def make_split(
+    data: Labelled,
+    mode: str = "random",
+    by: str = "person",
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
     """`random`: seeded, by unit (see split_units). `official`: CelebA's list_eval_partition.txt (0/1/2)."""
     if mode == "official":
         if (data.partition < 0).any():
-            raise DatasetError(f"--split official needs a {PARTITION_FILE} row for every image; "
-                               f"{(data.partition < 0).sum()} have none.")
+            raise DatasetError(
+                f"--split official needs a {PARTITION_FILE} row for every image; {(data.partition < 0).sum()} have none."
+            )
         parts, unit = data.partition, "official partition"
     elif mode == "random":
         units = split_units(data.groups, data.identities, by)
@@ -153,16 +167,26 @@ def make_split(data: Labelled, mode: str = "random", by: str = "person", validat
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split")
-    g.add_argument("--split", choices=("random", "official"), default="random",
-                   help="seeded split by --split-by, or list_eval_partition.txt (0 train, 1 validation, 2 test)")
-    g.add_argument("--split-by", choices=("person", "photo"), default="person",
-                   help="keep each person (where identity_CelebA.txt says who is who, else each photo) on one side")
+    g.add_argument(
+        "--split",
+        choices=("random", "official"),
+        default="random",
+        help="seeded split by --split-by, or list_eval_partition.txt (0 train, 1 validation, 2 test)",
+    )
+    g.add_argument(
+        "--split-by",
+        choices=("person", "photo"),
+        default="person",
+        help="keep each person (where identity_CelebA.txt says who is who, else each photo) on one side",
+    )
     g.add_argument("--validation-fraction", type=float, default=0.1)
     g.add_argument("--test-fraction", type=float, default=0.1)
 
 
 def main(argv: list[str] | None = None) -> Split:
-    p = argparse.ArgumentParser(prog="python -m train.split", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.split", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", action="append", default=[], metavar="DIR", required=True)
     p.add_argument("--out", required=True, help="folder that receives split.json (a model folder)")
     p.add_argument("--seed", type=int, default=0)

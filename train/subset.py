@@ -5,6 +5,7 @@ is copied) and writes the matching rows of every annotation file there is (`list
 its header and count, `list_eval_partition.txt`, `identity_CelebA.txt`, `same_photo_in_celeba_folders.txt`).
 OUT then trains like any data folder; its name becomes the first part of every image key in split.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def make_subset(data: Path, out: Path, count: int, seed: int = 0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    p = argparse.ArgumentParser(prog="python -m train.subset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.subset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, required=True, help="a CelebA-layout folder")
     p.add_argument("--out", type=Path, required=True, help="the new folder (e.g. runs/data/celeba-300)")
     p.add_argument("--count", type=int, default=300)

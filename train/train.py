@@ -15,6 +15,7 @@ the resumes). `torchrun --nproc_per_node=N -m train ...` runs DDP.
 `main` reads top to bottom: `setup` (data, split, model, optimiser, resume), then per epoch
 `train_epoch` (the steps) and `end_epoch` (log, best model, grid, checkpoint), then `finish`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,10 +61,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     hw = p.add_argument_group("speed")
     hw.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    hw.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                    help="auto: on a GPU bf16 (fp16 on old GPUs); on a CPU the fastest of fp32 and native bf16, timed")
-    hw.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                    help="auto: on for a GPU; on a CPU timed against the plain layout")
+    hw.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: on a GPU bf16 (fp16 on old GPUs); on a CPU the fastest of fp32 and native bf16, timed",
+    )
+    hw.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto: on for a GPU; on a CPU timed against the plain layout",
+    )
     hw.add_argument("--eval-images", type=int, default=2000, help="validation (and train) images scored each epoch (0 = all)")
     hw.add_argument("--save-fp16", action="store_true", help="store the end model in fp16 (~80 MB instead of ~160 MB)")
     return p.parse_args(argv)
@@ -115,8 +124,11 @@ def choose_path(args: argparse.Namespace, rt: Runtime, x: torch.Tensor) -> dict[
         chosen = paths[int(index)]
     rt.path = chosen
     if rates and rt.main:
-        print("Training speed on the first batch: " + ", ".join(f"{n} {r:.1f} img/s" for n, r in rates.items())
-              + f" -> {chosen.name}")
+        print(
+            "Training speed on the first batch: "
+            + ", ".join(f"{n} {r:.1f} img/s" for n, r in rates.items())
+            + f" -> {chosen.name}"
+        )
     return rates
 
 
@@ -147,9 +159,9 @@ class Batches:
 
     def epoch(self, epoch: int, skip: int = 0):
         order = np.random.default_rng((self.seed, epoch)).permutation(self.rows)
-        mine = order[self.rt.rank * self.per_rank:(self.rt.rank + 1) * self.per_rank]
+        mine = order[self.rt.rank * self.per_rank : (self.rt.rank + 1) * self.per_rank]
         for b in range(skip, len(self)):
-            yield self.load(np.sort(mine[b * self.batch_size:(b + 1) * self.batch_size]))
+            yield self.load(np.sort(mine[b * self.batch_size : (b + 1) * self.batch_size]))
 
     def load(self, rows: np.ndarray) -> torch.Tensor:
         if isinstance(self.images, torch.Tensor):  # already on the GPU: convert there
@@ -160,14 +172,15 @@ class Batches:
 
 
 @torch.no_grad()
-def evaluate(model: SmileVAE, batches: Batches, rows: np.ndarray, rt: Runtime, beta: float, prefix: str,
-             batch_size: int = 128) -> dict:
+def evaluate(
+    model: SmileVAE, batches: Batches, rows: np.ndarray, rt: Runtime, beta: float, prefix: str, batch_size: int = 128
+) -> dict:
     """Posterior-mean reconstruction of `rows`: MSE, PSNR (per image, then averaged), KL and the loss
     (summed squared error + beta * KL per image, the objective with z = mu), keys prefixed `prefix_`."""
     model.eval()
     mses, kls = [], []
     for start in range(0, len(rows), batch_size):
-        x = batches.load(rows[start:start + batch_size])
+        x = batches.load(rows[start : start + batch_size])
         with rt.autocast():
             _, mse, kl = reconstruct(model, x)
         mses.append(mse.cpu())
@@ -207,14 +220,32 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model: SmileVAE, optimizer: torch.optim.Optimizer, epoch: int, step_in_epoch: int,
-                    global_step: int, best: dict | None, rt: Runtime, args: argparse.Namespace, images_seen: int) -> None:
+def save_checkpoint(
+    path: Path,
+    model: SmileVAE,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step_in_epoch: int,
+    global_step: int,
+    best: dict | None,
+    rt: Runtime,
+    args: argparse.Namespace,
+    images_seen: int,
+) -> None:
     """Write to a temporary file and rename: a crash mid-write never corrupts the last checkpoint."""
     state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        "step_in_epoch": step_in_epoch, "global_step": global_step, "rng": rng_state(), "best": best,
-        "path": (rt.path.precision, rt.path.channels_last), "latent_dim": model.latent_dim, "args": vars(args),
-        "images_seen": images_seen, "world": rt.world,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": global_step,
+        "rng": rng_state(),
+        "best": best,
+        "path": (rt.path.precision, rt.path.channels_last),
+        "latent_dim": model.latent_dim,
+        "args": vars(args),
+        "images_seen": images_seen,
+        "world": rt.world,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -241,7 +272,7 @@ class StopFlag:
         self.raised = True
         signal.signal(signum, self.previous[signum])
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
@@ -275,25 +306,44 @@ def stop_everywhere(stop: bool, rt: Runtime) -> bool:
 
 # Arguments a resumed run may change: how long it goes on, and where and how fast it runs. Every other one
 # shapes the run (its batches, its numbers, its model), so a resume with another value is refused.
-MAY_CHANGE_ON_RESUME = {"epochs", "max_steps", "max_minutes", "resume", "out", "device", "precision", "channels_last",
-                        "workers", "cache", "cache_dir", "data"}  # the data are checked against split.json instead
+MAY_CHANGE_ON_RESUME = {
+    "epochs",
+    "max_steps",
+    "max_minutes",
+    "resume",
+    "out",
+    "device",
+    "precision",
+    "channels_last",
+    "workers",
+    "cache",
+    "cache_dir",
+    "data",
+}  # the data are checked against split.json instead
 SPLIT_ARGS = {"split", "split_by", "validation_fraction", "test_fraction"}  # a resumed run reads its own split back
 
 
 def check_resume(args: argparse.Namespace, state: dict, rt: Runtime) -> None:
     """Stop, naming every argument that differs and the data if missing, unless this command continues the run."""
     before = state["args"]
-    changed = [name for name, value in vars(args).items()
-               if name not in MAY_CHANGE_ON_RESUME | SPLIT_ARGS and name in before and before[name] != value]
+    changed = [
+        name
+        for name, value in vars(args).items()
+        if name not in MAY_CHANGE_ON_RESUME | SPLIT_ARGS and name in before and before[name] != value
+    ]
     problems = []
     if changed:
         listed = ", ".join(f"--{n.replace('_', '-')} {before[n]} (now {getattr(args, n)})" for n in changed)
-        problems.append(f"it was started with {listed}: give the run's own values (see {Path(args.out) / 'args.json'}); "
-                        "only --epochs, --max-steps, --max-minutes and the device settings may change")
+        problems.append(
+            f"it was started with {listed}: give the run's own values (see {Path(args.out) / 'args.json'}); "
+            "only --epochs, --max-steps, --max-minutes and the device settings may change"
+        )
     if not args.data and not args.cache:
-        problems.append("it needs the data the run was trained on: the same --data folders (or --cache) as the first run, "
-                        f"which had --data {' --data '.join(before.get('data') or []) or '(none)'}"
-                        + (f" --cache {before['cache']}" if before.get("cache") else ""))
+        problems.append(
+            "it needs the data the run was trained on: the same --data folders (or --cache) as the first run, "
+            f"which had --data {' --data '.join(before.get('data') or []) or '(none)'}"
+            + (f" --cache {before['cache']}" if before.get("cache") else "")
+        )
     if state.get("world", rt.world) != rt.world:
         problems.append(f"the run used {state['world']} processes, this command {rt.world}, so the batches would differ")
     if problems:
@@ -365,7 +415,7 @@ def setup(args: argparse.Namespace, rt: Runtime) -> Run:
     if state:
         rt.path, speed_trial = SpeedPath(*state["path"]), {}  # the same numerics as before the stop
     else:
-        speed_trial = choose_path(args, rt, batches.load(rows.train[:args.batch_size]))
+        speed_trial = choose_path(args, rt, batches.load(rows.train[: args.batch_size]))
     model = SmileVAE(latent_dim=args.latent_dim).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -378,7 +428,12 @@ def setup(args: argparse.Namespace, rt: Runtime) -> Run:
     ddp = DistributedDataParallel(model) if rt.world > 1 else model
     run = Run(args, rt, out, split, batches, scored, batches.load(rows.validation[:8]), model, ddp, optimizer, scaler)
     if state:
-        run.epoch, run.skip, run.global_step, run.best = state["epoch"], state["step_in_epoch"], state["global_step"], state["best"]
+        run.epoch, run.skip, run.global_step, run.best = (
+            state["epoch"],
+            state["step_in_epoch"],
+            state["global_step"],
+            state["best"],
+        )
         # a checkpoint from before images_seen was stored: the batch size cannot have changed (check_resume)
         run.images_seen = state.get("images_seen", run.global_step * args.batch_size * rt.world)
     if rt.main:
@@ -400,9 +455,17 @@ def write_run_files(run: Run, cache: FaceCache, speed_trial: dict[str, float]) -
     else:
         if not args.resume:
             run.split.save(out)
-        record = {**vars(args), "cache_path": str(cache.path), **run.split.counts(), "split_unit": run.split.unit,
-                  "precision": rt.path.precision, "channels_last": rt.channels_last, "speed_trial_images_per_s": speed_trial,
-                  "device": str(rt.device), "world_size": rt.world}
+        record = {
+            **vars(args),
+            "cache_path": str(cache.path),
+            **run.split.counts(),
+            "split_unit": run.split.unit,
+            "precision": rt.path.precision,
+            "channels_last": rt.channels_last,
+            "speed_trial_images_per_s": speed_trial,
+            "device": str(rt.device),
+            "world_size": rt.world,
+        }
     path.write_text(json.dumps(record, indent=2))
 
 
@@ -423,8 +486,15 @@ def train_step(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 def train_epoch(run: Run, signalled: StopFlag) -> EpochStats:
     """The rest of the current epoch, or up to a stop (signal, --max-steps, --max-minutes), at a step boundary."""
     args, rt = run.args, run.rt
-    bar = tqdm(run.batches.epoch(run.epoch, run.skip), total=len(run.batches), initial=run.skip,
-               desc=f"epoch {run.epoch + 1}/{args.epochs}", disable=not rt.main, unit="batch", dynamic_ncols=True)
+    bar = tqdm(
+        run.batches.epoch(run.epoch, run.skip),
+        total=len(run.batches),
+        initial=run.skip,
+        desc=f"epoch {run.epoch + 1}/{args.epochs}",
+        disable=not rt.main,
+        unit="batch",
+        dynamic_ncols=True,
+    )
     stats = EpochStats(torch.zeros(3, device=rt.device), time.time(), run.skip)
     for x in bar:
         loss, mse, kl = train_step(run, x)
@@ -463,19 +533,37 @@ def end_epoch(run: Run, stats: EpochStats) -> None:
         with open(run.out / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
         save_grid(run.model, run.grid_x, run.out / f"grid_{run.epoch:04d}.png", run.rt, run.args.seed)
-        tqdm.write(f"epoch {run.epoch}: validation PSNR {record['validation_psnr']:.2f} dB, loss {record['validation_loss']:.1f} "
-                   f"(best: epoch {run.best['epoch']}), {record['images_per_s']:.0f} img/s")
-    save_checkpoint(run.checkpoint_path, run.model, run.optimizer, run.epoch, run.skip, run.global_step, run.best, run.rt,
-                    run.args, run.images_seen)
+        tqdm.write(
+            f"epoch {run.epoch}: validation PSNR {record['validation_psnr']:.2f} dB, loss {record['validation_loss']:.1f} "
+            f"(best: epoch {run.best['epoch']}), {record['images_per_s']:.0f} img/s"
+        )
+    save_checkpoint(
+        run.checkpoint_path,
+        run.model,
+        run.optimizer,
+        run.epoch,
+        run.skip,
+        run.global_step,
+        run.best,
+        run.rt,
+        run.args,
+        run.images_seen,
+    )
 
 
 def epoch_record(run: Run, stats: EpochStats) -> dict:
     """One line of log.jsonl: the epoch's objective, its speed, and train / validation scores."""
     seen, rt = stats.seen, run.rt
-    record = {"epoch": run.epoch, "step": run.global_step, "images_seen": run.images_seen,
-              "objective_loss": (stats.sums[0] / seen).item(), "objective_mse": (stats.sums[1] / seen).item(),
-              "objective_kl": (stats.sums[2] / seen).item(), "images_per_s": seen * rt.world / (time.time() - stats.t0),
-              "wall_s": time.time() - run.started}
+    record = {
+        "epoch": run.epoch,
+        "step": run.global_step,
+        "images_seen": run.images_seen,
+        "objective_loss": (stats.sums[0] / seen).item(),
+        "objective_mse": (stats.sums[1] / seen).item(),
+        "objective_kl": (stats.sums[2] / seen).item(),
+        "images_per_s": seen * rt.world / (time.time() - stats.t0),
+        "wall_s": time.time() - run.started,
+    }
     for part, rows in run.scored.items():
         record.update(evaluate(run.model, run.batches, rows, rt, run.args.beta, part))
     return record
@@ -487,9 +575,15 @@ def finish(run: Run) -> None:
         best, out = run.best, run.out
         if best is None:  # no whole epoch yet (a smoke run): the model is the last state
             save_model(copy.deepcopy(run.model), run.split, out / "model", run.args.save_fp16)
-        print(f"Saved {out / 'model'}: " + (f"epoch {best['epoch']}, the lowest validation loss" if best else
-                                             f"the state after {run.global_step} steps (no whole epoch)")
-              + f"; stopped at epoch {run.epoch}, {run.global_step} steps")
+        print(
+            f"Saved {out / 'model'}: "
+            + (
+                f"epoch {best['epoch']}, the lowest validation loss"
+                if best
+                else f"the state after {run.global_step} steps (no whole epoch)"
+            )
+            + f"; stopped at epoch {run.epoch}, {run.global_step} steps"
+        )
     if run.rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()

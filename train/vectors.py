@@ -9,6 +9,7 @@ that the direction carries the attribute. Writes `attribute_vectors.npz`, `smile
 names a variant that `evaluation.faces --update-model` had added, its default is reset to `Smiling`
 (with a note), so the folder stays loadable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,14 @@ from sklearn.metrics import roc_auc_score
 from train.cache import add_data_args
 from train.data import run_command
 from train.model_folder import encode_rows, open_model_split, resolve_model_dir
-from vae.settings import SETTINGS_FILE, EditorSettings
 from vae.model import SmileVAE
+from vae.settings import SETTINGS_FILE, EditorSettings
 from vae.vectors import AttributeVectors, mean_difference, projection_std
 
 
-def compute_vectors(train_z: np.ndarray, train_labels: np.ndarray, names: list[str], cap: int = 10_000,
-                    seed: int = 0) -> AttributeVectors:
+def compute_vectors(
+    train_z: np.ndarray, train_labels: np.ndarray, names: list[str], cap: int = 10_000, seed: int = 0
+) -> AttributeVectors:
     """One recipe vector per attribute column (labels in {-1, 1}) with its slider unit, both from the train rows."""
     vectors, stds = [], []
     for column in range(len(names)):
@@ -51,12 +53,16 @@ def keep_default_loadable(model_dir: Path, names: list[str]) -> None:
     chosen = EditorSettings.load(model_dir).default_attribute if path.exists() else None
     if chosen is not None and chosen not in names:
         EditorSettings.load(model_dir).replace(default_attribute="Smiling").save(model_dir)
-        print(f"Note: {path} named {chosen!r}, which only evaluation.faces --update-model adds; reset to 'Smiling'. "
-              "Run evaluation.faces --update-model (and evaluation.photos) again to choose the default.")
+        print(
+            f"Note: {path} named {chosen!r}, which only evaluation.faces --update-model adds; reset to 'Smiling'. "
+            "Run evaluation.faces --update-model (and evaluation.photos) again to choose the default."
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="model folder or run folder")
     add_data_args(p)
     p.add_argument("--cap", type=int, default=10_000, help="samples per side (recipe: 10,000)")
@@ -71,8 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     auc = {name: projection_auc(test_z, cache.attrs[rows.test, i], vectors.vectors[i]) for i, name in enumerate(vectors.names)}
     vectors.save(model_dir)
     keep_default_loadable(model_dir, vectors.names)
-    report = {"train_images": len(rows.train), "test_images": len(rows.test), "cap": args.cap, "slider_unit": "std of z . v_hat over train",
-              "projection_auc": auc}
+    report = {
+        "train_images": len(rows.train),
+        "test_images": len(rows.test),
+        "cap": args.cap,
+        "slider_unit": "std of z . v_hat over train",
+        "projection_auc": auc,
+    }
     (model_dir / "vectors_report.json").write_text(json.dumps(report, indent=2))
     for name, value in sorted(auc.items(), key=lambda kv: -np.nan_to_num(kv[1])):
         print(f"{name:22s} AUC {value:.3f}")

@@ -5,6 +5,7 @@ photo edited, at its own resolution (up to 2048 px): `<name>_less.png` and `<nam
 face region from less to more as `<name>_strip.png` and `<name>_strip.gif`. A photo that cannot be used
 is reported and skipped; the exit code is 1 if any was, 2 if nothing could run (model, attribute, strength).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,18 +58,30 @@ def edit_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     edit = commands.add_parser("edit", help="make less/more versions of face photos")
     edit.add_argument("photos", nargs="+", help="image files")
-    edit.add_argument("--strength", type=float, default=None,
-                      help="alpha in std of the projection (default: default_strength in the model's editor.json)")
-    edit.add_argument("--attribute", default=None,
-                      help="vector name (default: default_attribute in the model's editor.json, e.g. assets/editor.json)")
+    edit.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="alpha in std of the projection (default: default_strength in the model's editor.json)",
+    )
+    edit.add_argument(
+        "--attribute",
+        default=None,
+        help="vector name (default: default_attribute in the model's editor.json, e.g. assets/editor.json)",
+    )
     edit.add_argument("--out", type=Path, default=Path("edits"), help="output folder (default: %(default)s)")
     edit.add_argument("--no-align", action="store_true", help="skip face detection; plain centre crop")
-    edit.add_argument("--model", default=os.environ.get("SMILE_MODEL") or str(DEFAULT_MODEL),
-                      help="model folder or Hub repo id (default: $SMILE_MODEL if set, else the shipped assets/; now %(default)s)")
+    edit.add_argument(
+        "--model",
+        default=os.environ.get("SMILE_MODEL") or str(DEFAULT_MODEL),
+        help="model folder or Hub repo id (default: $SMILE_MODEL if set, else the shipped assets/; now %(default)s)",
+    )
     args = parser.parse_args(argv)
     return edit_command(args)
 

@@ -5,6 +5,7 @@ left eye, the right eye and the mouth centre (mean of the mouth corners) to fixe
 178x218 frame, 1-based: (70.745, 112), (108.237, 112), (89.432, 153.514); bicubic, border
 replicated. Landmarks come from facenet-pytorch's MTCNN, whose weights ship inside its wheel.
 """
+
 from __future__ import annotations
 
 import threading
@@ -51,8 +52,14 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def warp(images: torch.Tensor, out_to_src: np.ndarray, out_size: tuple[int, int], padding: str = "border",
-         mode: str = "bicubic", clamp: bool = True) -> torch.Tensor:
+def warp(
+    images: torch.Tensor,
+    out_to_src: np.ndarray,
+    out_size: tuple[int, int],
+    padding: str = "border",
+    mode: str = "bicubic",
+    clamp: bool = True,
+) -> torch.Tensor:
     """Sample (C, H, W) or (N, C, H, W) images at `out_to_src` @ (x, y, 1) for every output pixel centre."""
     width, height = out_size
     src_h, src_w = images.shape[-2:]
@@ -108,7 +115,11 @@ class FaceAligner:
     def landmarks(self, photo: Image.Image) -> list[np.ndarray]:
         """Five landmarks per detected face, largest face first, in photo pixel coordinates."""
         scale = min(1.0, DETECT_MAX_SIDE / max(photo.size))
-        small = photo if scale == 1.0 else photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
+        small = (
+            photo
+            if scale == 1.0
+            else photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
+        )
         with torch.inference_mode():
             boxes, _, points = self._detector().detect(small, landmarks=True)
         if boxes is None:

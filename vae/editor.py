@@ -5,6 +5,7 @@ photo (see `vae.transfer`). `prepare` does the expensive part once per photo (de
 encoding); `edit` then only decodes, in one batch for any number of strengths, and returns an
 `EditResult`. The Gradio app (`web`), `python -m vae edit` and the whole-photo evaluation all call it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ from PIL import Image
 from .align import AlignedFace, FaceAligner, crop_to_frame
 from .hub import ModelLoadError, resolve_model_source
 from .model import SmileVAE
-from .preprocess import ImageError, ImageInput, crop_and_resize, load_image, to_image, to_pixels, to_tensor
+from .preprocess import ImageInput, crop_and_resize, load_image, to_image, to_pixels, to_tensor
 from .settings import EditorSettings, SettingsError, TransferSettings
 from .transfer import apply_residuals, edit_residuals
 from .vectors import VECTORS_FILE, AttributeVectors, edit
@@ -124,8 +125,13 @@ class EditResult:
 class SmileEditor:
     """A trained SmileVAE, its attribute vectors, the settings it edits with and a face aligner."""
 
-    def __init__(self, model: SmileVAE, vectors: AttributeVectors, settings: EditorSettings | None = None,
-                 aligner: FaceAligner | None = None) -> None:
+    def __init__(
+        self,
+        model: SmileVAE,
+        vectors: AttributeVectors,
+        settings: EditorSettings | None = None,
+        aligner: FaceAligner | None = None,
+    ) -> None:
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.vectors = vectors
         self.settings = settings or EditorSettings(default_attribute=vectors.names[0])
@@ -134,7 +140,7 @@ class SmileEditor:
         self.aligner = aligner or FaceAligner()
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike) -> "SmileEditor":
+    def from_pretrained(cls, source: str | os.PathLike) -> SmileEditor:
         """A model folder (config.json, model.safetensors, attribute_vectors.npz, editor.json) or a Hub repo id."""
         folder = resolve_model_source(source)
         missing = [n for n in ("config.json", "model.safetensors", VECTORS_FILE) if not (folder / n).exists()]
@@ -150,7 +156,7 @@ class SmileEditor:
         except SettingsError as err:
             raise ModelLoadError(f"{folder}: {err}") from err
 
-    def with_settings(self, settings: EditorSettings) -> "SmileEditor":
+    def with_settings(self, settings: EditorSettings) -> SmileEditor:
         """The same model, vectors and aligner with other settings (the evaluation's variants)."""
         return SmileEditor(self.model, self.vectors, settings, self.aligner)
 
@@ -164,7 +170,11 @@ class SmileEditor:
     def check_attribute(self, attribute: str | None) -> str:
         attribute = self.settings.default_attribute if attribute is None else attribute
         if attribute not in self.vectors.names:
-            shown = repr(attribute[:40] + "…" if len(attribute) > 40 else attribute) if isinstance(attribute, str) else type(attribute).__name__
+            shown = (
+                repr(attribute[:40] + "…" if len(attribute) > 40 else attribute)
+                if isinstance(attribute, str)
+                else type(attribute).__name__
+            )
             raise ValueError(f"Unknown attribute {shown}; choose one of: {', '.join(self.vectors.names)}.")
         return attribute
 
@@ -181,14 +191,8 @@ class SmileEditor:
 
     def prepare(self, image: ImageInput, align: bool = True) -> Prepared:
         """Load, align (largest face) and encode a photo. Raises vae.ImageError for unusable input."""
-        photo = load_image(image)
-        if max(photo.size) > PHOTO_MAX_SIDE:
-            scale = PHOTO_MAX_SIDE / max(photo.size)
-            photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.Resampling.LANCZOS)
-        if min(photo.size) < MIN_PHOTO_SIDE:
-            raise ImageError(f"The image is too small ({photo.width}x{photo.height}"
-                             f"{' after scaling to ' + str(PHOTO_MAX_SIDE) + ' px' if max(photo.size) == PHOTO_MAX_SIDE else ''}):"
-                             f" at least {MIN_PHOTO_SIDE} px on each side.")
+        # decoded at the working size from the start (peak memory follows it), too-small refused from the header
+        photo = load_image(image, max_side=PHOTO_MAX_SIDE, min_side=MIN_PHOTO_SIDE)
         pixels = np.asarray(photo, dtype=np.uint8)
         notes: list[str] = []
         if align:
@@ -215,8 +219,15 @@ class SmileEditor:
             decoded[alphas[:, 0] == 0] = prepared.recon  # alpha = 0 gives the photo itself: no residual at all
         return Edits(prepared, list(strengths), decoded, self.settings.transfer)
 
-    def edit(self, photo: Prepared | ImageInput, strength: float | None = None, attribute: str | None = None, *,
-             align: bool = True, frames: Sequence[float] = ()) -> EditResult:
+    def edit(
+        self,
+        photo: Prepared | ImageInput,
+        strength: float | None = None,
+        attribute: str | None = None,
+        *,
+        align: bool = True,
+        frames: Sequence[float] = (),
+    ) -> EditResult:
         """The photo at -strength and +strength (default: the model's), plus the face region at each of
         `frames` (signed strengths), all decoded in one batch. `photo` may be prepared already."""
         strength = self.check_strength(self.settings.default_strength if strength is None else strength)
@@ -226,9 +237,16 @@ class SmileEditor:
         edits = self.edits(prepared, sorted(set(frames) | {-strength, strength}), attribute)
         less, more = edits.photos([-strength, strength])
         views = edits.views(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
-        info = EditInfo(prepared.aligned.faces_found, list(prepared.notes), strength, attribute,
-                        (prepared.photo.shape[1], prepared.photo.shape[0]))
-        return EditResult(less, more, frames, views, prepared.crop, edits.raw(0.0), edits.raw(-strength), edits.raw(strength), info)
+        info = EditInfo(
+            prepared.aligned.faces_found,
+            list(prepared.notes),
+            strength,
+            attribute,
+            (prepared.photo.shape[1], prepared.photo.shape[0]),
+        )
+        return EditResult(
+            less, more, frames, views, prepared.crop, edits.raw(0.0), edits.raw(-strength), edits.raw(strength), info
+        )
 
     def sample(self, count: int, seed: int = 0) -> list[Image.Image]:
         """Faces decoded from the prior N(0, I): shippable examples that are no one's photo."""

@@ -3,6 +3,7 @@
 `atomic_path` is the one way the project writes a file: into a temporary file beside the target,
 moved onto it with `os.replace` only when the write finished (readable by others, mode 0644).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Where a model comes from: a local folder, or a Hugging Face Hub repo id (downloaded or from the cache)."""
+
 from __future__ import annotations
 
 import os

@@ -20,6 +20,7 @@ region are never touched (the transfer's guarantee); strength 0 gives the frame 
 decodes at once for the current latent. One `Mirror` per video stream (it holds the stream's tracking
 state); `MirrorModel` is shared by all streams of a server.
 """
+
 from __future__ import annotations
 
 import copy
@@ -83,8 +84,10 @@ class MirrorModel:
             for dtype in ("fp32", "bf16"):
                 self.timings_ms[f"encode_{dtype}"] = _timed(lambda: self._encode(x, dtype), repeats)
                 self.timings_ms[f"decode2_{dtype}"] = _timed(lambda: self._decode(z, dtype), repeats)
-        faster = {part: min(("fp32", "bf16"), key=lambda d: self.timings_ms[f"{key}_{d}"])
-                  for part, key in (("encoder", "encode"), ("decoder", "decode2"))}
+        faster = {
+            part: min(("fp32", "bf16"), key=lambda d: self.timings_ms[f"{key}_{d}"])
+            for part, key in (("encoder", "encode"), ("decoder", "decode2"))
+        }
         if faster == {"encoder": "fp32", "decoder": "fp32"}:
             self.bf16 = None  # not needed: give the memory back
         return faster
@@ -174,9 +177,17 @@ class Mirror:
     Counters: `frames`, `detections`, `encodes`, `decodes`.
     """
 
-    def __init__(self, editor: SmileEditor, model: MirrorModel | None = None, attribute: str | None = None, *,
-                 track: bool = True, detect_every: int = DETECT_EVERY, detect_side: int = DETECT_SIDE,
-                 still_levels: float = STILL_LEVELS) -> None:
+    def __init__(
+        self,
+        editor: SmileEditor,
+        model: MirrorModel | None = None,
+        attribute: str | None = None,
+        *,
+        track: bool = True,
+        detect_every: int = DETECT_EVERY,
+        detect_side: int = DETECT_SIDE,
+        still_levels: float = STILL_LEVELS,
+    ) -> None:
         self.editor = editor
         self.model = model or MirrorModel(editor)
         self.attribute = editor.check_attribute(attribute)
@@ -279,8 +290,13 @@ class Mirror:
         height, width = shape[:2]
         eyes = (landmarks[0] + landmarks[1]) / 2
         mouth = (landmarks[3] + landmarks[4]) / 2
-        side = int(np.clip(round(2.2 * float(np.linalg.norm(mouth - eyes)) + 2 * float(np.linalg.norm(landmarks[1] - landmarks[0]))),
-                           PATCH // 2, min(height, width)))
+        side = int(
+            np.clip(
+                round(2.2 * float(np.linalg.norm(mouth - eyes)) + 2 * float(np.linalg.norm(landmarks[1] - landmarks[0]))),
+                PATCH // 2,
+                min(height, width),
+            )
+        )
         side -= side % 8
         centre = (eyes + mouth) / 2
         x0 = int(np.clip(round(centre[0] - side / 2), 0, width - side))
@@ -295,7 +311,9 @@ class Mirror:
         x0, y0, x1, y1 = self._frame_footprint(track.landmarks, frame.shape)
         aligned = align_to_frame(Image.fromarray(frame[y0:y1, x0:x1]), track.landmarks - [x0, y0])
         crop = crop_and_resize(aligned.frame)
-        track.crop_to_frame = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
+        track.crop_to_frame = (
+            np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
+        )
         if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
             return False  # the crop is the same face: keep the latent and its residual
         track.crop, track.latent, track.residuals = crop.astype(np.int16), self.model.encode(crop), {}
@@ -307,7 +325,9 @@ class Mirror:
         """The video pixels CelebA's 178x218 frame of this face samples (bicubic: +margin), clipped."""
         mouth = (landmarks[3] + landmarks[4]) / 2
         frame_to_video = np.linalg.inv(similarity_transform(np.stack([landmarks[0], landmarks[1], mouth]), FRAME_POINTS))
-        corners = frame_to_video @ np.array([[0, FRAME_SIZE[0], 0, FRAME_SIZE[0]], [0, 0, FRAME_SIZE[1], FRAME_SIZE[1]], [1, 1, 1, 1.0]])
+        corners = frame_to_video @ np.array(
+            [[0, FRAME_SIZE[0], 0, FRAME_SIZE[0]], [0, 0, FRAME_SIZE[1], FRAME_SIZE[1]], [1, 1, 1, 1.0]]
+        )
         x0, y0 = np.floor(corners[:2].min(1)).astype(int) - margin
         x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + margin
         height, width = shape[:2]

@@ -3,6 +3,7 @@
 Activations: LeakyReLU(0.2) in the encoder (keeps gradients for dark pixels), ReLU in the decoder,
 sigmoid on the output so reconstructions live in [0, 1] like the input.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,21 +52,30 @@ class SmileVAE(
         self.latent_dim = latent_dim
         flat = FEATURE_SHAPE[0] * FEATURE_SHAPE[1] * FEATURE_SHAPE[2]
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 64, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 128 -> 64
-            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 64 -> 32
-            nn.Conv2d(128, 256, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 32 -> 16
+            nn.Conv2d(3, 64, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),  # 128 -> 64
+            nn.Conv2d(64, 128, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),  # 64 -> 32
+            nn.Conv2d(128, 256, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),  # 32 -> 16
             nn.Flatten(),
-            nn.Linear(flat, hidden_dim), nn.LeakyReLU(0.2),
+            nn.Linear(flat, hidden_dim),
+            nn.LeakyReLU(0.2),
         )
         self.z_mean = nn.Linear(hidden_dim, latent_dim)
         self.z_logvar = nn.Linear(hidden_dim, latent_dim)
         self.decoder_input = nn.Linear(latent_dim, flat)
         self.decoder = nn.Sequential(
-            nn.Unflatten(1, FEATURE_SHAPE), nn.ReLU(),
-            nn.ConvTranspose2d(256, 256, 4, stride=2, padding=1), nn.ReLU(),  # 16 -> 32
-            nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1), nn.ReLU(),  # 32 -> 64
-            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.ReLU(),  # 64 -> 128
-            nn.Conv2d(64, 3, 3, padding=1), nn.Sigmoid(),
+            nn.Unflatten(1, FEATURE_SHAPE),
+            nn.ReLU(),
+            nn.ConvTranspose2d(256, 256, 4, stride=2, padding=1),
+            nn.ReLU(),  # 16 -> 32
+            nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1),
+            nn.ReLU(),  # 32 -> 64
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1),
+            nn.ReLU(),  # 64 -> 128
+            nn.Conv2d(64, 3, 3, padding=1),
+            nn.Sigmoid(),
         )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +124,7 @@ class SmileVAE(
         return target
 
     @classmethod
-    def load(cls, model_id: str | os.PathLike, **kwargs) -> "SmileVAE":
+    def load(cls, model_id: str | os.PathLike, **kwargs) -> SmileVAE:
         """`from_pretrained` in float32 and eval mode, whatever dtype the file was stored in."""
         model = cls.from_pretrained(str(model_id), **kwargs)
         return model.float().eval()

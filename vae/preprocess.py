@@ -5,6 +5,7 @@ the same framing. The crop is a centred square whose side is 80% of the image's 
 CelebA's 178x218 aligned faces that is 142x142 around the face, cutting most background and hair
 while keeping chin and brows (the recipe's choice).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,9 +27,15 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; beyond that we refuse (
 # several pictures (a phone's MPO) "MPO"; it is opened by the JPEG plugin and so is accepted too.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
-_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that shows the image upright
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # EXIF orientation -> the transpose that shows the image upright
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
@@ -37,8 +44,9 @@ class ImageError(ValueError):
     """An input image we cannot use; the message is meant for the person who supplied it."""
 
 
-def load_image(source: ImageInput, max_pixels: int = MAX_PIXELS, max_side: int | None = None,
-               min_side: int | None = None) -> Image.Image:
+def load_image(
+    source: ImageInput, max_pixels: int = MAX_PIXELS, max_side: int | None = None, min_side: int | None = None
+) -> Image.Image:
     """Open a path, bytes, PIL image or array as an upright RGB PIL image.
 
     Applies the EXIF orientation (phones store portraits sideways) and converts every mode
@@ -105,8 +113,9 @@ def _reduce(image: Image.Image, max_side: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _open(source: str | os.PathLike | bytes | bytearray, max_pixels: int, max_side: int | None = None,
-          min_side: int | None = None) -> Image.Image:
+def _open(
+    source: str | os.PathLike | bytes | bytearray, max_pixels: int, max_side: int | None = None, min_side: int | None = None
+) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError("The file is empty.")

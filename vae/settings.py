@@ -7,6 +7,7 @@ model's business, so `SmileEditor` checks `default_attribute` against its vector
 `editor.json` is written by the evaluation steps (`evaluation.faces` sets the default vector,
 `evaluation.photos` the whole-photo strength and the transfer variant), never by hand.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,7 +68,7 @@ class EditorSettings:
         if not isinstance(self.transfer, TransferSettings):
             raise SettingsError("transfer must be TransferSettings.")
 
-    def replace(self, **changes) -> "EditorSettings":
+    def replace(self, **changes) -> EditorSettings:
         """A copy with some fields changed, checked again."""
         return dataclasses.replace(self, **changes)
 
@@ -75,7 +76,7 @@ class EditorSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: object) -> "EditorSettings":
+    def from_dict(cls, values: object) -> EditorSettings:
         if not isinstance(values, dict):
             raise SettingsError("the settings must be a JSON object.")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -91,7 +92,7 @@ class EditorSettings:
             raise SettingsError(str(err)) from err
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "EditorSettings":
+    def load(cls, folder: str | os.PathLike) -> EditorSettings:
         """`folder/editor.json`, or the defaults where there is none; SettingsError names the file."""
         path = Path(folder) / SETTINGS_FILE
         if not path.exists():

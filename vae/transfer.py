@@ -16,6 +16,7 @@ its own pixels and only the change that the edit makes is added, mapped back thr
 Which variant runs is a `TransferSettings` in the model's editor.json (written by `evaluation.photos`);
 the variants that lost are measured in the README's "Whole-photo edits" section.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,7 +50,7 @@ def region_weights(transfer: TransferSettings, size: int = IMAGE_SIZE) -> torch.
     frame_to_crop = np.linalg.inv(crop_to_frame(FRAME_SIZE, size))
     eye_y = float((frame_to_crop @ np.append(FRAME_POINTS[0], 1.0))[1])
     mouth = frame_to_crop @ np.append(FRAME_POINTS[2], 1.0)
-    eyes_apart = (frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0]))
+    eyes_apart = frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0])
     half = (size - 1) / 2
     face = _ellipse(size, (half, half), (half - 0.5, half - 0.5), FACE_FEATHER)  # zero on the crop's border
     cheeks = _ellipse(size, (float(mouth[0]), float(mouth[1]) - 3), (1.0 * eyes_apart, 0.7 * eyes_apart), MOUTH_FEATHER)

@@ -5,6 +5,7 @@ mean(mu | not attribute), each group capped at N samples drawn with a fixed seed
 in *standard deviations of the projection* z . v_hat over the train set, so alpha = 1 means "one
 typical spread of faces along this direction", whatever the vector's length.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ VECTORS_FILE = "attribute_vectors.npz"
 SMILE_FILE = "smile_vector.npy"
 
 
-def mean_difference(latents: np.ndarray, positive: np.ndarray, cap: int = 10_000, seed: int = 0,
-                    weights: np.ndarray | None = None) -> np.ndarray:
+def mean_difference(
+    latents: np.ndarray, positive: np.ndarray, cap: int = 10_000, seed: int = 0, weights: np.ndarray | None = None
+) -> np.ndarray:
     """mean(latents[positive]) - mean(latents[~positive]), at most `cap` rows per side (seeded).
 
     `weights` (one per row) turns each mean into a weighted mean, e.g. to balance subgroups.
@@ -94,6 +96,6 @@ class AttributeVectors:
                 np.save(tmp, self.vector(smile_name).astype(np.float32))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "AttributeVectors":
+    def load(cls, directory: str | os.PathLike) -> AttributeVectors:
         with np.load(Path(directory) / VECTORS_FILE, allow_pickle=False) as data:
             return cls([str(n) for n in data["names"]], data["vectors"], data["stds"])

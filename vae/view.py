@@ -3,6 +3,7 @@
 A box around the model's crop (with some margin), at the photo's own resolution up to `max_side`:
 large enough to see the smile, small enough to send many frames of it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ class FaceView:
     size: tuple[int, int]  # (width, height) of the view, at most max_side
 
     @classmethod
-    def around(cls, crop_to_photo: np.ndarray, photo_size: tuple[int, int], margin: float = VIEW_MARGIN,
-               max_side: int = VIEW_MAX_SIDE) -> "FaceView":
+    def around(
+        cls, crop_to_photo: np.ndarray, photo_size: tuple[int, int], margin: float = VIEW_MARGIN, max_side: int = VIEW_MAX_SIDE
+    ) -> FaceView:
         """The view of the face whose model crop maps to the photo by `crop_to_photo`; photo_size = (width, height)."""
         width, height = photo_size
         x0, y0, x1, y1 = face_box(crop_to_photo, (10**9, 10**9))

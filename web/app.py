@@ -4,6 +4,7 @@ Functions first (`SmileApp`: one method per event, each a plain function of the 
 testable in-process), then the Blocks wiring (`create_app`). Nothing runs at import; `app.py` at the
 repository root loads the model and launches. Named API endpoints (see README): /edit, /prepare, /render.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,20 +33,23 @@ RESULTS_KEPT = 64  # Gradio copies each result into its own cache at once; this 
 
 def clear_error(fn):
     """Turn the editor's ValueErrors (bad image, strength, attribute) into the message the person sees."""
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ValueError as err:  # ImageError is a ValueError
             raise gr.Error(str(err)) from err
+
     return wrapped
 
 
 class SmileApp:
     """The app's handlers over one editor: uploads are read only from `upload_root()`, results written to `work_dir`."""
 
-    def __init__(self, editor: SmileEditor, work_dir: str | os.PathLike,
-                 upload_root: Callable[[], str] = get_upload_folder) -> None:
+    def __init__(
+        self, editor: SmileEditor, work_dir: str | os.PathLike, upload_root: Callable[[], str] = get_upload_folder
+    ) -> None:
         self.editor = editor
         self.work_dir = Path(work_dir)
         self.results = ResultFiles(self.work_dir / "results", keep=RESULTS_KEPT)
@@ -65,14 +69,21 @@ class SmileApp:
         """This session's photo: its state holds only a key into the server-wide, bounded cache."""
         prepared = self.photos.find(key)
         if prepared is None:
-            raise ValueError("Upload a photo of a face first." if key is None else
-                             "This photo is no longer in the server's memory: upload it again.")
+            raise ValueError(
+                "Upload a photo of a face first."
+                if key is None
+                else "This photo is no longer in the server's memory: upload it again."
+            )
         return prepared
 
     def _faces(self, result: EditResult) -> list[str]:
         """The four 128x128 faces of "under the hood": crop, reconstruction, decoded less, decoded more."""
-        return [self.results.image(result.crop, "crop"), self.results.image(result.reconstruction, "reconstruction"),
-                self.results.image(result.decoded_less, "decoded_less"), self.results.image(result.decoded_more, "decoded_more")]
+        return [
+            self.results.image(result.crop, "crop"),
+            self.results.image(result.reconstruction, "reconstruction"),
+            self.results.image(result.decoded_less, "decoded_less"),
+            self.results.image(result.decoded_more, "decoded_more"),
+        ]
 
     @clear_error
     def prepare(self, payload: dict | None, align: bool, attribute: str):
@@ -84,8 +95,13 @@ class SmileApp:
         attribute = self.editor.check_attribute(attribute)
         key, prepared, _ = self._upload(payload, align)
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
-        return (key, frames_json(result.frame_strengths, result.frames), self.results.image(result.less, "less"),
-                self.results.image(result.more, "more"), *self._faces(result))
+        return (
+            key,
+            frames_json(result.frame_strengths, result.frames),
+            self.results.image(result.less, "less"),
+            self.results.image(result.more, "more"),
+            *self._faces(result),
+        )
 
     @clear_error
     def strip(self, key: str | None, attribute: str):
@@ -105,8 +121,9 @@ class SmileApp:
         return self.results.image(result.more if strength >= 0 else result.less, f"smile_{strength:+.1f}")
 
     @clear_error
-    def edit(self, image: FileData, strength: float, align: bool = True, attribute: str | None = None) -> tuple[
-            FileData, FileData, FileData, FileData, FileData, FileData, dict]:
+    def edit(
+        self, image: FileData, strength: float, align: bool = True, attribute: str | None = None
+    ) -> tuple[FileData, FileData, FileData, FileData, FileData, FileData, dict]:
         """One call from a script: the whole photo with less and more smile, plus the model's reconstruction,
         its crop and the raw decoded faces (less, more), and an info dict."""
         strength = self.editor.check_strength(strength)
@@ -114,8 +131,14 @@ class SmileApp:
         _, prepared, cached = self._upload(image, align)
         result = self.editor.edit(prepared, strength, attribute)
         crop, recon, decoded_less, decoded_more = self._faces(result)
-        files = [self.results.image(result.less, "less"), self.results.image(result.more, "more"), recon, crop,
-                 decoded_less, decoded_more]
+        files = [
+            self.results.image(result.less, "less"),
+            self.results.image(result.more, "more"),
+            recon,
+            crop,
+            decoded_less,
+            decoded_more,
+        ]
         return (*[FileData(path=f) for f in files], {**result.info.to_dict(), "reused_encoding": cached})
 
     def example_files(self) -> list[str]:
@@ -141,16 +164,34 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
         state = gr.State(None)  # the photo's key into the server-wide cache: a short string per session
         with gr.Row():
             with gr.Column(scale=1):
-                photo = gr.Image(type="filepath", image_mode=None, label="Your photo", sources=["upload", "webcam", "clipboard"],
-                                 elem_id="photo")
+                photo = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    label="Your photo",
+                    sources=["upload", "webcam", "clipboard"],
+                    elem_id="photo",
+                )
                 align = gr.Checkbox(value=True, label="Align face", info="Find the face and frame it like CelebA")
                 attribute = gr.Dropdown(editor.attributes, value=settings.default_attribute, label="Attribute")
                 gr.Examples(app.example_files(), inputs=photo, label="Examples (public domain / sampled from the model)")
             with gr.Column(scale=2):
-                live = gr.HTML("", html_template=(UI / "live.html").read_text(), css_template=(UI / "live.css").read_text(),
-                               js_on_load=(UI / "live.js").read_text(), label="Live frames", elem_id="live")
-                strength = gr.Slider(-top, top, value=default, step=LIVE_STEP, label="Smile: less ← 0 → more",
-                                     info="Follows your thumb: every frame is already in the page", elem_id="strength")
+                live = gr.HTML(
+                    "",
+                    html_template=(UI / "live.html").read_text(),
+                    css_template=(UI / "live.css").read_text(),
+                    js_on_load=(UI / "live.js").read_text(),
+                    label="Live frames",
+                    elem_id="live",
+                )
+                strength = gr.Slider(
+                    -top,
+                    top,
+                    value=default,
+                    step=LIVE_STEP,
+                    label="Smile: less ← 0 → more",
+                    info="Follows your thumb: every frame is already in the page",
+                    elem_id="strength",
+                )
                 download = gr.DownloadButton("Download at this strength (full resolution)", elem_id="download")
                 with gr.Row():
                     less = gr.Image(label=f"Less smile (−{default:g})", format="png", elem_id="less", buttons=["download"])
@@ -158,21 +199,31 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                 strip_view = gr.Image(label="From less to more", format="png", elem_id="strip", buttons=["download"])
                 gif = gr.File(label="As an animated GIF", elem_id="gif")
                 with gr.Accordion("Under the hood: what the VAE sees and draws", open=False):
-                    gr.Markdown("The model works on a 128x128 aligned crop. Its own faces are blurry by design; the page "
-                                "adds only their *difference* to your photo.")
+                    gr.Markdown(
+                        "The model works on a 128x128 aligned crop. Its own faces are blurry by design; the page "
+                        "adds only their *difference* to your photo."
+                    )
                     with gr.Row():
                         crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop")
                         recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
                         raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
                         raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
         shown = [live, less, more, crop, recon, raw_less, raw_more]
-        gr.on([photo.change, align.change, attribute.change], app.prepare, [photo, align, attribute], [state, *shown],
-              preprocess=False, api_name="prepare", trigger_mode="always_last").then(
-            app.strip, [state, attribute], [strip_view, gif], api_visibility="private")
+        gr.on(
+            [photo.change, align.change, attribute.change],
+            app.prepare,
+            [photo, align, attribute],
+            [state, *shown],
+            preprocess=False,
+            api_name="prepare",
+            trigger_mode="always_last",
+        ).then(app.strip, [state, attribute], [strip_view, gif], api_visibility="private")
         download.click(app.render, [state, strength, attribute], download, api_name="render")
         gr.api(app.edit, api_name="edit")
         mirror_view(editor)  # the webcam, smiling live (web/mirror.py)
-        gr.Markdown("Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
-                    "only (CelebA's terms).")
+        gr.Markdown(
+            "Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
+            "only (CelebA's terms)."
+        )
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo

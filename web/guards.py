@@ -4,6 +4,7 @@
 up to MAX_UPLOAD_BYTES, all checked on the open file before a byte is read: a request that names
 /etc/shadow, a named pipe or /dev/zero gets the same clear refusal and costs nothing.
 """
+
 from __future__ import annotations
 
 import os

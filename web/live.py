@@ -1,4 +1,5 @@
 """The live slider's frames: every strength from -max to +max, sent to the page once, as JPEG data URIs."""
+
 from __future__ import annotations
 
 import base64

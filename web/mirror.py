@@ -7,6 +7,7 @@ record button. Limits: each stream stops after `MIRROR_SECONDS` (Gradio's `time_
 `MIRROR_STREAMS` streams run at once on a server; a visitor over that bound is told so (gr.Error) at once.
 Both can be set with the environment variables SMILE_MIRROR_SECONDS and SMILE_MIRROR_STREAMS.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,9 @@ import numpy as np
 from vae.editor import SmileEditor
 from vae.mirror import Mirror, MirrorModel
 
-STREAM_EVERY = float(os.environ.get("SMILE_MIRROR_STREAM_EVERY", "0.066"))  # a frame offered every 66 ms: faster only piles up (bench.mirror)
+STREAM_EVERY = float(
+    os.environ.get("SMILE_MIRROR_STREAM_EVERY", "0.066")
+)  # a frame offered every 66 ms: faster only piles up (bench.mirror)
 MIRROR_SECONDS = int(os.environ.get("SMILE_MIRROR_SECONDS", "60"))  # per stream; press Start again for more
 MIRROR_STREAMS = int(os.environ.get("SMILE_MIRROR_STREAMS", "2"))  # at once per server: 2 cores hold 2 at >= 8 fps
 CAMERA = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}  # Gradio asks for 1920x1440 otherwise
@@ -53,8 +56,13 @@ class _Stream:
 class MirrorStreams:
     """The server's mirror streams: one `Mirror` per visitor (session), at most `max_streams` at once."""
 
-    def __init__(self, editor: SmileEditor, max_streams: int = MIRROR_STREAMS, idle_seconds: float = IDLE_SECONDS,
-                 model: MirrorModel | None = None) -> None:
+    def __init__(
+        self,
+        editor: SmileEditor,
+        max_streams: int = MIRROR_STREAMS,
+        idle_seconds: float = IDLE_SECONDS,
+        model: MirrorModel | None = None,
+    ) -> None:
         self.editor = editor
         self.model = model or MirrorModel(editor)  # times fp32 / bf16 here, once
         self.max_streams = max(1, int(max_streams))
@@ -78,8 +86,10 @@ class MirrorStreams:
             stream = self._streams.get(key)
             if stream is None:
                 if len(self._streams) >= self.max_streams:
-                    raise gr.Error(f"The mirror is busy: {self.max_streams} people are using it right now and this server "
-                                   f"edits at most {self.max_streams} streams at once. Try again in a minute.")
+                    raise gr.Error(
+                        f"The mirror is busy: {self.max_streams} people are using it right now and this server "
+                        f"edits at most {self.max_streams} streams at once. Try again in a minute."
+                    )
                 stream = self._streams[key] = _Stream(Mirror(self.editor, self.model), now)
             stream.last_frame = now
             return stream
@@ -105,18 +115,35 @@ def mirror_view(editor: SmileEditor, streams: MirrorStreams | None = None) -> Mi
     streams = streams or MirrorStreams(editor)
     top, default = editor.settings.max_strength, editor.settings.default_strength
     with gr.Accordion("Mirror: your webcam, smiling live", open=True, elem_id="mirror"):
-        gr.Markdown(f"Your camera's picture comes back with the smile moved by the slider, live, edited on this server "
-                    f"(nothing is stored). Each stream runs {MIRROR_SECONDS} s; press Start again for more.")
+        gr.Markdown(
+            f"Your camera's picture comes back with the smile moved by the slider, live, edited on this server "
+            f"(nothing is stored). Each stream runs {MIRROR_SECONDS} s; press Start again for more."
+        )
         with gr.Row():
-            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Your camera", elem_id="mirror_in",
-                              webcam_options=gr.WebcamOptions(mirror=True, constraints=CAMERA))
+            camera = gr.Image(
+                sources=["webcam"],
+                streaming=True,
+                type="numpy",
+                label="Your camera",
+                elem_id="mirror_in",
+                webcam_options=gr.WebcamOptions(mirror=True, constraints=CAMERA),
+            )
             shown = gr.Image(label="The mirror", format="jpeg", interactive=False, elem_id="mirror_out", buttons=[])
         with gr.Row():
             start = gr.Button("Start the mirror", variant="primary", elem_id="mirror_start", scale=0)
-            strength = gr.Slider(-top, top, value=default, step=0.1, label="Mirror smile: less ← 0 → more",
-                                 elem_id="mirror_strength")
+            strength = gr.Slider(
+                -top, top, value=default, step=0.1, label="Mirror smile: less ← 0 → more", elem_id="mirror_strength"
+            )
     start.click(None, js=START_JS)
-    camera.stream(streams.frame, [camera, strength], shown, stream_every=STREAM_EVERY, time_limit=MIRROR_SECONDS,
-                  concurrency_id="mirror", concurrency_limit=streams.max_streams + 2, show_progress="hidden",
-                  api_visibility="private")
+    camera.stream(
+        streams.frame,
+        [camera, strength],
+        shown,
+        stream_every=STREAM_EVERY,
+        time_limit=MIRROR_SECONDS,
+        concurrency_id="mirror",
+        concurrency_limit=streams.max_streams + 2,
+        show_progress="hidden",
+        api_visibility="private",
+    )
     return streams

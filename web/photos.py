@@ -4,12 +4,13 @@ Sessions keep only the key: a browser session's state is then a short string, an
 that photos take is bounded for the whole server, however many sessions there are. A script that
 calls /edit again with a new strength only decodes.
 """
+
 from __future__ import annotations
 
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from vae.editor import Prepared
 

@@ -4,6 +4,7 @@ Handing Gradio an image object lets it save the file under a name derived from t
 second request with the same content rewrote that file while the first client was still downloading
 it. So every result is written here, atomically, under a new name, and returned as a path.
 """
+
 from __future__ import annotations
 
 import os
