@@ -24,21 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.appserver import AppServer
+from tests.appserver import CHROMIUM_ARGS, AppServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
 RSS_BOUND_MB = 2048  # per server; a 16 GB Space keeps room for the OS, Gradio's queue and several users
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SLIDE_JS = """async (values) => {
   const range = document.querySelector('#strength input[type=range]');
   const img = document.querySelector('#live img.live-frame');

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.appserver import AppServer
+from tests.appserver import CHROMIUM_ARGS as BROWSER_ARGS
+from tests.appserver import FAKE_CAMERA_ARGS, AppServer
 from tests.fakecam import astronaut_frames, write_y4m
 from vae.editor import SmileEditor
 from vae.mirror import Mirror, MirrorModel
@@ -32,18 +33,7 @@ from vae.transfer import face_region
 
 ROOT = Path(__file__).resolve().parents[1]
 STRENGTH = 3.0
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
+CHROMIUM_ARGS = BROWSER_ARGS + FAKE_CAMERA_ARGS
 # The lower face in the shown (mirrored) frame of the clip's still astronaut: where the edit writes.
 REGION = (290, 110, 400, 200)  # x0, y0, x1, y1
 

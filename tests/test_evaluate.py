@@ -200,7 +200,7 @@ def test_an_untrained_model_keeps_its_default_and_every_step_leaves_the_folder_l
     )
     assert "every worst flip is 0" in report["selection"]["warning"]
     assert report["default_attribute"] == json.loads(settings.read_text())["default_attribute"] == "Smiling (logistic)"
-    assert SmileEditor.from_pretrained(run / "model").settings["default_attribute"] == "Smiling (logistic)"
+    assert SmileEditor.from_pretrained(run / "model").settings.default_attribute == "Smiling (logistic)"
     vectors_main(["--model", str(run), *data])  # back to the recipe vectors only: the variant is gone
     assert json.loads(settings.read_text())["default_attribute"] == "Smiling"
-    assert SmileEditor.from_pretrained(run / "model").settings["default_attribute"] == "Smiling"
+    assert SmileEditor.from_pretrained(run / "model").settings.default_attribute == "Smiling"

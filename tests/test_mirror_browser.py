@@ -6,22 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from appserver import CHROMIUM_ARGS, FAKE_CAMERA_ARGS
 from fakecam import astronaut_frames, read_stamp, write_y4m
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
+ARGS = CHROMIUM_ARGS + FAKE_CAMERA_ARGS
 
 
 @pytest.fixture(scope="module")

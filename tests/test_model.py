@@ -109,7 +109,7 @@ def test_fp16_storage_halves_the_file_and_loads_as_float32(model, tmp_path):
 def test_saved_files_are_readable_by_everyone_with_a_real_model_card(model, tmp_path):
     from PIL import Image
 
-    from vae.export import atomic_save
+    from vae.files import atomic_save
 
     (tmp_path / "hand").mkdir()
     (tmp_path / "hand" / "README.md").write_text("# my own card\n")
