@@ -13,6 +13,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+# a smoke run of `python -m train`: small batches, few scored images, fixed numerics (no speed trial)
+SMOKE_TRAIN = ["--batch-size", "8", "--eval-images", "8", "--precision", "fp32", "--channels-last", "on"]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ATTR_NAMES = [
     "5_o_Clock_Shadow",

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import SMOKE_TRAIN
 
 from evaluation.faces import ALPHAS, Faces, choose_default, edit_report, person_in_train, settle_default
 from evaluation.faces import main as evaluate_main
@@ -15,6 +16,8 @@ from train.train import main as train_main
 from train.vectors import main as vectors_main
 from vae.editor import SmileEditor
 from vae.vectors import AttributeVectors
+
+EVALUATE_5 = ["--faces", "5", "--update-model"]  # five faces per part: enough to fill every report field
 
 
 def test_edit_report_conditions_flips_and_splits_by_cell_and_lighting():
@@ -71,41 +74,14 @@ def test_update_report_keeps_other_steps_keys_and_drops_retired_ones(tmp_path):
 
 def test_vectors_judge_and_evaluation_read_the_split_and_write_the_report(tiny_celeba, tmp_path):
     data = ["--data", str(tiny_celeba), "--cache-dir", str(tmp_path / "cache")]
-    run = train_main(
-        [
-            *data,
-            "--out",
-            str(tmp_path / "run"),
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--eval-images",
-            "8",
-            "--precision",
-            "fp32",
-            "--channels-last",
-            "on",
-        ]
-    )
+    run = train_main([*data, "--out", str(tmp_path / "run"), "--max-steps", "2", *SMOKE_TRAIN])
     vectors_main(["--model", str(run), *data])
     judge = judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
     assert set(judge) == {"Smiling", "Male", "Young"} and all(0 <= v["accuracy"] <= 1 for v in judge.values())
     (run / "model" / "evaluation.json").write_text(json.dumps({"photo": {"faces": 1}}))
 
     report = evaluate_main(
-        [
-            "--model",
-            str(run),
-            *data,
-            "--judge",
-            str(tmp_path / "judge"),
-            "--out",
-            str(tmp_path / "eval"),
-            "--faces",
-            "5",
-            "--update-model",
-        ]
+        ["--model", str(run), *data, "--judge", str(tmp_path / "judge"), "--out", str(tmp_path / "eval"), *EVALUATE_5]
     )
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert saved["selection"]["subset"] == "validation" and saved["selection"]["n"] == 5
@@ -133,7 +109,7 @@ def test_vectors_judge_and_evaluation_read_the_split_and_write_the_report(tiny_c
 
 def test_evaluation_refuses_a_judge_trained_on_another_split(tiny_celeba, tmp_path):
     data = ["--data", str(tiny_celeba), "--cache-dir", str(tmp_path / "cache")]
-    common = ["--max-steps", "1", "--batch-size", "8", "--eval-images", "8", "--precision", "fp32", "--channels-last", "on"]
+    common = ["--max-steps", "1", *SMOKE_TRAIN]
     run = train_main([*data, "--out", str(tmp_path / "run"), *common])
     other = train_main([*data, "--out", str(tmp_path / "other"), "--seed", "1", *common])
     judge_main(["--model", str(other), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
@@ -162,41 +138,14 @@ def test_settle_default_keeps_the_previous_default_when_no_variant_flips():
 def test_an_untrained_model_keeps_its_default_and_every_step_leaves_the_folder_loadable(tiny_celeba, tmp_path):
     data = ["--data", str(tiny_celeba), "--cache-dir", str(tmp_path / "cache")]
     run = train_main(
-        [
-            *data,
-            "--out",
-            str(tmp_path / "run"),
-            "--max-steps",
-            "1",
-            "--lr",
-            "0",
-            "--batch-size",
-            "8",
-            "--eval-images",
-            "8",
-            "--precision",
-            "fp32",
-            "--channels-last",
-            "on",
-        ]
+        [*data, "--out", str(tmp_path / "run"), "--max-steps", "1", "--lr", "0", *SMOKE_TRAIN]
     )  # lr 0: the initial weights
     vectors_main(["--model", str(run), *data])
     judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
     settings = run / "model" / "editor.json"
     settings.write_text(json.dumps({"default_attribute": "Smiling (logistic)"}))  # what an earlier evaluation chose
     report = evaluate_main(
-        [
-            "--model",
-            str(run),
-            *data,
-            "--judge",
-            str(tmp_path / "judge"),
-            "--out",
-            str(tmp_path / "eval"),
-            "--faces",
-            "5",
-            "--update-model",
-        ]
+        ["--model", str(run), *data, "--judge", str(tmp_path / "judge"), "--out", str(tmp_path / "eval"), *EVALUATE_5]
     )
     assert "every worst flip is 0" in report["selection"]["warning"]
     assert report["default_attribute"] == json.loads(settings.read_text())["default_attribute"] == "Smiling (logistic)"

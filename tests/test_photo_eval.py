@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_celeba
+from conftest import SMOKE_TRAIN, write_celeba
 from PIL import Image, ImageEnhance
 
 from evaluation.judge import main as judge_main
@@ -25,25 +25,7 @@ def astronaut_folder(root, astronaut_path, count: int):
 def test_a_folder_named_celeba_is_edited_and_a_part_without_photos_says_so(astronaut_path, tmp_path):
     data_dir = astronaut_folder(tmp_path / "celeba", astronaut_path, 24)
     data = ["--data", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
-    run = train_main(
-        [
-            *data,
-            "--out",
-            str(tmp_path / "run"),
-            "--max-steps",
-            "1",
-            "--batch-size",
-            "8",
-            "--eval-images",
-            "8",
-            "--precision",
-            "fp32",
-            "--channels-last",
-            "on",
-            "--validation-fraction",
-            "0.2",
-        ]
-    )
+    run = train_main([*data, "--out", str(tmp_path / "run"), "--max-steps", "1", "--validation-fraction", "0.2", *SMOKE_TRAIN])
     vectors_main(["--model", str(run), *data])
     judge_main(["--model", str(run), *data, "--out", str(tmp_path / "judge"), "--epochs", "1", "--batch-size", "8"])
     common = ["--model", str(run), "--judge", str(tmp_path / "judge"), "--data", str(data_dir), "--part", "validation"]
