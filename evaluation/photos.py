@@ -14,9 +14,15 @@ resolution they would measure the upsampling. So the shipped model is measured o
 - identity: dlib's face-recognition model, which SMILE has no part in (evaluation.identity);
 - detail ratio: high-frequency energy of the face region, edited / original;
 - colour shift: change of the face region's mean colour, per channel, in 8-bit levels;
-- outside unchanged: every pixel outside the face region identical to the photo.
+- outside unchanged: every pixel outside the face region identical to the photo;
+- independent judge: flips by an expression model this project did not train (evaluation.expression,
+  fer's mini-Xception), conditioned on its own verdict on the original photo, overall and by gender x age;
+- realism: a classifier two-sample test on the mouth (evaluation.realism): real smiling mouths against
+  "more" mouths made from photos labelled not smiling, real non-smiling ones against "less" mouths made
+  from smiling ones, with its baselines in the same run (nothing edited, real vs real, degraded copies).
 `--select` compares the transfer variants at several strengths on the validation part and chooses the
-variant and the default strength (with --update-model both go into the model's editor.json); the test
+variant and the default strength (first what keeps the person, the detail and the colour, then the best
+margin to the independent judge's flip target and the realism target) (with --update-model both go into the model's editor.json); the test
 part is then reported once, with the model's own settings, under "photo" in evaluation.json. `--exclude` keeps out the photos looked at while
 designing (assets/photo_design_keys.txt). `--exclude FILE` leaves out photos that were looked at while designing.
 """
@@ -35,9 +41,11 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from evaluation.expression import ExpressionJudge
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import flips
+from evaluation.realism import CLASSIFIER, RealMouths, mouth_patches
 from evaluation.report import EVALUATION_FILE, merge_json
 from train.data import load_index, run_command
 from train.model_folder import resolve_model_dir
@@ -58,7 +66,13 @@ VARIANTS = {
 }
 COMPARED = ("flattened difference", "flattened, lower face", "flattened, lower face, mouth x1.5")  # the second sweep
 STRENGTHS = (2.5, 3.0, 3.5)
-TARGETS = {"flip": 0.90, "identity_kept": 0.95, "detail_ratio_median": 0.90, "colour_shift_max": 3.0}
+TARGETS = {
+    "independent_flip": 0.90,
+    "realism_auc": 0.70,
+    "identity_kept": 0.95,
+    "detail_ratio_median": 0.90,
+    "colour_shift_max": 3.0,
+}
 PHOTO_FLIP_DEFINITION = (
     "Flips are conditioned on the judge's verdict at alpha=0, here the original photo's aligned crop: 'plus' is, "
     "among photos the judge calls non-smiling, the share it calls smiling after +alpha; 'minus' is, among photos it "
@@ -77,6 +91,18 @@ def aligned_crops(photos: np.ndarray, prepared: Prepared) -> torch.Tensor:
     frame_to_photo = prepared.aligned.frame_to_photo
     frames = warp(torch.stack([pil_to_tensor(Image.fromarray(p)) for p in photos]), frame_to_photo, FRAME_SIZE)
     return to_tensor(np.stack([crop_and_resize(to_image(f)) for f in frames]))
+
+
+FACE_BOX = 1.15  # the independent judge's face box, in model crops (chosen on validation: see README)
+
+
+def independent_verdicts(expression: ExpressionJudge, photos: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """The independent judge's "smiling" for (K, H, W, 3) photos, on the face box of the original's alignment."""
+    side = FACE_BOX * IMAGE_SIZE
+    centre = IMAGE_SIZE / 2 - side / 2
+    box_to_photo = prepared.crop_to_photo @ np.array([[1, 0, centre], [0, 1, centre], [0, 0, 1.0]])
+    tensor = torch.from_numpy(np.array(photos)).permute(0, 3, 1, 2).float() / 255
+    return expression.smiling(expression.face_input(tensor, box_to_photo, side))
 
 
 def high_frequency_energy(photo: np.ndarray, region: np.ndarray) -> float:
@@ -104,6 +130,22 @@ class Measures:
     local_colour: list[float] = field(default_factory=list)
     outside_same: list[bool] = field(default_factory=list)
     cells: list[str] = field(default_factory=list)
+    independent: dict[str, list[bool]] = field(default_factory=lambda: {"zero": [], "plus": [], "minus": []})
+    made_more: list[np.ndarray] = field(default_factory=list)  # mouth patches of "more" on photos labelled not smiling
+    made_less: list[np.ndarray] = field(default_factory=list)  # and of "less" on photos labelled smiling
+
+    def independent_summary(self) -> dict:
+        """The independent judge's flips (conditioned on its own verdict on the original), overall and by group."""
+        zero, plus, minus = (np.array(self.independent[k]) for k in ("zero", "plus", "minus"))
+        cells = np.array(self.cells)
+        overall = flips(zero, plus, minus, np.ones_like(zero))
+        return {
+            "name": ExpressionJudge.name,
+            "flip": {side: overall[side]["rate"] for side in ("plus", "minus")},
+            "flip_detail": overall,
+            "flip_by_group": {cell: flips(zero, plus, minus, cells == cell) for cell in sorted(set(self.cells))},
+            "judged_smiling_originals": float(zero.mean()),
+        }
 
     def summary(self) -> dict:
         zero, plus, minus = (np.array(self.p_smile[k]) > 0.5 for k in ("zero", "plus", "minus"))
@@ -162,13 +204,19 @@ def measure_photo(
     variants: dict[str, TransferSettings],
     results: dict,
     cell: str,
+    expression: ExpressionJudge,
+    mouths: RealMouths,
+    smiling: bool,
 ) -> bool:
-    """Edit one photo at +-each strength with each variant and append the measures; False if no face was found."""
+    """Edit one photo at +-each strength with each variant and append the measures; False if no face was found.
+    `smiling` is the photo's dataset label: it decides which real mouths it adds to and which made mouth is compared."""
     prepared = editor.prepare(path)
     if not prepared.aligned.found:
         return False
     photo = prepared.photo
     p_zero = float(judge.probabilities(to_tensor(np.asarray(prepared.crop))[None])[0, 0])
+    independent_zero = bool(independent_verdicts(expression, photo[None], prepared)[0])
+    mouths.add(photo, prepared.crop_to_photo, smiling)
     face = identity.locate(photo)
     reference = identity.descriptor(photo, face) if face is not None else None
     region = face_region(prepared.crop_to_photo, (photo.shape[1], photo.shape[0]))
@@ -182,6 +230,13 @@ def measure_photo(
             m = results.setdefault((name, strength), Measures())
             m.p_smile["zero"].append(p_zero)
             m.cells.append(cell)
+            verdicts = independent_verdicts(expression, edited, prepared)
+            m.independent["zero"].append(independent_zero)
+            m.independent["plus"].append(bool(verdicts[0]))
+            m.independent["minus"].append(bool(verdicts[1]))
+            (m.made_less if smiling else m.made_more).append(
+                mouth_patches(edited[1 if smiling else 0][None], prepared.crop_to_photo)[0]
+            )
             for side, k in (("plus", 0), ("minus", 1)):
                 m.p_smile[side].append(float(p_smile[k]))
                 m.distance[side].append(
@@ -209,10 +264,30 @@ def astronaut_figure(editor: SmileEditor, path: Path, side: int = 384) -> None:
     figure.save(path)
 
 
+def with_realism(measures: Measures, mouths: RealMouths, baselines: dict) -> dict:
+    """One row's summary with the independent judge's flips and the realism test (and its baselines) added."""
+    return {
+        **measures.summary(),
+        "independent_judge": measures.independent_summary(),
+        "realism": {**mouths.scores(measures.made_more, measures.made_less), **baselines, "classifier": CLASSIFIER},
+    }
+
+
+def worst_independent_flip(summary: dict) -> float:
+    flip = summary["independent_judge"]["flip"]
+    return min(flip["plus"] or 0, flip["minus"] or 0)
+
+
+def worst_realism(summary: dict) -> float:
+    realism = summary["realism"]
+    return max(realism["more"] or 1, realism["less"] or 1)
+
+
 def meets(summary: dict) -> dict[str, bool]:
     """Which TARGETS a row meets."""
     return {
-        "flip": min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0) >= TARGETS["flip"],
+        "independent_flip": worst_independent_flip(summary) >= TARGETS["independent_flip"],
+        "realism_auc": worst_realism(summary) <= TARGETS["realism_auc"],
         "identity_kept": (summary["identity_kept"] or 0) >= TARGETS["identity_kept"],
         "detail_ratio_median": summary["detail_ratio_median"] >= TARGETS["detail_ratio_median"],
         "colour_shift_max": summary["colour_shift_max"] <= TARGETS["colour_shift_max"],
@@ -220,20 +295,18 @@ def meets(summary: dict) -> dict[str, bool]:
 
 
 def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
-    """(variant, strength, every target met). Among rows that meet every target, the one whose smaller margin
-    over the flip and same-person targets is largest (a new sample of photos moves both; strengths of
-    different variants are not comparable, so a smaller one is no merit). If no row meets every target,
-    the best worst-side flip among rows that keep the person, detail and colour."""
-
-    def worst_flip(summary: dict) -> float:
-        return min(summary["flip"]["plus"] or 0, summary["flip"]["minus"] or 0)
+    """(variant, strength, every target met). Rows that keep the person, the detail and the colour come first;
+    among them the one whose worst margin to the independent judge's flip target and to the realism target
+    is best (a new sample of photos moves both; a smaller strength is no merit of its own)."""
 
     def score(item):
         _, summary = item
         kept = meets(summary)
-        margin = min(worst_flip(summary) - TARGETS["flip"], (summary["identity_kept"] or 0) - TARGETS["identity_kept"])
         keeps = kept["identity_kept"] and kept["detail_ratio_median"] and kept["colour_shift_max"]
-        return all(kept.values()), margin if all(kept.values()) else 0, keeps, worst_flip(summary)
+        margin = min(
+            worst_independent_flip(summary) - TARGETS["independent_flip"], TARGETS["realism_auc"] - worst_realism(summary)
+        )
+        return all(kept.values()), keeps, margin
 
     rows = {(name, strength): summary for name, per_strength in table.items() for strength, summary in per_strength.items()}
     (name, strength), summary = max(rows.items(), key=score)
@@ -264,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
     editor = SmileEditor.from_pretrained(model_dir)
     judge = AttributeJudge.from_pretrained(args.judge).eval()
     identity = IdentityModel()
+    expression = ExpressionJudge()
+    mouths = RealMouths()
     index = load_index(args.data)
     split = Split.load(model_dir)
     rows = getattr(split.rows(index), args.part)
@@ -280,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if args.limit and len(rows) > args.limit:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
-    male, young = (index.attribute(n) for n in ("Male", "Young"))
+    male, young, smiling = (index.attribute(n) for n in ("Male", "Young", "Smiling"))
     shipped = variant_name(editor.settings.transfer)
     variants = {n: VARIANTS[n] for n in COMPARED} if args.select else {shipped: editor.settings.transfer}
     strengths = list(STRENGTHS) if args.select else [editor.settings.default_strength]
@@ -288,10 +363,13 @@ def main(argv: list[str] | None = None) -> dict:
     no_face = 0
     for row in tqdm(rows, desc=f"Editing {args.part} photos", unit="photo"):
         cell = f"{'male' if male[row] else 'female'}_{'young' if young[row] else 'old'}"
-        no_face += not measure_photo(editor, judge, identity, index.paths[row], strengths, variants, results, cell)
+        no_face += not measure_photo(
+            editor, judge, identity, index.paths[row], strengths, variants, results, cell, expression, mouths, bool(smiling[row])
+        )
     if no_face == len(rows):
         raise SystemExit(f"No face found in any of the {len(rows)} {args.part} photos: nothing to measure.")
-    table = {name: {s: results[(name, s)].summary() for s in strengths} for name in variants}
+    baselines = mouths.baselines()
+    table = {name: {s: with_realism(results[(name, s)], mouths, baselines) for s in strengths} for name in variants}
     common = {
         "part": args.part,
         "photos": len(rows) - no_face,
@@ -310,6 +388,10 @@ def main(argv: list[str] | None = None) -> dict:
                     {
                         k: summary[k]
                         for k in ("flip", "identity_kept", "detail_ratio_median", "colour_shift_max", "outside_unchanged")
+                    }
+                    | {
+                        "independent_flip": summary["independent_judge"]["flip"],
+                        "realism": {k: summary["realism"][k] for k in ("more", "less", "nothing_edited", "real_vs_real")},
                     }
                 )
             )

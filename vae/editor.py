@@ -22,6 +22,7 @@ from .align import AlignedFace, FaceAligner, crop_to_frame
 from .hub import ModelLoadError, resolve_model_source
 from .model import SmileVAE
 from .preprocess import ImageInput, crop_and_resize, load_image, to_image, to_pixels, to_tensor
+from .refiner import MouthRefiner, refine_mouths
 from .settings import EditorSettings, SettingsError, TransferSettings
 from .transfer import apply_residuals, edit_residuals
 from .vectors import VECTORS_FILE, AttributeVectors, edit
@@ -67,6 +68,7 @@ class Edits:
     strengths: list[float]
     decoded: torch.Tensor  # (K, 3, 128, 128) the raw decodes, for "under the hood"
     transfer: TransferSettings
+    refiner: MouthRefiner | None = None  # redraws the mouth when the transfer says refine_mouth
 
     @functools.cached_property
     def residuals(self) -> torch.Tensor:
@@ -81,14 +83,23 @@ class Edits:
 
     def photos(self, strengths: Sequence[float]) -> np.ndarray:
         """Whole photos at full resolution, (len(strengths), H, W, 3) uint8."""
-        picked = self.residuals[[self.index(s) for s in strengths]]
-        return apply_residuals(self.prepared.photo, self.prepared.crop_to_photo, picked)
+        return self._render(self.prepared.photo, self.prepared.crop_to_photo, strengths)
 
     def views(self, strengths: Sequence[float]) -> np.ndarray:
         """The face region of the edited photo (`Prepared.face_view`), (len(strengths), h, w, 3) uint8."""
         view = self.prepared.face_view
         crop_to_view = np.linalg.inv(view.to_photo) @ self.prepared.crop_to_photo
-        return apply_residuals(view.cut(self.prepared.photo), crop_to_view, self.residuals[[self.index(s) for s in strengths]])
+        return self._render(view.cut(self.prepared.photo), crop_to_view, strengths)
+
+    def _render(self, image: np.ndarray, crop_to_image: np.ndarray, strengths: Sequence[float]) -> np.ndarray:
+        """`image` edited at each strength: the residual transfer, then (if set) the mouth redrawn by the refiner."""
+        picked = [self.index(s) for s in strengths]
+        edited = apply_residuals(image, crop_to_image, self.residuals[picked])
+        if self.transfer.refine_mouth and self.refiner is not None:
+            edited = refine_mouths(
+                edited, crop_to_image, self.decoded[picked], self.prepared.recon, list(strengths), self.refiner
+            )
+        return edited
 
     def raw(self, strength: float) -> Image.Image:
         """The decoded 128x128 face itself (what the VAE draws), not the photo; 0 is the reconstruction."""
@@ -131,13 +142,17 @@ class SmileEditor:
         vectors: AttributeVectors,
         settings: EditorSettings | None = None,
         aligner: FaceAligner | None = None,
+        refiner: MouthRefiner | None = None,
     ) -> None:
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.vectors = vectors
         self.settings = settings or EditorSettings(default_attribute=vectors.names[0])
         if self.settings.default_attribute not in vectors.names:
             raise SettingsError(f"default_attribute {self.settings.default_attribute!r} is not one of the model's vectors.")
+        if self.settings.transfer.refine_mouth and refiner is None:
+            raise SettingsError("transfer.refine_mouth is set, but the model folder has no mouth refiner (refiner.safetensors).")
         self.aligner = aligner or FaceAligner()
+        self.refiner = refiner.eval() if refiner is not None else None
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> SmileEditor:
@@ -149,16 +164,17 @@ class SmileEditor:
         try:
             model = SmileVAE.load(folder)
             vectors = AttributeVectors.load(folder)
+            refiner = MouthRefiner.load(folder)
         except Exception as err:
             raise ModelLoadError(f"Model folder {folder} could not be read: {err}") from err
         try:
-            return cls(model, vectors, EditorSettings.load(folder))
+            return cls(model, vectors, EditorSettings.load(folder), refiner=refiner)
         except SettingsError as err:
             raise ModelLoadError(f"{folder}: {err}") from err
 
     def with_settings(self, settings: EditorSettings) -> SmileEditor:
         """The same model, vectors and aligner with other settings (the evaluation's variants)."""
-        return SmileEditor(self.model, self.vectors, settings, self.aligner)
+        return SmileEditor(self.model, self.vectors, settings, self.aligner, self.refiner)
 
     @property
     def attributes(self) -> list[str]:
@@ -217,7 +233,7 @@ class SmileEditor:
         with torch.inference_mode():
             decoded = self.model.decode(edit(prepared.latent, step, alphas))
             decoded[alphas[:, 0] == 0] = prepared.recon  # alpha = 0 gives the photo itself: no residual at all
-        return Edits(prepared, list(strengths), decoded, self.settings.transfer)
+        return Edits(prepared, list(strengths), decoded, self.settings.transfer, self.refiner)
 
     def edit(
         self,

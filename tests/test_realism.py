@@ -1,0 +1,56 @@
+"""The realism test (a classifier two-sample test) on synthetic patches: it must see a real difference and
+must not invent one."""
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from evaluation.realism import PATCH_SIZE, RealMouths, features, halves, mouth_patches, two_sample_auc
+
+
+def textures(count: int, seed: int, blur: float = 0.0) -> np.ndarray:
+    """`count` patches of a lip-like band over skin-coloured noise; `blur` softens them (a made, blurry mouth)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        base = rng.normal([180, 130, 110], 25, (PATCH_SIZE[1], PATCH_SIZE[0], 3))
+        row = rng.integers(24, 40)
+        base[row : row + 6, 16:80] = rng.normal([150, 60, 60], 25, (6, 64, 3))
+        image = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+        out.append(np.asarray(image.filter(ImageFilter.GaussianBlur(blur)) if blur else image))
+    return np.stack(out)
+
+
+def test_it_separates_two_clearly_different_distributions():
+    sharp, blurry = features(textures(60, 0)), features(textures(60, 1, blur=1.5))
+    assert two_sample_auc(sharp, blurry) > 0.9
+
+
+def test_it_does_not_separate_two_draws_of_the_same_distribution():
+    first, second = features(textures(60, 2)), features(textures(60, 3))
+    assert 0.3 < two_sample_auc(first, second) < 0.7
+
+
+def test_too_few_samples_give_no_score_rather_than_a_number():
+    assert two_sample_auc(features(textures(6, 0)), features(textures(60, 1))) is None
+
+
+def test_halves_are_disjoint_and_cover_everything():
+    first, second = halves(np.arange(11))
+    assert not set(first) & set(second) and sorted([*first, *second]) == list(range(11))
+
+
+def test_patches_are_cut_around_the_mouth_of_the_crop_and_baselines_name_their_parts():
+    photo = np.zeros((256, 256, 3), np.uint8)
+    photo[190:215, 100:156] = 255  # a white bar where an aligned 128-px crop scaled x2 puts the mouth
+    crop_to_photo = np.diag([2.0, 2.0, 1.0])
+    patch = mouth_patches(photo[None], crop_to_photo)[0]
+    assert patch.shape == (PATCH_SIZE[1], PATCH_SIZE[0], 3)
+    assert patch[PATCH_SIZE[1] // 2, PATCH_SIZE[0] // 2].min() == 255 and patch[0, 0].max() == 0
+    mouths = RealMouths()
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        mouths.add(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), crop_to_photo, smiling=k % 2 == 0)
+    baselines = mouths.baselines()
+    assert set(baselines) == {"nothing_edited", "real_vs_real", "real_smiling_vs_degraded", "n"}
+    assert baselines["n"] == {"smiling": 12, "not_smiling": 12}
+    assert set(baselines["real_smiling_vs_degraded"]) == {"half resolution", "JPEG quality 40", "blur 1 px"}

@@ -1,0 +1,256 @@
+"""Train the mouth refiner (`vae.refiner`): `python -m train.refiner --model assets --data DIR ... --out runs/refiner`.
+
+1. Pairs (once, cached in OUT/pairs.npz): every training photo of the model's split, at its own
+   resolution (folders of photos smaller than the model's input are downscaled copies and left out),
+   goes through the app's pipeline (MTCNN alignment, encoding). In a 96 x 96 window around its mouth
+   at the photo's scale we keep the photo, the refiner's input at alpha = 0 (its own decode, whose
+   target is the photo), and the inputs at -alpha and +alpha (the edit; these have no target).
+2. Training: L1 to the photo on the pairs, a patch discriminator (hinge loss) on everything, and on
+   the edits an L1 to the input's low frequencies so the smile the decoder drew stays. bf16 autocast
+   where the CPU has native bf16. A checkpoint is written every --save-every steps (atomically), and
+   `--resume` goes on from it; the refiner itself goes to OUT/refiner.safetensors with a grid of
+   validation windows to look at (OUT/grid_<step>.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from train.data import load_index, run_command
+from train.model_folder import resolve_model_dir
+from train.speed import cpu_has_native_bf16
+from train.split import Split
+from vae.editor import SmileEditor
+from vae.files import atomic_path, atomic_save
+from vae.preprocess import IMAGE_SIZE, to_pixels
+from vae.refiner import MouthRefiner, MouthWindow, refiner_input
+from vae.transfer import gaussian_blur
+
+WINDOW = (96, 96)
+
+
+@dataclass
+class Config:
+    steps: int = 20000
+    batch: int = 16  # pairs per step, and as many edited windows
+    lr: float = 2e-4
+    width: int = 32
+    l1_weight: float = 20.0
+    keep_weight: float = 20.0  # edits: L1 of the low frequencies to the input's (the smile stays the decoder's)
+    adv_weight: float = 1.0
+    alpha: float = 3.0
+    save_every: int = 250
+    seed: int = 0
+
+
+def windows_of(editor: SmileEditor, path: Path, alpha: float) -> dict[str, np.ndarray] | None:
+    """photo, inputs (3 alphas: 0, -a, +a) and weights in the mouth window of one photo; None without a face."""
+    prepared = editor.prepare(path)
+    if not prepared.aligned.found:
+        return None
+    window = MouthWindow.around(prepared.crop_to_photo, size=WINDOW)
+    edits = editor.edits(prepared, [-alpha, alpha])
+    photo = torch.from_numpy(np.array(prepared.photo)).permute(2, 0, 1)[None].float() / 255
+    photo_win = window.from_photo(photo)
+    weights = window.weights()[None]
+    residual = window.from_crop(edits.residuals)  # the residual transfer's edit around the mouth (cheeks)
+    backgrounds = torch.cat([photo_win, (photo_win + residual).clamp(0, 1)])
+    decoded = window.from_crop(torch.cat([prepared.recon[None], edits.decoded]))
+    recon = window.from_crop(prepared.recon[None]).expand(3, -1, -1, -1)
+    inputs = refiner_input(backgrounds, decoded, recon, weights, window.scale)[:, :3]
+    return {
+        "photo": to_pixels(photo_win[0]),
+        "inputs": to_pixels(inputs),
+        "weights": (weights[0, 0].numpy() * 255).round().astype(np.uint8),
+    }
+
+
+def build_pairs(editor: SmileEditor, paths: list[Path], alpha: float, out: Path) -> dict[str, np.ndarray]:
+    """Every photo's windows, stacked, written to `out` (npz) so a resumed run does not redo them."""
+    rows: dict[str, list] = {"photo": [], "inputs": [], "weights": []}
+    for path in tqdm(paths, desc="Mouth windows", unit="photo"):
+        found = windows_of(editor, path, alpha)
+        if found is not None:
+            for key, value in found.items():
+                rows[key].append(value)
+    pairs = {key: np.stack(value) for key, value in rows.items()}
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **pairs)
+    return pairs
+
+
+class PatchDiscriminator(nn.Module):
+    """A 0.2 M-parameter patch critic: the window and its weights in, a map of real/made scores out."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        w = width
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(4, w, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(w, 2 * w, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(4 * w, 1, 3, 1, 1)),
+        )
+
+    def forward(self, image: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([image, weights], dim=1))
+
+
+def masked_l1(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return ((a - b).abs() * weights).sum() / (3 * weights.sum()).clamp_min(1)
+
+
+def to_batch(pairs: dict[str, np.ndarray], rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(photo (B,3,h,w), inputs (B,3,3,h,w), weights (B,1,h,w)) in [0, 1], randomly mirrored."""
+    photo = torch.from_numpy(pairs["photo"][rows]).permute(0, 3, 1, 2).float() / 255
+    inputs = torch.from_numpy(pairs["inputs"][rows]).permute(0, 1, 4, 2, 3).float() / 255
+    weights = torch.from_numpy(pairs["weights"][rows])[:, None].float() / 255
+    if np.random.rand() < 0.5:
+        photo, inputs, weights = photo.flip(-1), inputs.flip(-1), weights.flip(-1)
+    return photo, inputs, weights
+
+
+def grid(refiner: MouthRefiner, pairs: dict[str, np.ndarray], path: Path, count: int = 8) -> None:
+    """Rows of photo | input at 0 | refined at 0 | input -a | refined -a | input +a | refined +a."""
+    photo, inputs, weights = to_batch(pairs, np.arange(min(count, len(pairs["photo"]))))
+    columns = [photo]
+    with torch.inference_mode():
+        for k in range(3):
+            columns += [inputs[:, k], refiner(torch.cat([inputs[:, k], weights], 1)).clamp(0, 1)]
+    rows = [np.concatenate([to_pixels(c[i]) for c in columns], axis=1) for i in range(len(photo))]
+    atomic_save(Image.fromarray(np.concatenate(rows, axis=0)), path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m train.refiner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", required=True, help="model folder with split.json (e.g. assets)")
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="every folder the split was made from")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=0, help="training photos (0 = all)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    for f, v in asdict(Config()).items():
+        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+    args = p.parse_args(argv)
+    cfg = Config(**{f: getattr(args, f) for f in asdict(Config())})
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir = resolve_model_dir(args.model)
+    editor = SmileEditor.from_pretrained(model_dir)
+
+    pairs_file = args.out / "pairs.npz"
+    val_file = args.out / "val_pairs.npz"
+    if not pairs_file.exists() or not val_file.exists():
+        index = load_index(args.data)
+        split = Split.load(model_dir).rows(index)
+
+        def usable(rows: np.ndarray, limit: int) -> list[Path]:
+            paths = []
+            for r in rows:
+                with Image.open(index.paths[r]) as image:
+                    if min(image.size) >= IMAGE_SIZE:
+                        paths.append(Path(index.paths[r]))
+            rng = np.random.default_rng(cfg.seed)
+            return sorted(rng.choice(paths, limit, replace=False).tolist()) if limit and len(paths) > limit else paths
+
+        build_pairs(editor, usable(split.train, args.limit), cfg.alpha, pairs_file)
+        build_pairs(editor, usable(split.validation, 64), cfg.alpha, val_file)
+    pairs = dict(np.load(pairs_file))
+    val = dict(np.load(val_file))
+    print(f"{len(pairs['photo'])} training windows, {len(val['photo'])} validation windows")
+
+    refiner, critic = MouthRefiner(cfg.width), PatchDiscriminator(cfg.width)
+    opt_g = torch.optim.Adam(refiner.parameters(), cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(critic.parameters(), cfg.lr, betas=(0.5, 0.999))
+    checkpoint = args.out / "checkpoint.pt"
+    step = 0
+    if args.resume and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        for obj, key in ((refiner, "refiner"), (critic, "critic"), (opt_g, "opt_g"), (opt_d, "opt_d")):
+            obj.load_state_dict(state[key])
+        step = state["step"]
+        print(f"Resumed at step {step}")
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_native_bf16() else contextlib.nullcontext()
+    )  # native bf16 only: emulated bf16 is slower than fp32
+    log = open(args.out / "log.jsonl", "a")
+    rng = np.random.default_rng(cfg.seed + step)
+    started, seen = time.time(), 0
+    while step < cfg.steps:
+        photo, inputs, weights = to_batch(pairs, rng.integers(0, len(pairs["photo"]), cfg.batch))
+        side = torch.from_numpy(rng.integers(1, 3, cfg.batch))  # an edit at -alpha or +alpha
+        edited_in = inputs[torch.arange(cfg.batch), side]
+        x0, x1 = torch.cat([inputs[:, 0], weights], 1), torch.cat([edited_in, weights], 1)
+        with autocast:
+            y = refiner(torch.cat([x0, x1]))
+        y0, y1 = y.float()[: cfg.batch], y.float()[cfg.batch :]
+        # critic: real windows against both kinds of made ones
+        with autocast:
+            real = critic(photo, weights)
+            fake = critic(y.detach().float(), torch.cat([weights, weights]))
+        loss_d = F.relu(1 - real.float()).mean() + F.relu(1 + fake.float()).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # refiner: sharp and right on the pairs, real-looking everywhere, the edit's shape kept
+        with autocast:
+            adv = -critic(y.float(), torch.cat([weights, weights])).float().mean()
+        l1 = masked_l1(y0, photo, weights)
+        keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
+        loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        step += 1
+        seen += 2 * cfg.batch
+        if step % 25 == 0:
+            record = {
+                "step": step,
+                "l1": round(l1.item(), 5),
+                "keep": round(keep.item(), 5),
+                "adv": round(adv.item(), 4),
+                "loss_d": round(loss_d.item(), 4),
+                "windows_per_s": round(seen / (time.time() - started), 1),
+            }
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            print(record, flush=True)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            with torch.inference_mode():
+                photo_v, inputs_v, weights_v = to_batch(val, np.arange(len(val["photo"])))
+                val_l1 = float(masked_l1(refiner(torch.cat([inputs_v[:, 0], weights_v], 1)), photo_v, weights_v))
+                base_l1 = float(masked_l1(inputs_v[:, 0], photo_v, weights_v))
+            log.write(json.dumps({"step": step, "val_l1": round(val_l1, 5), "val_l1_input": round(base_l1, 5)}) + "\n")
+            log.flush()
+            state = {"refiner": refiner.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict()}
+            state.update({"opt_d": opt_d.state_dict(), "step": step, "config": asdict(cfg)})
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
+            refiner.save(args.out)
+            grid(refiner.eval(), val, args.out / f"grid_{step:06d}.png")
+            refiner.train()
+            print(f"step {step}: validation L1 {val_l1:.4f} (the input itself: {base_l1:.4f}); saved", flush=True)
+
+
+if __name__ == "__main__":
+    run_command(main)
