@@ -96,7 +96,9 @@ def test_a_missing_or_broken_model_stops_the_app_with_one_clear_message(model):
 
 def test_page_flow_prepare_once_then_download_any_strength(app_server, astronaut_path):
     session = Client(app_server, verbose=False)  # one client = one browser session with its own state
-    live, less, more, crop, recon, raw_less, raw_more = session.predict(handle_file(str(astronaut_path)), api_name="/prepare")
+    live, less, more, crop, recon, raw_less, raw_more, raw_live = session.predict(
+        handle_file(str(astronaut_path)), api_name="/prepare"
+    )
     frames = json.loads(live)
     assert frames["strengths"][0] == -4.0 and frames["strengths"][-1] == 4.0 and 0.0 in frames["strengths"]
     assert len(frames["frames"]) == len(frames["strengths"]) >= 17

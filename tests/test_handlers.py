@@ -1,5 +1,7 @@
 """The app's handlers in-process (no server): the same functions the HTTP tests reach through Gradio."""
 
+import base64
+import io
 import json
 import shutil
 
@@ -39,7 +41,11 @@ def pixels(path) -> np.ndarray:
 
 
 def test_prepare_sends_every_live_frame_and_the_photos(app, upload, astronaut_path):
-    key, live, less, more, crop, recon, raw_less, raw_more = app.prepare(upload, True, None)
+    key, live, less, more, crop, recon, raw_less, raw_more, raw_live = app.prepare(upload, True, None)
+    decoded = json.loads(raw_live)  # the model's own faces follow the slider too ("under the hood")
+    assert decoded["strengths"] == json.loads(live)["strengths"] and len(decoded["frames"]) == len(decoded["strengths"])
+    sizes = {Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size for uri in decoded["frames"]}
+    assert sizes == {(128, 128)} and len(set(decoded["frames"])) == len(decoded["frames"])
     frames = json.loads(live)
     assert frames["strengths"] == app.frames and len(frames["frames"]) == len(app.frames) == 17
     assert Image.open(less).size == Image.open(more).size == (512, 512)

@@ -126,6 +126,7 @@ class EditResult:
     more: np.ndarray  # (H, W, 3) uint8, the photo at +strength
     frame_strengths: list[float]  # the signed strengths of `frames`
     frames: np.ndarray  # (K, h, w, 3) uint8, the face region at each of frame_strengths (K may be 0)
+    frame_decodes: np.ndarray  # (K, 128, 128, 3) uint8, what the model itself draws at each of frame_strengths
     crop: Image.Image  # the model's 128x128 input
     reconstruction: Image.Image  # decode(z)
     decoded_less: Image.Image  # decode(z - strength * step)
@@ -253,6 +254,7 @@ class SmileEditor:
         edits = self.edits(prepared, sorted(set(frames) | {-strength, strength}), attribute)
         less, more = edits.photos([-strength, strength])
         views = edits.views(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
+        decodes = np.stack([np.asarray(edits.raw(s)) for s in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8)
         info = EditInfo(
             prepared.aligned.faces_found,
             list(prepared.notes),
@@ -261,7 +263,7 @@ class SmileEditor:
             (prepared.photo.shape[1], prepared.photo.shape[0]),
         )
         return EditResult(
-            less, more, frames, views, prepared.crop, edits.raw(0.0), edits.raw(-strength), edits.raw(strength), info
+            less, more, frames, views, decodes, prepared.crop, edits.raw(0.0), edits.raw(-strength), edits.raw(strength), info
         )
 
     def sample(self, count: int, seed: int = 0) -> list[Image.Image]:

@@ -35,6 +35,7 @@ from PIL import Image
 from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, crop_to_frame, similarity_transform
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
+from .refiner import refine_mouths
 from .transfer import apply_residuals, edit_residuals
 from .vectors import edit
 
@@ -155,6 +156,7 @@ class _Track:
     latent: torch.Tensor | None = None
     crop: np.ndarray | None = None
     residuals: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (1, 3, 128, 128)
+    decodes: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (2, 3, 128, 128): decode(z), the edit
     since_detect: int = 0
 
 
@@ -235,6 +237,10 @@ class Mirror:
         if decoded:
             track.residuals = {strength: self._residual(track, strength)}  # one strength kept: a new one decodes
         image = apply_residuals(frame, track.crop_to_frame, track.residuals[strength])[0]
+        refiner = self.editor.refiner
+        if self.editor.settings.transfer.refine_mouth and refiner is not None:  # the same mouth as the photo view draws
+            recon, edited = track.decodes[strength]
+            image = refine_mouths(image[None], track.crop_to_frame, edited[None], recon, [strength], refiner)[0]
         return MirrorFrame(image, face=True, detected=detected, encoded=encoded, decoded=decoded)
 
     def _follow(self, frame: np.ndarray) -> tuple[_Track | None, bool]:
@@ -342,4 +348,5 @@ class Mirror:
         z = torch.cat([track.latent, edit(track.latent, self.step, strength)])
         decoded = self.model.decode(z)
         self.decodes += 1
+        track.decodes = {strength: decoded.float()}
         return edit_residuals(decoded[1:], decoded[0], self.editor.settings.transfer)

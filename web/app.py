@@ -89,9 +89,10 @@ class SmileApp:
     def prepare(self, payload: dict | None, align: bool, attribute: str):
         """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
         other): align and encode once per photo, then decode every live frame and the less / more photos.
-        Returns (key, live frames JSON, less, more, crop, reconstruction, decoded less, decoded more)."""
+        Returns (key, live frames JSON, less, more, crop, reconstruction, decoded less, decoded more, decoded
+        frames JSON: the model's own faces at the live strengths, for "under the hood")."""
         if not payload:
-            return None, "", None, None, None, None, None, None
+            return None, "", None, None, None, None, None, None, ""
         attribute = self.editor.check_attribute(attribute)
         key, prepared, _ = self._upload(payload, align)
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
@@ -101,6 +102,7 @@ class SmileApp:
             self.results.image(result.less, "less"),
             self.results.image(result.more, "more"),
             *self._faces(result),
+            frames_json(result.frame_strengths, result.frame_decodes),
         )
 
     @clear_error
@@ -208,7 +210,15 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                         recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
                         raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
                         raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
-        shown = [live, less, more, crop, recon, raw_less, raw_more]
+                    raw_live = gr.HTML(
+                        "",
+                        html_template=(UI / "live.html").read_text(),
+                        css_template=(UI / "live.css").read_text(),
+                        js_on_load=(UI / "live.js").read_text(),
+                        label="Decoded at the slider's strength",
+                        elem_id="raw_live",
+                    )
+        shown = [live, less, more, crop, recon, raw_less, raw_more, raw_live]
         gr.on(
             [photo.change, align.change, attribute.change],
             app.prepare,
