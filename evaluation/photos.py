@@ -52,7 +52,9 @@ from train.model_folder import resolve_model_dir
 from train.split import PARTS, Split
 from vae.align import FRAME_SIZE, warp
 from vae.editor import Prepared, SmileEditor
+from vae.files import atomic_save
 from vae.preprocess import IMAGE_SIZE, crop_and_resize, pil_to_tensor, to_image, to_tensor
+from vae.refiner import REFINER_WEIGHTS, MouthRefiner
 from vae.settings import EditorSettings, TransferSettings
 from vae.transfer import face_region, gaussian_blur
 
@@ -63,8 +65,9 @@ VARIANTS = {
     "flattened, mouth x2": TransferSettings(mouth_gain=1.0, lower_face=False),
     "flattened, lower face": TransferSettings(mouth_gain=0.0, lower_face=True),
     "flattened, lower face, mouth x1.5": TransferSettings(mouth_gain=0.5, lower_face=True),
+    "flattened, lower face, mouth refiner": TransferSettings(lower_face=True, refine_mouth=True),
 }
-COMPARED = ("flattened difference", "flattened, lower face", "flattened, lower face, mouth x1.5")  # the second sweep
+COMPARED = ("flattened, lower face", "flattened, lower face, mouth refiner")  # the third sweep (issue 15)
 STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {
     "independent_flip": 0.90,
@@ -250,18 +253,19 @@ def measure_photo(
     return True
 
 
-def astronaut_figure(editor: SmileEditor, path: Path, side: int = 384) -> None:
-    """The public-domain astronaut at photo level: less, the photo itself, more (README and model card)."""
-    prepared = editor.prepare(Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg")
-    result = editor.edit(prepared)
-    panels = [
-        Image.fromarray(p).resize((side, side), Image.Resampling.LANCZOS) for p in (result.less, prepared.photo, result.more)
-    ]
-    figure = Image.new("RGB", (3 * side, side))
-    for i, panel in enumerate(panels):
-        figure.paste(panel, (i * side, 0))
+def published_figure(editor: SmileEditor, path: Path, side: int = 320) -> None:
+    """Faces that may be published, at photo level, one per row: less, the photo itself, more. The public-domain
+    astronaut (NASA) and two faces sampled from the model's prior (no one's photo), upscaled to 256 px."""
+    faces = [Image.open(Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg").convert("RGB")]
+    faces += [face.resize((256, 256), Image.Resampling.BICUBIC) for face in editor.sample(2, seed=3)]
+    figure = Image.new("RGB", (3 * side, len(faces) * side))
+    for row, face in enumerate(faces):
+        prepared = editor.prepare(face)
+        result = editor.edit(prepared)
+        for column, panel in enumerate((result.less, prepared.photo, result.more)):
+            figure.paste(Image.fromarray(panel).resize((side, side), Image.Resampling.LANCZOS), (column * side, row * side))
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.save(path)
+    atomic_save(figure, path)
 
 
 def with_realism(measures: Measures, mouths: RealMouths, baselines: dict) -> dict:
@@ -328,6 +332,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-folder", action="append", default=[], metavar="NAME", help="a data folder to leave out (repeatable)")
     p.add_argument("--select", action="store_true", help="compare variants and strengths; write the choice (validation only)")
     p.add_argument("--update-model", action="store_true", help="write the result into the model's evaluation.json / editor.json")
+    p.add_argument(
+        "--refiner",
+        type=Path,
+        help="a folder with a trained mouth refiner (python -m train.refiner) to compare and, if chosen, ship",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.select and args.part != "validation":
@@ -335,6 +344,12 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = resolve_model_dir(args.model)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     editor = SmileEditor.from_pretrained(model_dir)
+    if args.refiner:
+        refiner = MouthRefiner.load(args.refiner)
+        if refiner is None:
+            raise SystemExit(f"--refiner {args.refiner}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
+        editor = SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner)
+    with_refiner = editor.refiner is not None
     judge = AttributeJudge.from_pretrained(args.judge).eval()
     identity = IdentityModel()
     expression = ExpressionJudge()
@@ -357,7 +372,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
     male, young, smiling = (index.attribute(n) for n in ("Male", "Young", "Smiling"))
     shipped = variant_name(editor.settings.transfer)
-    variants = {n: VARIANTS[n] for n in COMPARED} if args.select else {shipped: editor.settings.transfer}
+    variants = (
+        {n: VARIANTS[n] for n in COMPARED if with_refiner or not VARIANTS[n].refine_mouth}
+        if args.select
+        else {shipped: editor.settings.transfer}
+    )
     strengths = list(STRENGTHS) if args.select else [editor.settings.default_strength]
     results: dict = {}
     no_face = 0
@@ -412,6 +431,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
         if args.update_model:  # the app, the command line and the test report then use this variant and strength
             merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
+            if VARIANTS[name].refine_mouth and args.refiner and args.refiner.resolve() != model_dir.resolve():
+                editor.refiner.save(model_dir)  # the chosen refiner ships with the model
             EditorSettings.load(model_dir).replace(default_strength=strength, transfer=VARIANTS[name]).save(model_dir)
         return report
     summary = table[shipped][strengths[0]]
@@ -431,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.update_model:
         merge_json(model_dir / EVALUATION_FILE, {"photo": report})
-        astronaut_figure(editor, model_dir / "figures" / "astronaut_photo.png")
+        published_figure(editor, model_dir / "figures" / "astronaut_photo.png")
     return report
 
 

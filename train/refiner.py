@@ -45,7 +45,8 @@ WINDOW = (96, 96)
 class Config:
     steps: int = 20000
     batch: int = 16  # pairs per step, and as many edited windows
-    lr: float = 2e-4
+    lr: float = 2e-4  # the refiner's
+    lr_critic: float = 2e-4
     width: int = 32
     l1_weight: float = 20.0
     keep_weight: float = 20.0  # edits: L1 of the low frequencies to the input's (the smile stays the decoder's)
@@ -116,6 +117,11 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.
     return ((a - b).abs() * weights).sum() / (3 * weights.sum()).clamp_min(1)
 
 
+def fine_detail(images: torch.Tensor, weights: torch.Tensor) -> float:
+    """Mean energy finer than a 1.5-px blur under the weights: how sharp a batch of windows is."""
+    return float((((images - gaussian_blur(images, 1.5)) ** 2) * weights).sum() / weights.sum())
+
+
 def to_batch(pairs: dict[str, np.ndarray], rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(photo (B,3,h,w), inputs (B,3,3,h,w), weights (B,1,h,w)) in [0, 1], randomly mirrored."""
     photo = torch.from_numpy(pairs["photo"][rows]).permute(0, 3, 1, 2).float() / 255
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
 
     refiner, critic = MouthRefiner(cfg.width), PatchDiscriminator(cfg.width)
     opt_g = torch.optim.Adam(refiner.parameters(), cfg.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(critic.parameters(), cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(critic.parameters(), cfg.lr_critic, betas=(0.5, 0.999))
     checkpoint = args.out / "checkpoint.pt"
     step = 0
     if args.resume and checkpoint.exists():
@@ -189,7 +195,12 @@ def main(argv: list[str] | None = None) -> None:
         for obj, key in ((refiner, "refiner"), (critic, "critic"), (opt_g, "opt_g"), (opt_d, "opt_d")):
             obj.load_state_dict(state[key])
         step = state["step"]
-        print(f"Resumed at step {step}")
+        for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.lr_critic)):  # a resumed run may change its learning rates
+            for group in opt.param_groups:
+                group["lr"] = lr
+        print(f"Resumed at step {step} (learning rates {cfg.lr:g} / {cfg.lr_critic:g})")
+    with open(args.out / "log.jsonl", "a") as f:  # every start's settings: a resumed run may change its rates
+        f.write(json.dumps({"started_at_step": step, "config": asdict(cfg)}) + "\n")
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_native_bf16() else contextlib.nullcontext()
     )  # native bf16 only: emulated bf16 is slower than fp32
@@ -238,9 +249,15 @@ def main(argv: list[str] | None = None) -> None:
         if step % cfg.save_every == 0 or step == cfg.steps:
             with torch.inference_mode():
                 photo_v, inputs_v, weights_v = to_batch(val, np.arange(len(val["photo"])))
-                val_l1 = float(masked_l1(refiner(torch.cat([inputs_v[:, 0], weights_v], 1)), photo_v, weights_v))
+                refined_v = refiner(torch.cat([inputs_v[:, 0], weights_v], 1))
+                val_l1 = float(masked_l1(refined_v, photo_v, weights_v))
                 base_l1 = float(masked_l1(inputs_v[:, 0], photo_v, weights_v))
-            log.write(json.dumps({"step": step, "val_l1": round(val_l1, 5), "val_l1_input": round(base_l1, 5)}) + "\n")
+                detail = {
+                    k: round(fine_detail(x, weights_v) / fine_detail(photo_v, weights_v), 3)
+                    for k, x in (("refined", refined_v), ("input", inputs_v[:, 0]))
+                }
+            record = {"step": step, "val_l1": round(val_l1, 5), "val_l1_input": round(base_l1, 5), "val_detail_ratio": detail}
+            log.write(json.dumps(record) + "\n")
             log.flush()
             state = {"refiner": refiner.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict()}
             state.update({"opt_d": opt_d.state_dict(), "step": step, "config": asdict(cfg)})
