@@ -10,6 +10,7 @@ being "happy", nothing tuned by us. Evaluation only, never the app.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -17,9 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
+from train.data import load_index, run_command
+from train.split import Split
 from vae.align import warp
+from vae.editor import Prepared, SmileEditor
+from vae.preprocess import IMAGE_SIZE
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # the model's output order
 HAPPY = EXPRESSIONS.index("happy")
@@ -154,3 +161,54 @@ class ExpressionJudge:
     def smiling(self, inputs: torch.Tensor) -> np.ndarray:
         """The judge's own verdict: its most likely expression is 'happy'."""
         return (self.probabilities(inputs).argmax(-1) == HAPPY).numpy()
+
+
+FACE_BOX = 1.15  # the face box, in model crops: chosen on validation photos by `python -m evaluation.expression`
+
+
+def independent_verdicts(
+    expression: ExpressionJudge, photos: np.ndarray, prepared: Prepared, box: float = FACE_BOX
+) -> np.ndarray:
+    """The independent judge's "smiling" for (K, H, W, 3) photos, on the face box of the original's alignment."""
+    side = box * IMAGE_SIZE
+    centre = IMAGE_SIZE / 2 - side / 2
+    box_to_photo = prepared.crop_to_photo @ np.array([[1, 0, centre], [0, 1, centre], [0, 0, 1.0]])
+    tensor = torch.from_numpy(np.array(photos)).permute(0, 3, 1, 2).float() / 255
+    return expression.smiling(expression.face_input(tensor, box_to_photo, side))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """How well the judge agrees with CelebA's Smiling labels on validation photos, for each face box."""
+    p = argparse.ArgumentParser(prog="python -m evaluation.expression", description=main.__doc__)
+    p.add_argument("--model", required=True, help="model folder with split.json (e.g. assets)")
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="every folder the split was made from")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--boxes", type=float, nargs="+", default=[1.0, 1.15, 1.3])
+    args = p.parse_args(argv)
+    editor, judge = SmileEditor.from_pretrained(args.model), ExpressionJudge()
+    index = load_index(args.data)
+    rows = [r for r in Split.load(args.model).rows(index).validation if min(Image.open(index.paths[r]).size) >= IMAGE_SIZE]
+    rows = sorted(np.random.default_rng(1).choice(rows, min(args.limit, len(rows)), replace=False))
+    labels, verdicts, folders = [], {box: [] for box in args.boxes}, []
+    for row in tqdm(rows, desc="Judging validation photos", unit="photo"):
+        prepared = editor.prepare(index.paths[row])
+        if prepared.aligned.found:
+            labels.append(bool(index.attribute("Smiling")[row]))
+            folders.append(index.keys[row].split("/")[0])
+            for box in args.boxes:
+                verdicts[box].append(bool(independent_verdicts(judge, prepared.photo[None], prepared, box)[0]))
+    labels, folders = np.array(labels), np.array(folders)
+    report = {
+        str(box): {f: float((np.array(v)[folders == f] == labels[folders == f]).mean()) for f in sorted(set(folders))}
+        for box, v in verdicts.items()
+    }
+    for box, agreement in report.items():
+        print(
+            f"face box {box} crops: agreement with CelebA's Smiling label "
+            + ", ".join(f"{f} {a:.3f}" for f, a in agreement.items())
+        )
+    return report
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -41,7 +41,7 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from evaluation.expression import ExpressionJudge
+from evaluation.expression import ExpressionJudge, independent_verdicts
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import flips
@@ -94,18 +94,6 @@ def aligned_crops(photos: np.ndarray, prepared: Prepared) -> torch.Tensor:
     frame_to_photo = prepared.aligned.frame_to_photo
     frames = warp(torch.stack([pil_to_tensor(Image.fromarray(p)) for p in photos]), frame_to_photo, FRAME_SIZE)
     return to_tensor(np.stack([crop_and_resize(to_image(f)) for f in frames]))
-
-
-FACE_BOX = 1.15  # the independent judge's face box, in model crops (chosen on validation: see README)
-
-
-def independent_verdicts(expression: ExpressionJudge, photos: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """The independent judge's "smiling" for (K, H, W, 3) photos, on the face box of the original's alignment."""
-    side = FACE_BOX * IMAGE_SIZE
-    centre = IMAGE_SIZE / 2 - side / 2
-    box_to_photo = prepared.crop_to_photo @ np.array([[1, 0, centre], [0, 1, centre], [0, 0, 1.0]])
-    tensor = torch.from_numpy(np.array(photos)).permute(0, 3, 1, 2).float() / 255
-    return expression.smiling(expression.face_input(tensor, box_to_photo, side))
 
 
 def high_frequency_energy(photo: np.ndarray, region: np.ndarray) -> float:

@@ -4,8 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation.expression import EXPRESSIONS, INPUT_SIZE, ExpressionJudge, _max_pool_same, weights_file
-from evaluation.photos import independent_verdicts
+from evaluation.expression import EXPRESSIONS, INPUT_SIZE, ExpressionJudge, _max_pool_same, independent_verdicts, weights_file
 from train.data import load_index
 from train.split import Split
 from vae.editor import SmileEditor
