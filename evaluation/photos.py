@@ -241,9 +241,10 @@ def measure_photo(
     return True
 
 
-def published_figure(editor: SmileEditor, path: Path, side: int = 320) -> None:
-    """Faces that may be published, at photo level, one per row: less, the photo itself, more. The public-domain
-    astronaut (NASA) and two faces sampled from the model's prior (no one's photo), upscaled to 256 px."""
+def published_figures(editor: SmileEditor, folder: Path, side: int = 320) -> None:
+    """Faces that may be published, at photo level, one per row: less, the photo itself, more.
+    `astronaut_photo.png`: the public-domain astronaut (NASA); `published_faces.png` adds two faces sampled
+    from the model's prior (no one's photo), upscaled from 128 to 256 px, so they are as blurry as the VAE."""
     faces = [Image.open(Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg").convert("RGB")]
     faces += [face.resize((256, 256), Image.Resampling.BICUBIC) for face in editor.sample(2, seed=3)]
     figure = Image.new("RGB", (3 * side, len(faces) * side))
@@ -252,8 +253,9 @@ def published_figure(editor: SmileEditor, path: Path, side: int = 320) -> None:
         result = editor.edit(prepared)
         for column, panel in enumerate((result.less, prepared.photo, result.more)):
             figure.paste(Image.fromarray(panel).resize((side, side), Image.Resampling.LANCZOS), (column * side, row * side))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(figure, path)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save(figure.crop((0, 0, 3 * side, side)), folder / "astronaut_photo.png")
+    atomic_save(figure, folder / "published_faces.png")
 
 
 def with_realism(measures: Measures, mouths: RealMouths, baselines: dict) -> dict:
@@ -325,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         type=Path,
         help="a folder with a trained mouth refiner (python -m train.refiner) to compare and, if chosen, ship",
     )
+    p.add_argument("--strengths", type=float, nargs="+", default=list(STRENGTHS), help="with --select: the strengths compared")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.select and args.part != "validation":
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.select
         else {shipped: editor.settings.transfer}
     )
-    strengths = list(STRENGTHS) if args.select else [editor.settings.default_strength]
+    strengths = list(args.strengths) if args.select else [editor.settings.default_strength]
     results: dict = {}
     no_face = 0
     for row in tqdm(rows, desc=f"Editing {args.part} photos", unit="photo"):
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.update_model:
         merge_json(model_dir / EVALUATION_FILE, {"photo": report})
-        published_figure(editor, model_dir / "figures" / "astronaut_photo.png")
+        published_figures(editor, model_dir / "figures")
     return report
 
 
