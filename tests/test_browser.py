@@ -43,13 +43,13 @@ def test_upload_then_the_slider_swaps_frames_without_asking_the_server(chromium_
         assert float(page.locator("#live img.live-frame").get_attribute("data-strength")) == value
         seen.add(live_src(page))
     assert len(seen) == 4  # the default strength and three other frames, all different
-    page.locator("text=Under the hood").click()  # the model's own decode follows the same slider
+    assert not [url for url in requests if not url.startswith("blob:")]  # no request left the page while sliding
+    page.locator("text=Under the hood").click()  # the model's own decode follows the same slider (opening it loads its images)
     page.wait_for_selector("#raw_live [data-ready='1']", timeout=10_000)
     raw = page.locator("#raw_live img.live-frame")
     before = raw.get_attribute("src")
     slider.fill("-2.0")
     page.wait_for_function("(old) => document.querySelector('#raw_live img.live-frame').src !== old", arg=before, timeout=5_000)
     assert float(raw.get_attribute("data-strength")) == -2.0 and raw.is_visible()
-    assert not [url for url in requests if not url.startswith("blob:")]  # no request left the page while sliding
     page.screenshot(path=str(tmp_path / "smile.png"), full_page=True)
     page.close()

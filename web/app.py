@@ -152,6 +152,18 @@ class SmileApp:
         return paths
 
 
+def live_view(label: str, elem_id: str) -> gr.HTML:
+    """A view that follows the #strength slider in the page from frames sent once (web/ui/live.*)."""
+    return gr.HTML(
+        "",
+        html_template=(UI / "live.html").read_text(),
+        css_template=(UI / "live.css").read_text(),
+        js_on_load=(UI / "live.js").read_text(),
+        label=label,
+        elem_id=elem_id,
+    )
+
+
 def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
     """The page and its API over `editor`; `work_dir` holds this run's examples and results."""
     app = SmileApp(editor, work_dir)
@@ -177,14 +189,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                 attribute = gr.Dropdown(editor.attributes, value=settings.default_attribute, label="Attribute")
                 gr.Examples(app.example_files(), inputs=photo, label="Examples (public domain / sampled from the model)")
             with gr.Column(scale=2):
-                live = gr.HTML(
-                    "",
-                    html_template=(UI / "live.html").read_text(),
-                    css_template=(UI / "live.css").read_text(),
-                    js_on_load=(UI / "live.js").read_text(),
-                    label="Live frames",
-                    elem_id="live",
-                )
+                live = live_view("Live frames", "live")
                 strength = gr.Slider(
                     -top,
                     top,
@@ -210,14 +215,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                         recon = gr.Image(label="Reconstruction", format="png", elem_id="recon")
                         raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
                         raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
-                    raw_live = gr.HTML(
-                        "",
-                        html_template=(UI / "live.html").read_text(),
-                        css_template=(UI / "live.css").read_text(),
-                        js_on_load=(UI / "live.js").read_text(),
-                        label="Decoded at the slider's strength",
-                        elem_id="raw_live",
-                    )
+                    raw_live = live_view("Decoded at the slider's strength", "raw_live")
         shown = [live, less, more, crop, recon, raw_less, raw_more, raw_live]
         gr.on(
             [photo.change, align.change, attribute.change],

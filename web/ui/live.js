@@ -26,8 +26,8 @@ function show(value) {
 function follow(tries = 0) {
   const range = slider();
   if (!range) { if (tries < 100) setTimeout(() => follow(tries + 1), 100); return; }
-  if (range.dataset.live) return;
-  range.dataset.live = "1";
+  if (element.dataset.following) return;  // once per view: several views follow the same slider
+  element.dataset.following = "1";
   range.addEventListener("input", () => show(parseFloat(range.value)));
   const number = document.querySelector("#strength input[type=number]");
   if (number) ["input", "change"].forEach((type) => number.addEventListener(type, () => show(parseFloat(number.value))));
