@@ -1,12 +1,16 @@
 """The mirror's per-frame pipeline (vae.mirror) on the real model and MTCNN, with a clip made from the astronaut."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT
 from PIL import Image
 
 from vae.editor import SmileEditor
 from vae.mirror import NO_FACE_NOTE, Mirror, MirrorModel, phase_correlation
+from vae.refiner import MouthRefiner
 from vae.transfer import face_region
 
 STRENGTH = 3.0
@@ -114,3 +118,21 @@ def test_the_first_frame_is_edited_like_a_photo(editor, astronaut):
     photo = editor.edit(frame, STRENGTH).more
     diff = np.abs(shown.astype(int) - photo)
     assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
+
+
+def test_with_the_mouth_refiner_the_mirror_draws_the_photo_views_mouth(editor, astronaut, tmp_path):
+    """`transfer.refine_mouth` reaches the webcam too: the first frame matches the photo edit with the refiner."""
+    torch.manual_seed(0)
+    MouthRefiner(width=8).save(tmp_path)
+    transfer = dataclasses.replace(editor.settings.transfer, refine_mouth=True)
+    refining = SmileEditor(
+        editor.model, editor.vectors, editor.settings.replace(transfer=transfer), editor.aligner, MouthRefiner.load(tmp_path)
+    )
+    frame = video_frame(astronaut)
+    mirror = Mirror(refining, MirrorModel(refining, precision="fp32"), detect_side=640)
+    shown = mirror.edit(frame, STRENGTH).image
+    photo, plain = refining.edit(frame, STRENGTH).more, editor.edit(frame, STRENGTH).more
+    assert np.abs(shown.astype(int) - photo).max() <= 2
+    assert np.abs(shown.astype(int) - plain).max() > 2  # the refined mouth, not the residual alone
+    region = face_region(mirror.crop_to_frame, (640, 480))
+    assert np.array_equal(shown[~region], frame[~region])
