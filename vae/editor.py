@@ -187,11 +187,7 @@ class SmileEditor:
     def check_attribute(self, attribute: str | None) -> str:
         attribute = self.settings.default_attribute if attribute is None else attribute
         if attribute not in self.vectors.names:
-            shown = (
-                repr(attribute[:40] + "…" if len(attribute) > 40 else attribute)
-                if isinstance(attribute, str)
-                else type(attribute).__name__
-            )
+            shown = _short(repr(attribute)) if isinstance(attribute, str) else type(attribute).__name__
             raise ValueError(f"Unknown attribute {shown}; choose one of: {', '.join(self.vectors.names)}.")
         return attribute
 
@@ -199,12 +195,13 @@ class SmileEditor:
         """A finite number within the slider's range, else ValueError with the range in the message."""
         top = float(self.settings.max_strength)
         low = -top if signed else 0.0
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength):
-            shown = repr(strength) if isinstance(strength, (int, float)) else type(strength).__name__
+        number = _finite_number(strength)
+        if number is None:
+            shown = "nothing" if strength is None else _short(repr(strength))
             raise ValueError(f"Strength must be a finite number between {low:g} and {top:g}, not {shown}.")
-        if not low <= strength <= top:
-            raise ValueError(f"Strength {strength:g} is out of range: use {low:g} to {top:g}.")
-        return float(strength)
+        if not low <= number <= top:
+            raise ValueError(f"Strength {number:g} is out of range: use {low:g} to {top:g}.")
+        return number
 
     def prepare(self, image: ImageInput, align: bool = True) -> Prepared:
         """Load, align (largest face) and encode a photo. Raises vae.ImageError for unusable input."""
@@ -271,3 +268,19 @@ class SmileEditor:
         z = torch.randn(count, self.model.latent_dim, generator=torch.Generator().manual_seed(seed))
         with torch.inference_mode():
             return [Image.fromarray(p) for p in to_pixels(self.model.decode(z))]
+
+
+def _finite_number(value: object) -> float | None:
+    """`value` as a finite float when it is a JSON number (not a bool, a string or 10**400), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """At most `limit` characters of a value sent to us, for a message that quotes it back."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
