@@ -17,7 +17,6 @@ from pathlib import Path
 from vae.editor import SmileEditor
 from vae.hub import ModelLoadError
 from web.app import create_app
-from web.guards import MAX_UPLOAD_BYTES
 
 ROOT = Path(__file__).resolve().parent
 
@@ -37,7 +36,7 @@ def main() -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and results of this run
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stopped server (Spaces, tests) still cleans work_dir
     try:
-        create_app(editor, work_dir).launch(allowed_paths=[str(work_dir)], max_file_size=MAX_UPLOAD_BYTES)
+        create_app(editor, work_dir).launch(allowed_paths=[str(work_dir)])  # SmileBlocks bounds every request
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 

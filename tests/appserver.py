@@ -1,7 +1,11 @@
-"""The real app, `python app.py`, in a subprocess: what the HTTP and browser tests and the app benchmarks talk to."""
+"""The real app, `python app.py`, in a subprocess: what the HTTP and browser tests and the app benchmarks talk to.
+
+`upload` and `raw_call` speak its HTTP API as any client may: any JSON, no gradio_client in between.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -11,6 +15,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 # Debian's chromium, headless and offline (never `playwright install`); the fake camera adds FAKE_CAMERA_ARGS
@@ -75,3 +81,33 @@ class AppServer:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         shutil.rmtree(self.uploads, ignore_errors=True)
+
+
+def raw_call(url: str, endpoint: str, data: list, timeout: float = 120) -> tuple[str, dict | list]:
+    """POST /gradio_api/call/<endpoint> with any JSON (NaN included), then read the event stream's last event.
+
+    Returns ("complete", outputs), ("error", {"error": message}) or ("refused", {"status", "error"}).
+    """
+    posted = httpx.post(
+        f"{url}gradio_api/call/{endpoint}",
+        content=json.dumps({"data": data}),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    if posted.status_code != 200:  # refused before it was queued (413, 429, 503): the status and the message
+        return "refused", {"status": posted.status_code, "error": posted.text}
+    event_id = posted.json()["event_id"]
+    kind = None
+    with httpx.stream("GET", f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind in ("complete", "error"):
+                return kind, json.loads(line[5:])
+    raise AssertionError("the event stream ended without a result")
+
+
+def upload(url: str, path: Path) -> str:
+    """Upload through Gradio's own upload route, as a browser does; returns the server-side path."""
+    with open(path, "rb") as file:
+        return httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, file)}, timeout=60).json()[0]

@@ -110,15 +110,21 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_server(request):
-    """The real app (`python app.py`) in a subprocess on a free port, offline, with its own upload folder; yields its URL."""
+def app_process(request):
+    """The real app (`python app.py`) in a subprocess on a free port, offline, with its own upload folder."""
     from appserver import AppServer
 
     with AppServer(log=ROOT / ".pytest_app.log") as server:
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled():  # shown in the test output, not swallowed by capture
             print(f"\napp started offline and was ready in {server.start_s:.1f} s")
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_server(app_process) -> str:
+    """The real app's URL."""
+    return app_process.url
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,16 @@ clear error naming the problem, no file outside the uploads is ever read, and th
 import io
 import json
 import os
+import socket
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from appserver import raw_call, upload
 from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -21,31 +25,6 @@ ATTRIBUTE = "Smiling"
 @pytest.fixture(scope="module")
 def client(app_server):
     return Client(app_server, verbose=False)
-
-
-def raw_call(url: str, endpoint: str, data: list) -> tuple[str, dict | list]:
-    """POST /gradio_api/call/<endpoint> with any JSON (NaN included), then read the event stream's last event."""
-    posted = httpx.post(
-        f"{url}gradio_api/call/{endpoint}",
-        content=json.dumps({"data": data}),
-        headers={"Content-Type": "application/json"},
-        timeout=30,
-    )
-    event_id = posted.json()["event_id"]
-    kind = None
-    with httpx.stream("GET", f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=120) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind in ("complete", "error"):
-                return kind, json.loads(line[5:])
-    raise AssertionError("the event stream ended without a result")
-
-
-def upload(url: str, path: Path) -> str:
-    """Upload through Gradio's own upload route, as a browser does; returns the server-side path."""
-    with open(path, "rb") as file:
-        return httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, file)}, timeout=60).json()[0]
 
 
 def save(image: Image.Image, path: Path, **kwargs) -> Path:
@@ -149,7 +128,19 @@ def test_the_hostile_corpus_gets_results_or_clear_errors_and_changes_nothing(
         "/prepare align 'yes'": ("prepare", [{"path": uploaded}, "yes", ATTRIBUTE], "align must be true or false"),
         "/prepare unknown attribute": ("prepare", [{"path": uploaded}, True, "Nope"], "Unknown attribute"),
         "/render strength NaN": ("render", [float("nan"), ATTRIBUTE], "finite number"),
-        "/render strength 99": ("render", [99, ATTRIBUTE], "greater than maximum value 4"),
+        "/render strength 99": ("render", [99, ATTRIBUTE], "out of range: use -4 to 4"),
+        "/render strength '2'": ("render", ["2", ATTRIBUTE], "finite number between -4 and 4, not '2'"),
+        "/render strength null": ("render", [None, ATTRIBUTE], "finite number between -4 and 4, not nothing"),
+        "/render strength 10^400": ("render", [10**400, ATTRIBUTE], "finite number"),
+        "a refused FileData path": (
+            "edit",
+            [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, 2.0, True, ATTRIBUTE],
+            outside,
+        ),
+        "/edit with no arguments": ("edit", [], "takes 4 inputs and got 0"),
+        "/edit with one argument": ("edit", [{"path": uploaded}], "takes 4 inputs and got 1"),
+        "/prepare with no arguments": ("prepare", [], "takes 3 inputs and got 0"),
+        "a long attribute is quoted short": ("edit", [{"path": uploaded}, 2.0, True, "x" * 5000], "'" + "x" * 38 + "…"),
     }
     for name, (endpoint, data, expected) in raw.items():
         kind, body = raw_call(app_server, endpoint, data)
@@ -158,7 +149,7 @@ def test_the_hostile_corpus_gets_results_or_clear_errors_and_changes_nothing(
     big.write_bytes(b"\xff\xd8" + bytes(26 * 2**20))
     with open(big, "rb") as file:  # over 25 MB: Gradio's upload route refuses it before it is stored
         refused = httpx.post(f"{app_server}gradio_api/upload", files={"files": ("big.jpg", file)}, timeout=60)
-    assert refused.status_code == 413 and "size" in refused.text, refused.text
+    assert refused.status_code == 413 and "a photo may be up to 25 MB" in refused.text, refused.text
 
     for name, (path, expected) in hostile_files(tmp_path, astronaut_path).items():
         if expected:
@@ -204,3 +195,159 @@ def test_eight_clients_times_five_edits_all_get_complete_correct_files(app_serve
     for t in threads:
         t.join(timeout=600)
     assert not failures, failures[:5]
+
+
+def test_an_eps_program_uploaded_as_a_jpeg_is_removed_unrun_and_answered(app_server, tmp_path):
+    eps = tmp_path / "face.jpg"  # Pillow would hand this to Ghostscript; 10^9 turns of the loop would take minutes
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 1 1000000000 {pop} for\n")
+    stored = upload(app_server, eps)
+    assert not Path(stored).exists()  # removed as soon as it was stored: only the six formats stay on disk
+    started = time.monotonic()
+    kind, body = raw_call(app_server, "edit", [{"path": stored}, 2.0, True, ATTRIBUTE])
+    assert kind == "error" and "not an image we can read: the accepted formats are JPEG, PNG" in body["error"]
+    assert time.monotonic() - started < 10
+
+
+def test_uploads_that_are_not_images_leave_the_disk_at_once(app_server, tmp_path):
+    junk = tmp_path / "junk.png"
+    stored = []
+    for k in range(10):
+        junk.write_bytes(np.random.default_rng(k).bytes(2 * 2**20))
+        stored.append(upload(app_server, junk))
+    assert not any(Path(path).exists() for path in stored)
+    assert Path(upload(app_server, ROOT / "assets" / "examples" / "astronaut.jpg")).exists()  # a photo stays
+
+
+def test_a_result_stays_fetchable_while_other_clients_edit(app_server, astronaut_path, tmp_path):
+    kind, first = raw_call(app_server, "edit", [{"path": upload(app_server, astronaut_path)}, 2.0, True, ATTRIBUTE])
+    assert kind == "complete"
+    paths = [item["path"] for item in first[0][:6]]  # gr.api answers its tuple as one output
+    face = Image.open(astronaut_path).convert("RGB")
+    others = [save(face.rotate(k + 1), tmp_path / f"other_{k}.png") for k in range(3)]
+
+    def edit_many(k: int) -> None:
+        client = Client(app_server, verbose=False)
+        for call in range(5):
+            client.predict(handle_file(str(others[(k + call) % 3])), 1.0, api_name="/edit")
+
+    threads = [threading.Thread(target=edit_many, args=(k,)) for k in range(3)]  # 15 edits, 90 files, by others
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for path in paths:  # what the first client was promised is all still there, complete
+        answer = httpx.get(f"{app_server}gradio_api/file={path}", timeout=30)
+        assert answer.status_code == 200, (path, answer.status_code)
+        Image.open(io.BytesIO(answer.content)).load()
+
+
+def join(url: str, fn_index: int, data: list, session: str) -> httpx.Response:
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    return httpx.post(f"{url}gradio_api/queue/join", json=body, timeout=30)
+
+
+def endpoint_index(url: str, api_name: str) -> int:
+    return next(d["id"] for d in httpx.get(f"{url}config").json()["dependencies"] if d.get("api_name") == api_name)
+
+
+def test_one_session_gets_a_bounded_share_of_the_queue_and_others_are_served(app_server, astronaut_path, tmp_path):
+    face = Image.open(astronaut_path).convert("RGB").resize((1536, 1536))
+    photos = [upload(app_server, save(face.rotate(k * 7 + 3), tmp_path / f"flood_{k}.png")) for k in range(20)]
+    edit = endpoint_index(app_server, "edit")
+    flood = uuid.uuid4().hex
+    answers = [join(app_server, edit, [{"path": p}, 2.0, True, ATTRIBUTE], flood) for p in photos]  # new photos: slow jobs
+    refused = [a for a in answers if a.status_code != 200]
+    assert len(answers) - len(refused) <= 8 and len(refused) >= 12  # 6 may wait or run (one or two may finish meanwhile)
+    assert all(a.status_code == 429 and "Too many requests at once from this page" in a.text for a in refused)
+    other = Client(app_server, verbose=False)  # another visitor is not refused, and is served
+    *_, info = other.predict(handle_file(str(astronaut_path)), 1.0, api_name="/edit")
+    assert info["faces_found"] == 1
+    accepted = [a.json()["event_id"] for a in answers if a.status_code == 200]
+    assert all(m["success"] for m in completed(app_server, flood, *accepted))  # the share was served, not dropped
+
+
+def test_one_address_gets_a_bounded_share_of_the_queue(app_server, astronaut_path, tmp_path):
+    face = Image.open(astronaut_path).convert("RGB").resize((1536, 1536))
+    photos = [upload(app_server, save(face.rotate(-k * 7 - 3), tmp_path / f"address_{k}.png")) for k in range(24)]
+    edit = endpoint_index(app_server, "edit")
+    sessions = [uuid.uuid4().hex for _ in photos]
+    answers = [join(app_server, edit, [{"path": p}, 2.0, True, ATTRIBUTE], s) for p, s in zip(photos, sessions, strict=True)]
+    refused = [a for a in answers if a.status_code != 200]
+    assert len(refused) >= 6 and all("Too many requests at once from your address" in a.text for a in refused)
+    for session, answer in zip(sessions, answers, strict=True):  # the share was served, and the server is idle again
+        if answer.status_code == 200:
+            assert completed(app_server, session, answer.json()["event_id"])[0]["success"]
+
+
+def completed(url: str, session: str, *event_ids: str) -> list[dict]:
+    """The session's `process_completed` messages for `event_ids`, read from the queue's event stream."""
+    found: dict[str, dict] = {}
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=300) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed" and message.get("event_id") in event_ids:
+                    found[message["event_id"]] = message
+                    if len(found) == len(event_ids):
+                        return [found[event_id] for event_id in event_ids]
+    raise AssertionError("the event stream ended without the results")
+
+
+def test_the_strip_is_made_once_per_upload_even_when_called_directly(app_server, astronaut_path):
+    dependencies = httpx.get(f"{app_server}config").json()["dependencies"]
+    prepare = endpoint_index(app_server, "prepare")
+    strip = next(d["id"] for d in dependencies if d.get("api_visibility") == "private")
+    session = uuid.uuid4().hex
+    photo = {"path": upload(app_server, astronaut_path), "meta": {"_type": "gradio.FileData"}}
+    prepared = join(app_server, prepare, [photo, True, ATTRIBUTE], session).json()["event_id"]
+    assert completed(app_server, session, prepared)[0]["success"]
+    first = join(app_server, strip, [None, ATTRIBUTE], session).json()["event_id"]  # what the page chains after it
+    assert completed(app_server, session, first)[0]["success"]
+    again = join(app_server, strip, [None, ATTRIBUTE], session).json()["event_id"]  # nine more edits, asked directly
+    (answer,) = completed(app_server, session, again)
+    assert not answer["success"] and "made once, after each upload" in answer["output"]["error"]
+
+
+def test_request_bodies_are_bounded_before_they_are_parsed(app_process):
+    url = app_process.url
+    before = app_process.rss_mb()
+    huge = b'{"data": [' + b"1," * 30_000_000 + b"1]}"  # 60 MB: a million arguments, sixty times over
+    answer = httpx.post(f"{url}gradio_api/call/edit", content=huge, headers={"Content-Type": "application/json"}, timeout=60)
+    assert answer.status_code == 413 and "arguments may be up to 64 KB" in answer.json()["detail"]
+    attribute = json.dumps({"data": [None, 2.0, True, "x" * (60 * 2**20)]})
+    answer = httpx.post(f"{url}gradio_api/call/edit", content=attribute, headers={"Content-Type": "application/json"}, timeout=60)
+    assert answer.status_code == 413
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(100):
+            yield b"1," * 2**14
+
+    answer = httpx.post(f"{url}gradio_api/call/edit", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert answer.status_code == 413
+    assert app_process.rss_mb() - before < 100
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(app_server):
+    host, port = app_server.split("//")[1].strip("/").split(":")
+    slow = [socket.create_connection((host, int(port))) for _ in range(8)]
+    for connection in slow:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        connection.settimeout(60)
+    assert httpx.get(app_server, timeout=10).status_code == 200  # others are served meanwhile
+    started = time.monotonic()
+    assert all(connection.recv(100) == b"" for connection in slow)  # closed by the server
+    assert time.monotonic() - started < 30  # HEADERS_DEADLINE_S (20 s) and one watch period
+
+
+def test_the_photo_cache_bounds_memory_for_huge_flat_photos(app_process, tmp_path):
+    """40 flat 2048x2048 PNGs of a few KB each, align off, used to take the server from 1.2 to 2.8 GB (stopped there)."""
+    from web.app import PHOTO_CACHE_BYTES
+
+    client = Client(app_process.url, verbose=False)
+    before = app_process.rss_mb()
+    peak = before
+    for k in range(28):  # 2 x 12.6 MB kept per photo: 512 MB holds 20
+        photo = save(Image.new("RGB", (2048, 2048), (k * 9 % 256, 120, 200)), tmp_path / f"flat_{k}.png")
+        client.predict(handle_file(str(photo)), 2.0, False, api_name="/edit")
+        peak = max(peak, app_process.rss_mb())
+    assert peak - before < PHOTO_CACHE_BYTES / 2**20 + 400, (before, peak)

@@ -1,21 +1,30 @@
 """The server-side guards of the web package and the editor's settings check, on real files."""
 
+import io
 import json
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn
 from conftest import ROOT
 from PIL import Image
+from starlette.requests import Request
 
 from vae.editor import SmileEditor
 from vae.hub import ModelLoadError
 from vae.preprocess import ImageError
 from vae.settings import EditorSettings, SettingsError, TransferSettings
+from web import limits
+from web.fair_queue import client_address
 from web.guards import read_upload
 from web.photos import PreparedCache
-from web.results import ResultFiles
+from web.results import ResultFiles, ResultsFull
+from web.uploads import UploadStore
 
 
 @pytest.fixture
@@ -53,13 +62,140 @@ def test_links_pipes_folders_and_large_files_are_refused(uploads):
         read_upload(str(uploads / "abc" / "gone.png"), uploads)
 
 
-def test_results_get_fresh_names_and_old_ones_are_removed(tmp_path):
-    results = ResultFiles(tmp_path / "results", keep=3)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_results_get_fresh_names_and_live_until_their_lifetime_whatever_others_ask(tmp_path):
+    clock = Clock()
+    results = ResultFiles(tmp_path / "results", lifetime_s=600, clock=clock)
     pixels = np.zeros((8, 8, 3), np.uint8)
-    paths = [results.image(pixels, "less") for _ in range(5)]
-    assert len(set(paths)) == 5  # the same content never shares a file
-    assert [Path(p).exists() for p in paths] == [False, False, True, True, True]
+    paths = [results.image(pixels, "less") for _ in range(50)]  # many requests: none removes a young file
+    assert len(set(paths)) == 50 and all(Path(p).exists() for p in paths)  # the same content never shares a file
     assert np.array_equal(np.asarray(Image.open(paths[-1])), pixels)
+    clock.now = 599.0
+    results.image(pixels, "more")
+    assert all(Path(p).exists() for p in paths)
+    clock.now = 600.0
+    last = results.image(pixels, "more")  # the next write removes what has lived its lifetime
+    assert not any(Path(p).exists() for p in paths) and Path(last).exists()
+    assert results.bytes_held == 2 * os.path.getsize(last)
+
+
+def test_results_refuse_new_work_rather_than_remove_live_files(tmp_path):
+    clock = Clock()
+    results = ResultFiles(tmp_path / "results", lifetime_s=600, max_bytes=1000, clock=clock)
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)  # ~800 bytes as a PNG
+    first = results.image(noise, "less")
+    results.image(noise, "more")
+    with pytest.raises(ResultsFull, match="try again in a minute"):
+        results.image(noise, "less")
+    assert Path(first).exists()
+    clock.now = 601.0
+    assert Path(results.image(noise, "less")).exists()  # served again once the old ones have expired
+
+
+def test_uploads_that_are_not_images_are_removed_and_the_rest_bounded_oldest_first(tmp_path):
+    def stored(name: str, content: bytes) -> str:
+        folder = tmp_path / name  # Gradio gives every upload a folder of its own
+        folder.mkdir()
+        (folder / "upload.jpg").write_bytes(content)
+        return str(folder / "upload.jpg")
+
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(photo, format="PNG")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 1 1000000000 {pop} for\n"
+    store = UploadStore(max_bytes=2 * len(photo.getvalue()))
+    empty, program, noise = stored("empty", b""), stored("eps", eps), stored("noise", os.urandom(5000))
+    photos = [stored(f"photo{k}", photo.getvalue()) for k in range(3)]
+    store.add([empty, program, noise, *photos])
+    assert store.why_refused(empty) == "The file is empty."
+    for path in (program, noise):
+        assert not Path(path).exists() and not Path(path).parent.exists()
+        assert "not an image we can read: the accepted formats are JPEG, PNG" in store.why_refused(path)
+    assert [Path(p).exists() for p in photos] == [False, True, True]  # two fit: the oldest went
+    assert store.why_refused(photos[1]) is None and store.kept_bytes == 2 * len(photo.getvalue())
+
+
+def request_from(client: str, forwarded: str | None) -> Request:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return Request({"type": "http", "headers": headers, "client": (client, 5000)})
+
+
+@pytest.mark.parametrize(
+    "forwarded, proxies, address",
+    [
+        (None, 0, "10.0.0.9"),
+        ("6.6.6.6", 0, "10.0.0.9"),  # with no proxy in front, the header is the client's own word
+        ("6.6.6.6, 1.2.3.4", 1, "1.2.3.4"),  # the entry the proxy appended, not what the client wrote before it
+        ("1.2.3.4, 172.16.0.2", 2, "1.2.3.4"),
+        (None, 1, "10.0.0.9"),
+    ],
+)
+def test_the_client_address_is_the_one_the_trusted_proxy_saw(forwarded, proxies, address):
+    assert client_address(request_from("10.0.0.9", forwarded), proxies) == address
+
+
+@pytest.fixture
+def deadline_server(monkeypatch):
+    """A real uvicorn server with DeadlineH11Protocol and deadlines of a second; yields (host, port)."""
+    monkeypatch.setattr(limits, "HEADERS_DEADLINE_S", 1.0)
+    monkeypatch.setattr(limits, "BODY_DEADLINE_S", 1.0)
+    monkeypatch.setattr(limits, "WATCH_EVERY_S", 0.2)
+
+    async def hello(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(hello, host="127.0.0.1", port=port, http=limits.DeadlineH11Protocol, log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n",  # headers never finished
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf",  # a body never finished
+    ],
+)
+def test_a_connection_stuck_sending_a_request_is_closed_after_its_deadline(deadline_server, sent):
+    with socket.create_connection(deadline_server) as connection:
+        connection.sendall(sent)
+        connection.settimeout(10)
+        started = time.monotonic()
+        assert connection.recv(100) == b""  # closed, with no answer
+        assert 0.9 < time.monotonic() - started < 3
+
+
+def test_a_request_sent_in_time_is_answered_and_its_connection_kept(deadline_server):
+    with socket.create_connection(deadline_server) as connection:
+        connection.settimeout(10)
+        for _ in range(3):  # each request on the kept connection gets a fresh deadline
+            time.sleep(0.6)
+            connection.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+            answer = b""
+            while not answer.endswith(b"hello") and (part := connection.recv(1000)):
+                answer += part
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
 
 
 def test_the_prepared_cache_reuses_by_content_and_bounds_its_bytes():

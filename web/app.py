@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,15 +21,18 @@ from PIL import Image
 from vae.editor import EditResult, Prepared, SmileEditor
 from vae.files import strip_image
 
+from .blocks import SmileBlocks
 from .guards import checked_align, read_upload, upload_path
 from .live import LIVE_STEP, frames_json, live_strengths
 from .mirror import mirror_view
 from .photos import PreparedCache
 from .results import ResultFiles
+from .uploads import UploadStore
 
 UI = Path(__file__).resolve().parent / "ui"
 EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
-RESULTS_KEPT = 64  # Gradio copies each result into its own cache at once; this folder is only the hand-over
+PHOTO_CACHE_BYTES = 512 * 2**20  # every prepared photo's pixels, frame and crop (README: the memory bound)
+STRIPS_DUE_KEPT = 4096  # sessions whose upload still owes its strip
 
 
 def clear_error(fn):
@@ -52,14 +56,20 @@ class SmileApp:
     ) -> None:
         self.editor = editor
         self.work_dir = Path(work_dir)
-        self.results = ResultFiles(self.work_dir / "results", keep=RESULTS_KEPT)
-        self.photos = PreparedCache(lambda data, align: editor.prepare(data, align=align))
+        self.results = ResultFiles(self.work_dir / "results")
+        self.photos = PreparedCache(lambda data, align: editor.prepare(data, align=align), max_bytes=PHOTO_CACHE_BYTES)
         self.upload_root = upload_root
+        self.uploads = UploadStore()
+        self.strips_due: OrderedDict[str | None, str] = OrderedDict()  # session -> the photo key its strip is for
         self.frames = live_strengths(editor.settings.max_strength)
 
     def _upload(self, payload: object, align: object) -> tuple[str, Prepared, bool]:
         """(key, prepared, cached) for the uploaded file: aligned and encoded once per content."""
-        data = read_upload(upload_path(payload), self.upload_root())
+        path = upload_path(payload)
+        refused = self.uploads.why_refused(path) if isinstance(path, str) else None
+        if refused:
+            raise ValueError(refused)
+        data = read_upload(path, self.upload_root())
         key, prepared, cached = self.photos.get(data, checked_align(align))
         for note in prepared.notes:
             gr.Warning(note)
@@ -86,7 +96,7 @@ class SmileApp:
         ]
 
     @clear_error
-    def prepare(self, payload: dict | None, align: bool, attribute: str):
+    def prepare(self, payload: dict | None, align: bool, attribute: str, request: gr.Request = None):
         """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
         other): align and encode once per photo, then decode every live frame and the less / more photos.
         Returns (key, live frames JSON, less, more, crop, reconstruction, decoded less, decoded more, decoded
@@ -96,6 +106,7 @@ class SmileApp:
         attribute = self.editor.check_attribute(attribute)
         key, prepared, _ = self._upload(payload, align)
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
+        self._owe_strip(request, key)
         return (
             key,
             frames_json(result.frame_strengths, result.frames),
@@ -105,11 +116,21 @@ class SmileApp:
             frames_json(result.frame_strengths, result.frame_decodes),
         )
 
+    def _owe_strip(self, request: gr.Request | None, key: str) -> None:
+        session = request.session_hash if request else None
+        self.strips_due[session] = key
+        self.strips_due.move_to_end(session)
+        while len(self.strips_due) > STRIPS_DUE_KEPT:
+            self.strips_due.popitem(last=False)
+
     @clear_error
-    def strip(self, key: str | None, attribute: str):
-        """The strip and its GIF from the face region, chained after the page's first outputs."""
+    def strip(self, key: str | None, attribute: str, request: gr.Request = None):
+        """The strip and its GIF from the face region, chained after the page's first outputs: once per
+        upload (it costs nine whole-photo edits, and its endpoint is reachable, if private)."""
         if key is None:
             return None, None
+        if self.strips_due.pop(request.session_hash if request else None, None) != key:
+            raise ValueError("The strip is made once, after each upload.")
         strengths = self.editor.strip_strengths(self.editor.settings.default_strength)
         result = self.editor.edit(self._session_photo(key), attribute=attribute, frames=strengths)
         frames = [Image.fromarray(view) for view in result.frames]
@@ -169,7 +190,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
     app = SmileApp(editor, work_dir)
     settings = editor.settings
     top, default = settings.max_strength, settings.default_strength
-    with gr.Blocks(title="SMILE: slide the smile", delete_cache=(600, 1800)) as demo:  # results live 30 min
+    with SmileBlocks(title="SMILE: slide the smile", delete_cache=(600, 1800), uploads=app.uploads) as demo:
         gr.Markdown(
             "# SMILE\nUpload a face photo and slide: your own photo smiles less or more. A variational autoencoder "
             "trained on CelebA finds the smile direction; only the change it makes is added to your photo, so the "
@@ -226,7 +247,8 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
             api_name="prepare",
             trigger_mode="always_last",
         ).then(app.strip, [state, attribute], [strip_view, gif], api_visibility="private")
-        download.click(app.render, [state, strength, attribute], download, api_name="render")
+        # preprocess=False: the strength reaches check_strength as sent, so "2", null or 1e400 get its message
+        download.click(app.render, [state, strength, attribute], download, api_name="render", preprocess=False)
         gr.api(app.edit, api_name="edit")
         mirror_view(editor)  # the webcam, smiling live (web/mirror.py)
         gr.Markdown(

@@ -13,6 +13,7 @@ import stat
 from vae.preprocess import ImageError
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 40-megapixel JPEG is ~15 MB
+OUTSIDE_UPLOADS = "Only files uploaded to this app can be edited: upload the photo again."
 
 
 def upload_path(payload: object) -> object:
@@ -27,7 +28,7 @@ def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = M
     root = os.path.realpath(upload_root)
     real = os.path.realpath(path)
     if os.path.commonpath([real, root]) != root or real == root or os.path.islink(path):
-        raise ImageError("Only files uploaded to this app can be edited: upload the photo again.")
+        raise ImageError(OUTSIDE_UPLOADS)
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as err:
@@ -35,7 +36,7 @@ def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = M
     try:
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != (os.stat(real).st_dev, os.stat(real).st_ino):  # swapped after the check
-            raise ImageError("Only files uploaded to this app can be edited: upload the photo again.")
+            raise ImageError(OUTSIDE_UPLOADS)
         if not stat.S_ISREG(info.st_mode):
             raise ImageError("The upload is not a regular file.")
         if info.st_size > max_bytes:

@@ -1,8 +1,12 @@
-"""Result files under fresh names, written once.
+"""Result files under fresh names, written once, each kept for a documented lifetime.
 
 Handing Gradio an image object lets it save the file under a name derived from the content, and a
 second request with the same content rewrote that file while the first client was still downloading
 it. So every result is written here, atomically, under a new name, and returned as a path.
+
+A result stays fetchable for `lifetime_s` whatever other clients do: files go by age, never because
+others asked for more. The disk is bounded all the same: while the results younger than their lifetime
+hold `max_bytes`, new requests are refused with a message (ResultsFull) instead of deleting live files.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -19,30 +24,64 @@ from PIL import Image
 
 from vae.files import atomic_save, save_gif
 
+RESULT_LIFETIME_S = 600  # README, "What the server accepts"
+RESULTS_MAX_BYTES = 4 * 2**30
+
+
+class ResultsFull(ValueError):
+    """The results younger than their lifetime fill the disk budget; the message is for the visitor."""
+
 
 class ResultFiles:
-    """Result images under unique names in `folder`; the oldest are removed beyond `keep` files."""
+    """Result images under unique names in `folder`, removed `lifetime_s` after they were written."""
 
-    def __init__(self, folder: str | os.PathLike, keep: int = 512) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        lifetime_s: float = RESULT_LIFETIME_S,
+        max_bytes: int = RESULTS_MAX_BYTES,
+        clock=time.monotonic,
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.keep = keep
-        self._written: deque[Path] = deque()
+        self.lifetime_s, self.max_bytes, self.clock = lifetime_s, max_bytes, clock
+        self._written: deque[tuple[float, Path, int]] = deque()  # (written at, folder, bytes), oldest first
+        self._bytes = 0
         self._lock = threading.Lock()
 
-    def _new_dir(self) -> Path:
+    def _expire(self) -> None:
+        """Remove the results older than their lifetime (called under the lock)."""
+        now = self.clock()
+        while self._written and now - self._written[0][0] >= self.lifetime_s:
+            _, directory, size = self._written.popleft()
+            self._bytes -= size
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _write(self, name: str, save) -> str:
+        with self._lock:
+            self._expire()
+            if self._bytes >= self.max_bytes:
+                minutes = max(1, round(self.lifetime_s / 60))
+                raise ResultsFull(
+                    f"The server holds as many results as it can keep for {minutes} minutes: try again in a minute."
+                )
         directory = self.folder / uuid.uuid4().hex
         directory.mkdir()
+        path = save(directory / name)
+        size = os.path.getsize(path)
         with self._lock:
-            self._written.append(directory)
-            while len(self._written) > self.keep:
-                shutil.rmtree(self._written.popleft(), ignore_errors=True)
-        return directory
+            self._written.append((self.clock(), directory, size))
+            self._bytes += size
+        return str(path)
 
     def image(self, pixels: np.ndarray | Image.Image, name: str) -> str:
         """Write a PNG (lossless: the unedited pixels stay exactly the photo's) and return its path."""
         image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
-        return str(atomic_save(image, self._new_dir() / f"{name}.png", compress_level=1))
+        return self._write(f"{name}.png", lambda path: atomic_save(image, path, compress_level=1))
 
     def gif(self, frames: list[Image.Image], name: str) -> str:
-        return str(save_gif(frames, self._new_dir() / f"{name}.gif"))
+        return self._write(f"{name}.gif", lambda path: save_gif(frames, path))
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes

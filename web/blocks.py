@@ -1,0 +1,64 @@
+"""gr.Blocks for a public Space: only messages we wrote reach a visitor, and every request is bounded.
+
+Gradio answers an exception it did not expect with a bare `{"error": null}` (refused paths, missing
+arguments, a strength of "2" on /render all did), or, with show_error, with whatever the exception
+says, server paths included. `SmileBlocks.process_api` lets our own messages (gr.Error) through,
+answers a file path Gradio refuses and a call with too few arguments with messages of ours, and logs
+anything else and answers it with a generic message. `launch` adds the request bounds of web/limits.py,
+web/uploads.py and web/fair_queue.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+from gradio.exceptions import InvalidPathError
+from starlette.middleware import Middleware
+
+from .fair_queue import share_queue
+from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS
+from .limits import limit_bodies, use_deadline_protocol
+from .uploads import UploadStore, track_uploads
+
+log = logging.getLogger(__name__)
+SERVER_FAILED = "Something went wrong on the server while handling this request (it has been logged): try again."
+
+
+class SmileBlocks(gr.Blocks):
+    """A gr.Blocks whose errors are ours and whose requests are bounded; `uploads` tracks the upload folder."""
+
+    def __init__(self, *args, uploads: UploadStore, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.uploads = uploads
+
+    async def process_api(self, block_fn, inputs, *args, **kwargs):
+        fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+        try:
+            return await super().process_api(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except InvalidPathError as err:
+            raise gr.Error(OUTSIDE_UPLOADS) from err
+        except Exception as err:
+            if len(inputs) < len(fn.inputs):
+                raise gr.Error(f"This endpoint takes {len(fn.inputs)} inputs and got {len(inputs)}.") from err
+            log.exception("unexpected error in %s", fn.api_name or fn.name)
+            raise gr.Error(SERVER_FAILED) from err
+
+    def queue(self, *args, **kwargs):
+        super().queue(*args, **kwargs)
+        share_queue(self)
+        return self
+
+    def launch(self, **kwargs):
+        """gr.Blocks.launch, with request bodies, slow clients, uploads and each visitor's queue share bounded."""
+        use_deadline_protocol()
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [
+            *app_kwargs.get("middleware", []),
+            Middleware(limit_bodies),
+            Middleware(track_uploads(self.uploads)),
+        ]
+        kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
+        return super().launch(app_kwargs=app_kwargs, **kwargs)

@@ -1,0 +1,63 @@
+"""Each visitor gets a bounded share of Gradio's queue, so one cannot fill it for everyone.
+
+Gradio's queue refuses a job only when the whole queue is full: one session posted 80 /edit jobs in
+0.7 s, 68 were queued, and the next visitor got "Queue is full". `share_queue` puts a check in front
+of the queue's `push`: a session (Gradio's session hash) may hold PER_SESSION jobs waiting or running,
+and a client address PER_ADDRESS (a script can make a new session for every call, not a new address).
+A job over its share is answered 429 with a message. Behind a proxy (a Space) the address is the one the
+proxy appends to X-Forwarded-For, not the connection's, which is the proxy's own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+from fastapi import HTTPException
+
+PER_SESSION = 6  # a page holds at most a few: prepare, its strip, a download, the mirror's stream
+PER_ADDRESS = 16
+
+
+def trusted_proxies() -> int:
+    """How many proxies in front of the app append to X-Forwarded-For: one on a Space, none elsewhere."""
+    hops = os.environ.get("SMILE_TRUSTED_PROXIES")
+    return int(hops) if hops else int(bool(os.environ.get("SPACE_ID")))
+
+
+def client_address(request, proxies: int) -> str:
+    """The client's address: the connection's, or the entry the nearest trusted proxy appended."""
+    forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
+    if proxies and len(forwarded) >= proxies:
+        return forwarded[-proxies]
+    return request.client.host if request.client else "unknown"
+
+
+def share_queue(demo: gr.Blocks, per_session: int = PER_SESSION, per_address: int = PER_ADDRESS) -> None:
+    """Bound each session's and each address's jobs in `demo`'s queue (call after `demo.queue()`)."""
+    queue = demo._queue
+    push, proxies = queue.push, trusted_proxies()
+
+    def jobs():
+        for event_queue in queue.event_queue_per_concurrency_id.values():
+            yield from event_queue.queue
+        for job in queue.active_jobs:
+            yield from job or ()
+
+    async def fair_push(body, request, username):
+        address = client_address(request, proxies)
+        session = body.session_hash
+        same_session = same_address = 0
+        for event in jobs():
+            same_session += session is not None and event.session_hash == session
+            same_address += client_address(event.request, proxies) == address
+        if same_session >= per_session or same_address >= per_address:
+            who = "this page" if same_session >= per_session else "your address"
+            limit = per_session if same_session >= per_session else per_address
+            raise HTTPException(
+                status_code=429,
+                detail=f"Too many requests at once from {who} ({limit} may wait or run): wait for one to finish.",
+            )
+        return await push(body, request, username)
+
+    queue.push = fair_push

@@ -1,0 +1,109 @@
+"""The upload folder, bounded: files that are not images are removed at once, the rest oldest first.
+
+Gradio stores every upload (up to the per-file limit) and keeps it for its cache lifetime, so ten 25 MB
+uploads of random bytes sat on disk for 30 minutes. `UploadStore.add` is called with the paths that
+Gradio's upload route has just stored (see `track_uploads`): a file whose bytes are not one of the
+accepted formats is deleted and remembered with the message its edit would have given; beyond
+`max_bytes` of uploads the oldest are deleted (their photos, once prepared, stay in the photo cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+
+from PIL import Image, UnidentifiedImageError
+
+from vae.preprocess import FORMAT_NAMES, FORMATS
+
+UPLOADS_MAX_BYTES = 200 * 2**20  # README, "What the server accepts"
+REMEMBERED = 4096  # refused uploads whose message is kept
+
+log = logging.getLogger(__name__)
+
+
+def refusal(path: str) -> str | None:
+    """Why the file at `path` cannot be a photo (from its header only), or None when it may be one."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "The file is empty."
+        with Image.open(path, formats=FORMATS):  # reads the header, decodes nothing
+            return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return f"The upload is not an image we can read: the accepted formats are {FORMAT_NAMES}."
+
+
+class UploadStore:
+    """The uploads Gradio stored for clients, in arrival order, with their total size bounded."""
+
+    def __init__(self, max_bytes: int = UPLOADS_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.kept: OrderedDict[str, int] = OrderedDict()  # path -> bytes, oldest first
+        self.kept_bytes = 0
+        self.refused: OrderedDict[str, str] = OrderedDict()  # path -> the message for its edit
+        self._lock = threading.Lock()
+
+    def add(self, paths: list[str]) -> None:
+        for path in paths:
+            reason = refusal(path)
+            with self._lock:
+                if reason is not None:
+                    _remove(path)
+                    self.refused[path] = reason
+                    while len(self.refused) > REMEMBERED:
+                        self.refused.popitem(last=False)
+                    continue
+                self.kept[path] = os.path.getsize(path)
+                self.kept_bytes += self.kept[path]
+                while self.kept_bytes > self.max_bytes and len(self.kept) > 1:
+                    oldest, size = self.kept.popitem(last=False)
+                    self.kept_bytes -= size
+                    _remove(oldest)
+
+    def why_refused(self, path: str) -> str | None:
+        with self._lock:
+            return self.refused.get(path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+        os.rmdir(os.path.dirname(path))  # Gradio gives each upload a folder of its own; it may hold others
+    except OSError:
+        pass
+
+
+def track_uploads(store: UploadStore):
+    """ASGI middleware: Gradio's upload route answers only after `store` has seen what it stored."""
+
+    def middleware(app):
+        async def tracked(scope, receive, send):
+            if scope["type"] != "http" or not scope["path"].endswith("/upload"):
+                return await app(scope, receive, send)
+            held: list[dict] = []
+
+            async def holding_send(message):
+                held.append(message)
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    if held[0]["status"] == 200:
+                        _add_answer(store, b"".join(m.get("body", b"") for m in held[1:]))
+                    for each in held:
+                        await send(each)
+
+            await app(scope, receive, holding_send)
+
+        return tracked
+
+    return middleware
+
+
+def _add_answer(store: UploadStore, body: bytes) -> None:
+    try:
+        paths = [p for p in json.loads(body) if isinstance(p, str)]
+    except (ValueError, TypeError):
+        log.warning("unexpected upload answer: %.80r", body)
+        return
+    store.add(paths)
