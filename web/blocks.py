@@ -5,7 +5,7 @@ arguments, a strength of "2" on /render all did), or, with show_error, with what
 says, server paths included. `SmileBlocks.process_api` lets our own messages (gr.Error) through,
 answers a file path Gradio refuses and a call with too few arguments with messages of ours, and logs
 anything else and answers it with a generic message. `launch` adds the request bounds of web/limits.py,
-web/uploads.py and web/fair_queue.py.
+web/uploads.py and web/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' state.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from .limits import limit_bodies, use_deadline_protocol
 from .uploads import UploadStore, track_uploads
 
 log = logging.getLogger(__name__)
+# Gradio keeps a copy of every component's config per session, ~0.4 MB each (a script's every call is a new
+# session): its default of 10,000 sessions could hold 4 GB. The oldest sessions go first.
+SESSIONS_KEPT = 1000
 SERVER_FAILED = "Something went wrong on the server while handling this request (it has been logged): try again."
 
 
@@ -61,4 +64,5 @@ class SmileBlocks(gr.Blocks):
             Middleware(track_uploads(self.uploads)),
         ]
         kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
+        kwargs.setdefault("state_session_capacity", SESSIONS_KEPT)
         return super().launch(app_kwargs=app_kwargs, **kwargs)
