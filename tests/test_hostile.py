@@ -324,6 +324,16 @@ def test_request_bodies_are_bounded_before_they_are_parsed(app_process):
 
     answer = httpx.post(f"{url}gradio_api/call/edit", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
     assert answer.status_code == 413
+    with socket.create_connection((url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1].strip("/")))) as raw:
+        raw.sendall(  # a small Content-Length, and chunks that h11 follows instead
+            b"POST /gradio_api/call/edit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(b"%x\r\n%s\r\n" % (2**14, b"1" * 2**14) for _ in range(8))
+        )
+        raw.settimeout(30)
+        assert raw.recv(100).startswith(b"HTTP/1.1 413")
+    direct = httpx.post(f"{url}gradio_api/run/edit", json={"data": [None, 2.0, True, "Smiling"]}, timeout=30)
+    assert direct.status_code != 200  # the REST route that would skip the queue (and its shares) is closed
     assert app_process.rss_mb() - before < 100
 
 

@@ -121,6 +121,17 @@ def test_uploads_that_are_not_images_are_removed_and_the_rest_bounded_oldest_fir
     assert store.why_refused(photos[1]) is None and store.kept_bytes == 2 * len(photo.getvalue())
 
 
+def test_the_same_upload_stored_twice_is_counted_once(tmp_path):
+    folder = tmp_path / "sha"  # Gradio names an upload's folder by its content: the same file, the same path
+    folder.mkdir()
+    photo = folder / "photo.png"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(photo)
+    store = UploadStore(max_bytes=3 * photo.stat().st_size)
+    for _ in range(9):
+        store.add([str(photo)])
+    assert store.kept_bytes == photo.stat().st_size and photo.exists()
+
+
 def request_from(client: str, forwarded: str | None) -> Request:
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     return Request({"type": "http", "headers": headers, "client": (client, 5000)})

@@ -255,5 +255,5 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
             "Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
             "only (CelebA's terms)."
         )
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.queue(default_concurrency_limit=2, max_size=64, api_open=False)  # /run/ would skip the queue and its shares
     return demo

@@ -27,7 +27,8 @@ def trusted_proxies() -> int:
 
 def client_address(request, proxies: int) -> str:
     """The client's address: the connection's, or the entry the nearest trusted proxy appended."""
-    forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
+    lines = request.headers.getlist("x-forwarded-for")  # a proxy may add a line of its own instead of appending
+    forwarded = [part.strip() for part in ",".join(lines).split(",") if part.strip()]
     if proxies and len(forwarded) >= proxies:
         return forwarded[-proxies]
     return request.client.host if request.client else "unknown"

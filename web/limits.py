@@ -10,6 +10,7 @@ clients cannot hold the server's connections open (eight half-sent requests were
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import h11
@@ -26,11 +27,15 @@ BODY_DEADLINE_S = 120.0  # a 25 MB upload at 2 Mbit/s
 WATCH_EVERY_S = 2.0
 
 
+UPLOAD_ROUTE = re.compile(r"/gradio_api/upload/?$")
+FRAME_ROUTE = re.compile(r"/gradio_api/(stream/[^/]+|queue/join)/?$")  # a stream's first frame comes with its join
+
+
 def body_limit(path: str) -> tuple[int, str]:
     """The largest body the route at `path` needs, and the message for one over it."""
-    if path.endswith("/upload"):
+    if UPLOAD_ROUTE.search(path):
         return UPLOAD_BODY_BYTES, f"The upload is too large: a photo may be up to {MAX_UPLOAD_BYTES // 2**20} MB."
-    if "/stream/" in path or path.endswith("/queue/join"):  # a stream's first frame comes with its join
+    if FRAME_ROUTE.search(path):
         return STREAM_BODY_BYTES, f"The frame is too large: a webcam frame may be up to {STREAM_BODY_BYTES // 2**20} MB."
     return JSON_BODY_BYTES, f"The request is too large: a call's arguments may be up to {JSON_BODY_BYTES // 1024} KB."
 
@@ -51,12 +56,13 @@ def limit_bodies(app):
         if scope["type"] != "http":
             return await app(scope, receive, send)
         limit, message = body_limit(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and b"transfer-encoding" not in headers:  # with both, h11 follows the chunks
             if not declared.isdigit() or int(declared) > limit:
                 return await _refuse(send, message)
             return await app(scope, receive, send)  # h11 never delivers more than the declared length
-        body, more = b"", True
+        body, more = bytearray(), True
         while more:
             part = await receive()
             if part["type"] != "http.request":
@@ -65,6 +71,7 @@ def limit_bodies(app):
             more = part.get("more_body", False)
             if len(body) > limit:
                 return await _refuse(send, message)
+        body = bytes(body)
         replayed = False
 
         async def replay():

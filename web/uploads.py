@@ -56,6 +56,7 @@ class UploadStore:
                     while len(self.refused) > REMEMBERED:
                         self.refused.popitem(last=False)
                     continue
+                self.kept_bytes -= self.kept.pop(path, 0)  # Gradio names an upload by its content: the same file again
                 self.kept[path] = os.path.getsize(path)
                 self.kept_bytes += self.kept[path]
                 while self.kept_bytes > self.max_bytes and len(self.kept) > 1:
