@@ -22,9 +22,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-from bench.app import distinct_photo
+from bench.app import distinct_photo, percentiles
 from tests.appserver import AppServer, raw_call, upload
 
 ATTRIBUTE = "Smiling"
@@ -134,12 +133,6 @@ class Soak:
             time.sleep(every_s)
 
 
-def percentiles(ms: list[float]) -> dict:
-    if not ms:
-        return {"n": 0}
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50))), "p95_ms": round(float(np.percentile(ms, 95)))}
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
             "minutes": args.minutes,
             "requests_served": soak.served,
             "failures": dict(soak.failures),
-            "latency": {kind: percentiles(ms) for kind, ms in sorted(soak.latency.items())},
+            "latency": {kind: percentiles(ms) for kind, ms in sorted(soak.latency.items())},  # kinds that ran
             "rss_mb_start": samples[0]["rss_mb"],
             "rss_mb_peak": max(s["rss_mb"] for s in samples),
             "rss_mb_end": round(server.rss_mb()),
