@@ -1,6 +1,7 @@
 """The Mirror view in a real browser: Chromium's fake camera plays the astronaut, one click on #mirror_start
 streams it, edited frames arrive in #mirror_out and change when the #mirror_strength slider moves."""
 
+import base64
 import io
 import shutil
 
@@ -27,16 +28,26 @@ def camera_browser(tmp_path_factory):
         browser.close()
 
 
+SHOWN_FRAME_JS = """async (old) => {
+  // wait for a frame newer than `old` to be decoded, then read it in the same task (the next replaces it)
+  for (const until = performance.now() + 60000; performance.now() < until; ) {
+    const img = document.querySelector('#mirror_out img');
+    if (img && img.src && img.src !== old && img.complete && img.naturalWidth > 0) {
+      const canvas = document.createElement('canvas');
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      canvas.getContext('2d').drawImage(img, 0, 0);
+      return [img.src, canvas.toDataURL('image/png')];
+    }
+    await new Promise((done) => setTimeout(done, 5));
+  }
+  throw new Error('no new frame in #mirror_out within 60 s');
+}"""
+
+
 def shown_frame(page, previous: str | None = None) -> tuple[str, np.ndarray]:
-    """The next frame shown in #mirror_out (a new src than `previous`), as pixels."""
-    page.wait_for_function(
-        "(old) => { const img = document.querySelector('#mirror_out img');"
-        " return img && img.src && img.src !== old && img.complete; }",
-        arg=previous,
-        timeout=60_000,
-    )
-    src = page.locator("#mirror_out img").get_attribute("src")
-    body = page.request.get(src).body()
+    """The next frame shown in #mirror_out (a new src than `previous`), as its pixels read back in the page."""
+    src, png = page.evaluate(SHOWN_FRAME_JS, previous)
+    body = base64.b64decode(png.split(",", 1)[1])
     return src, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.int16)
 
 

@@ -24,7 +24,7 @@ from vae.files import strip_image
 from .blocks import SmileBlocks
 from .guards import checked_align, read_upload, upload_path
 from .live import LIVE_STEP, frames_json, live_strengths
-from .mirror import mirror_view
+from .mirror import mirror_routes, mirror_view
 from .photos import PreparedCache
 from .results import ResultFiles
 from .uploads import UploadStore
@@ -250,7 +250,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
         # preprocess=False: the strength reaches check_strength as sent, so "2", null or 1e400 get its message
         download.click(app.render, [state, strength, attribute], download, api_name="render", preprocess=False)
         gr.api(app.edit, api_name="edit")
-        mirror_view(editor)  # the webcam, smiling live (web/mirror.py)
+        demo.http_routes += mirror_routes(mirror_view(editor))  # the webcam, smiling live (web/mirror.py)
         gr.Markdown(
             "Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
             "only (CelebA's terms)."

@@ -29,11 +29,15 @@ SERVER_FAILED = "Something went wrong on the server while handling this request 
 
 
 class SmileBlocks(gr.Blocks):
-    """A gr.Blocks whose errors are ours and whose requests are bounded; `uploads` tracks the upload folder."""
+    """A gr.Blocks whose errors are ours and whose requests are bounded; `uploads` tracks the upload folder.
+
+    `http_routes` (Starlette routes, e.g. the mirror's) are served beside Gradio's, under the same bounds.
+    """
 
     def __init__(self, *args, uploads: UploadStore, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.uploads = uploads
+        self.http_routes: list = []
 
     async def process_api(self, block_fn, inputs, *args, **kwargs):
         fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
@@ -63,6 +67,7 @@ class SmileBlocks(gr.Blocks):
             Middleware(limit_bodies),
             Middleware(track_uploads(self.uploads)),
         ]
+        app_kwargs["routes"] = [*app_kwargs.get("routes", []), *self.http_routes]
         kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
         kwargs.setdefault("state_session_capacity", SESSIONS_KEPT)
         return super().launch(app_kwargs=app_kwargs, **kwargs)

@@ -15,7 +15,7 @@ import os
 import gradio as gr
 from fastapi import HTTPException
 
-PER_SESSION = 6  # a page holds at most a few: prepare, its strip, a download, the mirror's stream
+PER_SESSION = 6  # a page holds at most a few: prepare, its strip, a download
 PER_ADDRESS = 16
 
 

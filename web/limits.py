@@ -20,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .guards import MAX_UPLOAD_BYTES
 
 JSON_BODY_BYTES = 64 * 2**10  # a call's arguments: a path, a number, a flag, an attribute name
-STREAM_BODY_BYTES = 8 * 2**20  # one webcam frame of the mirror, sent as a data URI (a 640x480 one is ~180 KB)
+FRAME_BODY_BYTES = 2 * 2**20  # one mirror frame, a JPEG (640x480 is ~50 KB, 1920x1080 ~400 KB)
 UPLOAD_BODY_BYTES = MAX_UPLOAD_BYTES + 2**20  # one file and its multipart framing
 HEADERS_DEADLINE_S = 20.0
 BODY_DEADLINE_S = 120.0  # a 25 MB upload at 2 Mbit/s
@@ -28,7 +28,7 @@ WATCH_EVERY_S = 2.0
 
 
 UPLOAD_ROUTE = re.compile(r"/gradio_api/upload/?$")
-FRAME_ROUTE = re.compile(r"/gradio_api/(stream/[^/]+|queue/join)/?$")  # a stream's first frame comes with its join
+FRAME_ROUTE = re.compile(r"/mirror/frame/?$")
 
 
 def body_limit(path: str) -> tuple[int, str]:
@@ -36,7 +36,7 @@ def body_limit(path: str) -> tuple[int, str]:
     if UPLOAD_ROUTE.search(path):
         return UPLOAD_BODY_BYTES, f"The upload is too large: a photo may be up to {MAX_UPLOAD_BYTES // 2**20} MB."
     if FRAME_ROUTE.search(path):
-        return STREAM_BODY_BYTES, f"The frame is too large: a webcam frame may be up to {STREAM_BODY_BYTES // 2**20} MB."
+        return FRAME_BODY_BYTES, f"The frame is too large: a webcam frame may be up to {FRAME_BODY_BYTES // 2**20} MB."
     return JSON_BODY_BYTES, f"The request is too large: a call's arguments may be up to {JSON_BODY_BYTES // 1024} KB."
 
 

@@ -1,149 +1,258 @@
-"""The Mirror view: the visitor's webcam comes back with the smile moved by the slider, live (Gradio streaming).
+"""The Mirror view: the visitor's webcam comes back with the smile moved by the slider, live.
 
-The browser's webcam (`gr.Image(sources=["webcam"], streaming=True)`) sends a JPEG every `STREAM_EVERY`
-seconds while a frame is not in flight; the server edits the newest one (`vae.mirror.Mirror`, one per
-visitor) and sends it back into `#mirror_out`. `#mirror_start` is one click: it presses the webcam's own
-record button. Limits: each stream stops after `MIRROR_SECONDS` (Gradio's `time_limit`), and at most
-`MIRROR_STREAMS` streams run at once on a server; a visitor over that bound is told so (gr.Error) at once.
-Both can be set with the environment variables SMILE_MIRROR_SECONDS and SMILE_MIRROR_STREAMS.
+Transport: plain HTTP, one JPEG each way per frame. The page (web/ui/mirror.js) asks the camera for
+640x480 and, while a stream runs, sends each new camera frame as a JPEG body to POST /mirror/frame as
+soon as the last edited one has come back (one frame at the server: nothing waits, so the delay stays
+one round trip); the server edits it (`vae.mirror.Mirror`, one per stream) and answers with the edited
+JPEG, which the page shows in `#mirror_out` from a blob URL. Gradio's own streaming, used before,
+carried the same frames as base64 data URIs through its queue and event stream: 8.2 fps and 345 ms
+from capture to screen against 16 fps and 75-84 ms here (README, "The mirror"). It needs nothing a
+Space lacks (no WebRTC relay) and no package.
+
+Limits: POST /mirror/start opens a stream (a random token) for MIRROR_SECONDS, at most MIRROR_STREAMS
+at once per server (else 429 with a message); a stream that sent no frame for IDLE_SECONDS has ended
+and frees its place; a stream has at most IN_FLIGHT frames at the server (409 otherwise; the page's
+pipelined variant uses 2), edited in order, at most MAX_FPS per second; a frame is a JPEG of at most
+MAX_FRAME_PIXELS and of web/limits.py's FRAME_BODY_BYTES. Every refusal is JSON `{"detail": message}`.
+SMILE_MIRROR_SECONDS and SMILE_MIRROR_STREAMS set the first two.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
+import math
 import os
+import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import anyio
 import gradio as gr
 import numpy as np
+from PIL import Image
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from vae.editor import SmileEditor
 from vae.mirror import Mirror, MirrorModel
 
-STREAM_EVERY = float(
-    os.environ.get("SMILE_MIRROR_STREAM_EVERY", "0.066")
-)  # a frame offered every 66 ms: faster only piles up (bench.mirror)
 MIRROR_SECONDS = int(os.environ.get("SMILE_MIRROR_SECONDS", "60"))  # per stream; press Start again for more
 MIRROR_STREAMS = int(os.environ.get("SMILE_MIRROR_STREAMS", "2"))  # at once per server: 2 cores hold 2 at >= 8 fps
-CAMERA = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}  # Gradio asks for 1920x1440 otherwise
 IDLE_SECONDS = 3.0  # a stream that sent no frame for this long has ended: its place is free
+MAX_FPS = 30.0  # a stream's frames are edited at most this often (a webcam gives 30): the rest wait their turn
+IN_FLIGHT = 2  # frames of one stream at the server at once: the next is on its way while one is edited
+MAX_FRAME_PIXELS = 1920 * 1080
+JPEG_QUALITY = 85
+UI = Path(__file__).resolve().parent / "ui"
 
-START_JS = """async () => {
-  const root = document.querySelector('#mirror_in');
-  const pause = (ms) => new Promise((done) => setTimeout(done, ms));
-  for (let i = 0; i < 150; i++) {
-    const record = root && root.querySelector('button.capture-button');
-    if (record) {
-      if (!/stop|wait/i.test(record.textContent)) record.click();
-      return [];
-    }
-    const access = root && [...root.querySelectorAll('button')].find((b) => /webcam|access|camera/i.test(b.textContent + b.ariaLabel));
-    if (access) access.click();
-    await pause(100);
-  }
-  return [];
-}"""
+BUSY = (
+    "The mirror is busy: {n} people are using it right now and this server edits at most {n} streams at once. "
+    "Try again in a minute."
+)
+ENDED = "This mirror stream has ended (it ran {seconds} s, or sent no frame for a while): press Start again."
+TOO_MANY = "At most {n} frames of a stream at a time: send the next frame when one has come back."
+NOT_JPEG = "A mirror frame must be a JPEG image."
+
+
+class MirrorRefused(Exception):
+    """A request the mirror answers with `status` and a message for the person."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
 class _Stream:
     mirror: Mirror
+    opened: float
     last_frame: float
-    warned: bool = False
+    next_due: float = 0.0
+    in_flight: int = 0
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # FIFO: the stream's frames are edited in order
+    frames: int = 0
 
 
 class MirrorStreams:
-    """The server's mirror streams: one `Mirror` per visitor (session), at most `max_streams` at once."""
+    """The server's mirror streams: one `Mirror` per open stream, at most `max_streams` at once."""
 
     def __init__(
         self,
         editor: SmileEditor,
         max_streams: int = MIRROR_STREAMS,
+        seconds: float = MIRROR_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
         model: MirrorModel | None = None,
     ) -> None:
         self.editor = editor
         self.model = model or MirrorModel(editor)  # times fp32 / bf16 here, once
         self.max_streams = max(1, int(max_streams))
+        self.seconds = seconds
         self.idle_seconds = idle_seconds
+        self.limiter = anyio.CapacityLimiter(self.max_streams)  # threads editing frames at once
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
 
     def active(self) -> int:
         with self._lock:
-            self._forget_idle(time.monotonic())
+            self._forget_ended(time.monotonic())
             return len(self._streams)
 
-    def _forget_idle(self, now: float) -> None:
-        for key in [k for k, s in self._streams.items() if now - s.last_frame > self.idle_seconds]:
-            del self._streams[key]
+    def _forget_ended(self, now: float) -> None:
+        for token, s in list(self._streams.items()):
+            if not s.in_flight and (now - s.last_frame > self.idle_seconds or now - s.opened > self.seconds):
+                del self._streams[token]
 
-    def _stream(self, key: str) -> _Stream:
+    def open(self) -> str:
+        """A new stream's token; MirrorRefused(429) when `max_streams` are open."""
         now = time.monotonic()
         with self._lock:
-            self._forget_idle(now)
-            stream = self._streams.get(key)
-            if stream is None:
-                if len(self._streams) >= self.max_streams:
-                    raise gr.Error(
-                        f"The mirror is busy: {self.max_streams} people are using it right now and this server "
-                        f"edits at most {self.max_streams} streams at once. Try again in a minute."
-                    )
-                stream = self._streams[key] = _Stream(Mirror(self.editor, self.model), now)
-            stream.last_frame = now
+            self._forget_ended(now)
+            if len(self._streams) >= self.max_streams:
+                raise MirrorRefused(429, BUSY.format(n=self.max_streams))
+            token = secrets.token_urlsafe(18)
+            self._streams[token] = _Stream(Mirror(self.editor, self.model), now, now)
+            return token
+
+    def close(self, token: str) -> None:
+        with self._lock:
+            stream = self._streams.get(token)
+            if stream is not None and not stream.in_flight:
+                del self._streams[token]
+
+    def claim(self, token: str) -> _Stream:
+        """The open stream of `token`, with one more frame in flight; MirrorRefused if ended or full."""
+        now = time.monotonic()
+        with self._lock:
+            self._forget_ended(now)
+            stream = self._streams.get(token)
+            if stream is None or now - stream.opened > self.seconds:
+                raise MirrorRefused(410, ENDED.format(seconds=f"{self.seconds:g}"))
+            if stream.in_flight >= IN_FLIGHT:
+                raise MirrorRefused(409, TOO_MANY.format(n=IN_FLIGHT))
+            stream.in_flight, stream.last_frame = stream.in_flight + 1, now
             return stream
 
-    def frame(self, image: np.ndarray | None, strength: float, request: gr.Request | None = None) -> np.ndarray | None:
-        """One webcam frame in, the same frame with the smile moved by `strength` out."""
-        if image is None:
-            return None
-        key = getattr(request, "session_hash", None) or "local"
-        stream = self._stream(key)
+    def release(self, stream: _Stream) -> None:
+        with self._lock:
+            stream.in_flight, stream.last_frame = stream.in_flight - 1, time.monotonic()
+
+    def strength(self, text: str | None) -> float:
+        """The X-Mirror-Strength header as a strength on the editor's signed scale; MirrorRefused(400) if not."""
+        value: float | str | None = text
         try:
-            result = stream.mirror.edit(image, strength)
+            value = float(text) if text is not None else None
+        except ValueError:
+            pass  # check_strength quotes it back
+        try:
+            return self.editor.check_strength(value, signed=True)
         except ValueError as err:
-            raise gr.Error(str(err)) from err
-        if result.note and not stream.warned:
-            gr.Warning(result.note)
-        stream.warned = result.note is not None  # said once per spell without a face
-        return result.image
+            raise MirrorRefused(400, str(err)) from err
+
+    def edit(self, stream: _Stream, body: bytes, strength: float) -> tuple[bytes, str | None]:
+        """One JPEG frame in, the same frame with the smile moved by `strength` out (as JPEG), and a note."""
+        frame = decode_frame(body)
+        try:
+            result = stream.mirror.edit(frame, strength)
+        except ValueError as err:
+            raise MirrorRefused(400, str(err)) from err
+        stream.frames += 1
+        buffer = io.BytesIO()
+        Image.fromarray(result.image).save(buffer, "JPEG", quality=JPEG_QUALITY)
+        return buffer.getvalue(), result.note
+
+
+def decode_frame(body: bytes) -> np.ndarray:
+    """The pixels of a JPEG frame (H, W, 3) uint8, its size checked from the header before it is decoded."""
+    try:
+        image = Image.open(io.BytesIO(body), formats=["JPEG"])
+    except Exception as err:  # Pillow raises several kinds for a body that is not a JPEG
+        raise MirrorRefused(400, NOT_JPEG) from err
+    width, height = image.size
+    if width * height > MAX_FRAME_PIXELS or min(width, height) < 32:
+        raise MirrorRefused(400, f"A mirror frame must be 32x32 to {MAX_FRAME_PIXELS:,} pixels, not {width}x{height}.")
+    try:
+        return np.asarray(image.convert("RGB"))
+    except Exception as err:  # truncated or corrupt data
+        raise MirrorRefused(400, NOT_JPEG) from err
+
+
+def _refusal(err: MirrorRefused) -> JSONResponse:
+    headers = {"Retry-After": "60"} if err.status == 429 else None
+    return JSONResponse({"detail": str(err)}, err.status, headers=headers)
+
+
+def mirror_routes(streams: MirrorStreams) -> list[Route]:
+    """POST /mirror/start, /mirror/frame and /mirror/stop over `streams` (added to the app by SmileBlocks)."""
+
+    async def start(request: Request) -> Response:
+        try:
+            token = streams.open()
+        except MirrorRefused as err:
+            return _refusal(err)
+        return JSONResponse({"token": token, "seconds": streams.seconds, "max_fps": MAX_FPS, "in_flight": IN_FLIGHT})
+
+    async def frame(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()  # web/limits.py has bounded it by FRAME_BODY_BYTES
+        try:
+            strength = streams.strength(request.headers.get("x-mirror-strength"))
+            stream = streams.claim(request.headers.get("x-mirror-token", ""))
+        except MirrorRefused as err:
+            return _refusal(err)
+        try:
+            async with stream.turn:
+                wait = stream.next_due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                stream.next_due = time.monotonic() + 1 / MAX_FPS
+                jpeg, note = await anyio.to_thread.run_sync(streams.edit, stream, body, strength, limiter=streams.limiter)
+        except MirrorRefused as err:
+            return _refusal(err)
+        finally:
+            streams.release(stream)
+        headers = {"Cache-Control": "no-store", "Server-Timing": f"edit;dur={(time.perf_counter() - started) * 1000:.1f}"}
+        if note:
+            headers["X-Mirror-Note"] = note
+        return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+    async def stop(request: Request) -> Response:
+        streams.close(request.headers.get("x-mirror-token") or request.query_params.get("token", ""))
+        return Response(status_code=204)
+
+    return [
+        Route("/mirror/start", start, methods=["POST"]),
+        Route("/mirror/frame", frame, methods=["POST"]),
+        Route("/mirror/stop", stop, methods=["POST"]),
+    ]
 
 
 def mirror_view(editor: SmileEditor, streams: MirrorStreams | None = None) -> MirrorStreams:
-    """The Mirror section of the page (call inside gr.Blocks): webcam in, edited stream out, its own slider."""
+    """The Mirror section of the page (call inside gr.Blocks): camera, edited stream, Start, its own slider.
+
+    The caller serves `mirror_routes(streams)` beside the page.
+    """
     streams = streams or MirrorStreams(editor)
     top, default = editor.settings.max_strength, editor.settings.default_strength
+    seconds = f"{streams.seconds:g}" if math.isfinite(streams.seconds) else "unlimited"
     with gr.Accordion("Mirror: your webcam, smiling live", open=True, elem_id="mirror"):
         gr.Markdown(
             f"Your camera's picture comes back with the smile moved by the slider, live, edited on this server "
-            f"(nothing is stored). Each stream runs {MIRROR_SECONDS} s; press Start again for more."
+            f"(nothing is stored). Each stream runs {seconds} s; press Start again for more."
         )
-        with gr.Row():
-            camera = gr.Image(
-                sources=["webcam"],
-                streaming=True,
-                type="numpy",
-                label="Your camera",
-                elem_id="mirror_in",
-                webcam_options=gr.WebcamOptions(mirror=True, constraints=CAMERA),
-            )
-            shown = gr.Image(label="The mirror", format="jpeg", interactive=False, elem_id="mirror_out", buttons=[])
-        with gr.Row():
-            start = gr.Button("Start the mirror", variant="primary", elem_id="mirror_start", scale=0)
-            strength = gr.Slider(
-                -top, top, value=default, step=0.1, label="Mirror smile: less ← 0 → more", elem_id="mirror_strength"
-            )
-    start.click(None, js=START_JS)
-    camera.stream(
-        streams.frame,
-        [camera, strength],
-        shown,
-        stream_every=STREAM_EVERY,
-        time_limit=MIRROR_SECONDS,
-        concurrency_id="mirror",
-        concurrency_limit=streams.max_streams + 2,
-        show_progress="hidden",
-        api_visibility="private",
-    )
+        gr.HTML(
+            "",
+            html_template=(UI / "mirror.html").read_text(),
+            css_template=(UI / "mirror.css").read_text(),
+            js_on_load=(UI / "mirror.js").read_text(),
+            elem_id="mirror_view",
+            padding=False,
+        )
+        gr.Slider(
+            -top, top, value=default, step=0.1, label="Mirror smile: less ← 0 → more", elem_id="mirror_strength", interactive=True
+        )
     return streams
