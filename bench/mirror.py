@@ -8,7 +8,8 @@ the edited region's mean frame-to-frame change over the input's in the same pixe
 In Chromium with the fake camera playing that clip against the real app (`python app.py`): frames shown per
 second in #mirror_out with one viewer and with two, capture -> shown latency p50/p95 (the frame number
 stamped at the clip's left edge, read back from the camera's <video> when it is presented and from the
-shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run.
+shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run;
+then the page's default (one frame at the server at a time) against the pipelined variant (two in flight).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
     return out
 
 
-def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int, strength: float) -> dict:
+def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int, strength: float, in_flight: int = 0) -> dict:
+    """`viewers` pages streaming at once; `in_flight` > 0 asks the page for that many frames at the server."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -150,7 +152,7 @@ def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int,
         pages = []
         for _ in range(viewers):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            page.goto(url)
+            page.goto(f"{url}?mirror_in_flight={in_flight}" if in_flight else url)
             page.locator("#mirror_strength input[type=range]").fill(str(strength))
             pages.append(page)
         for page in pages:
@@ -180,7 +182,13 @@ def browser(url: str, clip: Path, still_from: int, seconds: float, viewers: int,
                 "flicker_camera": round(float(np.mean(r["cameraFlicker"])), 2) if r["cameraFlicker"] else None,
             }
         )
-    return {"viewers": viewers, "strength": strength, "seconds": seconds, "per_viewer": per_viewer}
+    return {
+        "viewers": viewers,
+        "strength": strength,
+        "in_flight": in_flight or "default (1)",
+        "seconds": seconds,
+        "per_viewer": per_viewer,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -210,9 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
                 result["browser_unedited_strength_0"] = plain
                 if viewer["flicker_shown"] and unedited["flicker_shown"]:
                     result["browser_flicker_ratio"] = round(viewer["flicker_shown"] / unedited["flicker_shown"], 3)
+                result["browser_one_viewer_two_in_flight"] = browser(server.url, clip, still_from, args.seconds, 1, STRENGTH, 2)
                 if not args.no_two:
                     time.sleep(3.5)  # the last streams' places are free again (IDLE_SECONDS)
                     result["browser_two_viewers"] = browser(server.url, clip, still_from, args.seconds, 2, STRENGTH)
+                    time.sleep(3.5)
+                    result["browser_two_viewers_two_in_flight"] = browser(
+                        server.url, clip, still_from, args.seconds, 2, STRENGTH, 2
+                    )
     print(json.dumps(result))
     return result
 
