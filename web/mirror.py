@@ -10,17 +10,21 @@ from capture to screen against 16 fps and 75-84 ms here (README, "The mirror"). 
 Space lacks (no WebRTC relay) and no package.
 
 Limits: POST /mirror/start opens a stream (a random token) for MIRROR_SECONDS, at most MIRROR_STREAMS
-at once per server (else 429 with a message); a stream that sent no frame for IDLE_SECONDS has ended
-and frees its place; a stream has at most IN_FLIGHT frames at the server (409 otherwise; the page's
-pipelined variant uses 2), edited in order, at most MAX_FPS per second; a frame is a JPEG of at most
-MAX_FRAME_PIXELS and of web/limits.py's FRAME_BODY_BYTES. Every refusal is JSON `{"detail": message}`.
-SMILE_MIRROR_SECONDS and SMILE_MIRROR_STREAMS set the first two.
+at once per server and MIRROR_PER_ADDRESS per client address (else 429 with a message and Retry-After:
+when the soonest stream ends), so one visitor cannot hold every place; a stream that sent no frame for
+IDLE_SECONDS, or was stopped, has ended and frees its place; a stream has at most IN_FLIGHT frames at the
+server (409 otherwise; the page's pipelined variant uses 2), edited in order, at most MAX_FPS per second;
+the token and the strength are checked before the body is read; a frame is a baseline JPEG of at most
+MAX_FRAME_PIXELS, MAX_ASPECT and web/limits.py's FRAME_BODY_BYTES. Every answer but a frame is JSON
+`{"detail": message}`, a failure on the server included (500, logged). SMILE_MIRROR_SECONDS,
+SMILE_MIRROR_STREAMS and SMILE_MIRROR_PER_ADDRESS set the first three.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import math
 import os
 import secrets
@@ -40,37 +44,49 @@ from starlette.routing import Route
 from vae.editor import SmileEditor
 from vae.mirror import Mirror, MirrorModel
 
+from .blocks import SERVER_FAILED
+from .fair_queue import client_address, trusted_proxies
+
+log = logging.getLogger(__name__)
+
 MIRROR_SECONDS = int(os.environ.get("SMILE_MIRROR_SECONDS", "60"))  # per stream; press Start again for more
 MIRROR_STREAMS = int(os.environ.get("SMILE_MIRROR_STREAMS", "2"))  # at once per server: 2 cores hold 2 at >= 8 fps
+MIRROR_PER_ADDRESS = int(os.environ.get("SMILE_MIRROR_PER_ADDRESS", "1"))  # at once per client address
 IDLE_SECONDS = 3.0  # a stream that sent no frame for this long has ended: its place is free
 MAX_FPS = 30.0  # a stream's frames are edited at most this often (a webcam gives 30): the rest wait their turn
 IN_FLIGHT = 2  # frames of one stream at the server at once: the next is on its way while one is edited
-MAX_FRAME_PIXELS = 1920 * 1080
+MAX_FRAME_PIXELS = 1280 * 720  # the page sends 640x480; larger frames only cost the server more
+MAX_ASPECT = 4.0  # a frame's long side over its short side: a thin strip leaves the face detector nothing to scan
 JPEG_QUALITY = 85
 UI = Path(__file__).resolve().parent / "ui"
 
 BUSY = (
     "The mirror is busy: {n} people are using it right now and this server edits at most {n} streams at once. "
-    "Try again in a minute."
+    "Try again in {wait} s."
 )
+YOURS = "You already have {n} mirror stream(s) open (from this address): stop it, or wait {wait} s, then press Start."
 ENDED = "This mirror stream has ended (it ran {seconds} s, or sent no frame for a while): press Start again."
 TOO_MANY = "At most {n} frames of a stream at a time: send the next frame when one has come back."
 NOT_JPEG = "A mirror frame must be a JPEG image."
+NOT_BASELINE = "A mirror frame must be a baseline JPEG (a browser's canvas makes one), not a progressive one."
 
 
 class MirrorRefused(Exception):
     """A request the mirror answers with `status` and a message for the person."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass
 class _Stream:
     mirror: Mirror
+    address: str
     opened: float
     last_frame: float
+    closed: bool = False  # stopped: refuses new frames, and goes when its last frame is done
     next_due: float = 0.0
     in_flight: int = 0
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # FIFO: the stream's frames are edited in order
@@ -84,6 +100,7 @@ class MirrorStreams:
         self,
         editor: SmileEditor,
         max_streams: int = MIRROR_STREAMS,
+        per_address: int = MIRROR_PER_ADDRESS,
         seconds: float = MIRROR_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
         model: MirrorModel | None = None,
@@ -91,6 +108,7 @@ class MirrorStreams:
         self.editor = editor
         self.model = model or MirrorModel(editor)  # times fp32 / bf16 here, once
         self.max_streams = max(1, int(max_streams))
+        self.per_address = max(1, int(per_address))
         self.seconds = seconds
         self.idle_seconds = idle_seconds
         self.limiter = anyio.CapacityLimiter(self.max_streams)  # threads editing frames at once
@@ -104,25 +122,36 @@ class MirrorStreams:
 
     def _forget_ended(self, now: float) -> None:
         for token, s in list(self._streams.items()):
-            if not s.in_flight and (now - s.last_frame > self.idle_seconds or now - s.opened > self.seconds):
+            if not s.in_flight and (s.closed or now - s.last_frame > self.idle_seconds or now - s.opened > self.seconds):
                 del self._streams[token]
 
-    def open(self) -> str:
-        """A new stream's token; MirrorRefused(429) when `max_streams` are open."""
+    def _refuse_busy(self, message: str, streams: list[_Stream], now: float) -> MirrorRefused:
+        """429 with Retry-After: the seconds until the soonest of `streams` has run its time (it may end sooner)."""
+        soonest = min(max(s.opened + self.seconds - now, 0.0) for s in streams)
+        wait = max(1, math.ceil(min(soonest, 3600)))
+        return MirrorRefused(429, message.format(n=len(streams), wait=wait), retry_after=wait)
+
+    def open(self, address: str = "unknown") -> str:
+        """A new stream's token; MirrorRefused(429) when `max_streams` are open, or `per_address` from `address`."""
         now = time.monotonic()
         with self._lock:
             self._forget_ended(now)
+            yours = [s for s in self._streams.values() if s.address == address]
+            if len(yours) >= self.per_address:
+                raise self._refuse_busy(YOURS, yours, now)
             if len(self._streams) >= self.max_streams:
-                raise MirrorRefused(429, BUSY.format(n=self.max_streams))
+                raise self._refuse_busy(BUSY, list(self._streams.values()), now)
             token = secrets.token_urlsafe(18)
-            self._streams[token] = _Stream(Mirror(self.editor, self.model), now, now)
+            self._streams[token] = _Stream(Mirror(self.editor, self.model), address, now, now)
             return token
 
     def close(self, token: str) -> None:
+        """Stop a stream: it takes no more frames and its place is free once the frame being edited is done."""
         with self._lock:
             stream = self._streams.get(token)
-            if stream is not None and not stream.in_flight:
-                del self._streams[token]
+            if stream is not None:
+                stream.closed = True
+                self._forget_ended(time.monotonic())
 
     def claim(self, token: str) -> _Stream:
         """The open stream of `token`, with one more frame in flight; MirrorRefused if ended or full."""
@@ -130,7 +159,7 @@ class MirrorStreams:
         with self._lock:
             self._forget_ended(now)
             stream = self._streams.get(token)
-            if stream is None or now - stream.opened > self.seconds:
+            if stream is None or stream.closed or now - stream.opened > self.seconds:
                 raise MirrorRefused(410, ENDED.format(seconds=f"{self.seconds:g}"))
             if stream.in_flight >= IN_FLIGHT:
                 raise MirrorRefused(409, TOO_MANY.format(n=IN_FLIGHT))
@@ -140,6 +169,7 @@ class MirrorStreams:
     def release(self, stream: _Stream) -> None:
         with self._lock:
             stream.in_flight, stream.last_frame = stream.in_flight - 1, time.monotonic()
+            self._forget_ended(stream.last_frame)
 
     def strength(self, text: str | None) -> float:
         """The X-Mirror-Strength header as a strength on the editor's signed scale; MirrorRefused(400) if not."""
@@ -167,14 +197,22 @@ class MirrorStreams:
 
 
 def decode_frame(body: bytes) -> np.ndarray:
-    """The pixels of a JPEG frame (H, W, 3) uint8, its size checked from the header before it is decoded."""
+    """The pixels of a JPEG frame (H, W, 3) uint8, its size and kind checked from the header before it is decoded."""
     try:
         image = Image.open(io.BytesIO(body), formats=["JPEG"])
+    except Image.DecompressionBombError as err:  # a header that declares an enormous picture
+        raise MirrorRefused(400, f"A mirror frame may have at most {MAX_FRAME_PIXELS:,} pixels.") from err
     except Exception as err:  # Pillow raises several kinds for a body that is not a JPEG
         raise MirrorRefused(400, NOT_JPEG) from err
     width, height = image.size
-    if width * height > MAX_FRAME_PIXELS or min(width, height) < 32:
-        raise MirrorRefused(400, f"A mirror frame must be 32x32 to {MAX_FRAME_PIXELS:,} pixels, not {width}x{height}.")
+    if width * height > MAX_FRAME_PIXELS or min(width, height) < 32 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise MirrorRefused(
+            400,
+            f"A mirror frame must be 32x32 to {MAX_FRAME_PIXELS:,} pixels, at most {MAX_ASPECT:g} times as wide as "
+            f"high or as high as wide, not {width}x{height}.",
+        )
+    if image.info.get("progressive") or image.info.get("progression"):  # many scans: decoding may cost seconds
+        raise MirrorRefused(400, NOT_BASELINE)
     try:
         return np.asarray(image.convert("RGB"))
     except Exception as err:  # truncated or corrupt data
@@ -182,29 +220,31 @@ def decode_frame(body: bytes) -> np.ndarray:
 
 
 def _refusal(err: MirrorRefused) -> JSONResponse:
-    headers = {"Retry-After": "60"} if err.status == 429 else None
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
     return JSONResponse({"detail": str(err)}, err.status, headers=headers)
 
 
 def mirror_routes(streams: MirrorStreams) -> list[Route]:
     """POST /mirror/start, /mirror/frame and /mirror/stop over `streams` (added to the app by SmileBlocks)."""
 
+    proxies = trusted_proxies()
+
     async def start(request: Request) -> Response:
         try:
-            token = streams.open()
+            token = streams.open(client_address(request, proxies))
         except MirrorRefused as err:
             return _refusal(err)
         return JSONResponse({"token": token, "seconds": streams.seconds, "max_fps": MAX_FPS, "in_flight": IN_FLIGHT})
 
     async def frame(request: Request) -> Response:
         started = time.perf_counter()
-        body = await request.body()  # web/limits.py has bounded it by FRAME_BODY_BYTES
-        try:
+        try:  # before the body is read: a client without an open stream makes the server hold nothing
             strength = streams.strength(request.headers.get("x-mirror-strength"))
             stream = streams.claim(request.headers.get("x-mirror-token", ""))
         except MirrorRefused as err:
             return _refusal(err)
         try:
+            body = await request.body()  # web/limits.py has bounded it by FRAME_BODY_BYTES
             async with stream.turn:
                 wait = stream.next_due - time.monotonic()
                 if wait > 0:
@@ -213,6 +253,9 @@ def mirror_routes(streams: MirrorStreams) -> list[Route]:
                 jpeg, note = await anyio.to_thread.run_sync(streams.edit, stream, body, strength, limiter=streams.limiter)
         except MirrorRefused as err:
             return _refusal(err)
+        except Exception:  # a bug of ours: logged, and the person told in words, not a traceback
+            log.exception("mirror frame failed")
+            return JSONResponse({"detail": SERVER_FAILED}, 500)
         finally:
             streams.release(stream)
         headers = {"Cache-Control": "no-store", "Server-Timing": f"edit;dur={(time.perf_counter() - started) * 1000:.1f}"}
@@ -221,7 +264,7 @@ def mirror_routes(streams: MirrorStreams) -> list[Route]:
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     async def stop(request: Request) -> Response:
-        streams.close(request.headers.get("x-mirror-token") or request.query_params.get("token", ""))
+        streams.close(request.headers.get("x-mirror-token", ""))
         return Response(status_code=204)
 
     return [

@@ -16,7 +16,7 @@ const strength = () => {
   return range ? range.value : "0";
 };
 
-let running = false, token = null, camera = null, shownUrl = null;
+let running = false, run = 0, token = null, camera = null, shownUrl = null;
 let cameraFrames = 0, sentFrame = -1, wake = null;
 let depth = 1, inFlight = 0, sent = 0, newestShown = 0;
 const asked = parseInt(new URLSearchParams(window.location.search).get("mirror_in_flight") || "", 10);
@@ -69,14 +69,18 @@ async function stream() {
     if (cameraFrames === sentFrame || inFlight >= depth) { await new Promise((done) => { wake = done; }); continue; }
     sentFrame = cameraFrames;
     inFlight++;
+    const mine = run;  // a frame of an earlier run that fails after a restart must not stop this one
     send(++sent)
-      .catch((err) => { if (running) stop(err.name === "TimeoutError" ? "The server took too long: press Start again." : err.message); })
+      .catch((err) => {
+        if (running && mine === run) stop(err.name === "TimeoutError" ? "The server took too long: press Start again." : err.message);
+      })
       .finally(() => { inFlight--; nudge(); });
   }
 }
 
 async function start() {
   running = true;
+  run++;
   button.textContent = "Stop the mirror";
   say("Opening your camera…");
   try {
@@ -88,8 +92,8 @@ async function start() {
   }
   video.requestVideoFrameCallback(onCameraFrame);
   const response = await post("mirror/start").catch(() => null);
+  if (!running) return closeStream((await response?.json().catch(() => null))?.token);  // stopped meanwhile
   if (!response || !response.ok) return stop(response ? await refusal(response) : "The server cannot be reached.");
-  if (!running) return;
   const opened = await response.json();
   token = opened.token;
   depth = asked > 0 ? Math.min(asked, opened.in_flight || 1) : 1;  // 1: fastest and soonest here (bench.mirror)
@@ -97,10 +101,14 @@ async function start() {
   stream();
 }
 
+function closeStream(which) {  // frees the stream's place at once, even with a frame still at the server
+  if (which) post("mirror/stop", { keepalive: true, headers: { "X-Mirror-Token": which } }).catch(() => undefined);
+}
+
 function stop(message = "") {
   running = false;
   if (wake) { wake(); wake = null; }
-  if (token) post(`mirror/stop?token=${encodeURIComponent(token)}`, { keepalive: true }).catch(() => undefined);
+  closeStream(token);
   token = null;
   if (camera) camera.getTracks().forEach((track) => track.stop());
   camera = null;
