@@ -46,6 +46,11 @@ def test_no_face_is_reported(aligner):
     assert not aligned.found and aligned.faces_found == 0
 
 
+def test_a_strip_too_thin_for_any_face_has_none(aligner):
+    assert aligner.landmarks(Image.new("RGB", (640, 16), (80, 120, 200))) == []  # MTCNN itself would fail on it
+    assert not aligner.align(Image.new("RGB", (16, 900), (80, 120, 200))).found
+
+
 def test_several_faces_edit_the_largest_and_say_so(astronaut_path):
     from vae.editor import SmileEditor
 

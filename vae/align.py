@@ -22,6 +22,7 @@ from .preprocess import CROP_FRACTION, IMAGE_SIZE, pil_to_tensor, to_image
 FRAME_SIZE = (178, 218)  # width, height of CelebA's aligned images
 FRAME_POINTS = np.array([[70.745, 112.0], [108.237, 112.0], [89.432, 153.514]]) - 1.0  # 0-based pixel centres
 DETECT_MAX_SIDE = 1024  # detection runs on a downscaled copy of large photos: faster, same landmarks
+DETECT_MIN_SIDE = 20  # MTCNN's smallest face (its min_face_size); a thinner image has none, and MTCNN would fail
 
 
 @dataclass
@@ -120,6 +121,8 @@ class FaceAligner:
             if scale == 1.0
             else photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
         )
+        if min(small.size) < DETECT_MIN_SIDE:
+            return []
         with torch.inference_mode():
             boxes, _, points = self._detector().detect(small, landmarks=True)
         if boxes is None:
