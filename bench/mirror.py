@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             still_from = 150
             clip = write_y4m(Path(tmp) / "astronaut.y4m", astronaut_frames(300, still_from=still_from))  # 10 s at 30 fps
+            os.environ.setdefault("SMILE_MIRROR_PER_ADDRESS", "2")  # both viewers' pages come from 127.0.0.1
             with AppServer() as server:
                 result["app_start_s"] = round(server.start_s, 1)
                 one = browser(server.url, clip, still_from, args.seconds, 1, STRENGTH)
