@@ -1,4 +1,5 @@
-"""Residual transfer on synthetic faces: only the face region changes, and its mean colour stays put."""
+"""The transfer on synthetic faces: only the face region changes, its mean colour stays put, and with
+`follow_flow` the photo's own pixels move along the decoder's flow."""
 
 import numpy as np
 import pytest
@@ -8,9 +9,10 @@ from PIL import Image
 
 from vae.align import AlignedFace, crop_to_frame
 from vae.settings import TransferSettings
-from vae.transfer import apply_residuals, edit_residuals, face_region, region_weights
+from vae.transfer import apply_changes, crop_changes, decoder_flow, face_region, gaussian_blur, moved, region_weights
 
 SHIPPED = TransferSettings()
+FLOW = TransferSettings(follow_flow=True)
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def smile_and_cast() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
     edited_face, recon = smile_and_cast()
-    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, SHIPPED))[0]
+    edited = apply_changes(photo, crop_to_photo(), crop_changes(edited_face, recon, SHIPPED))[0]
     region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
     assert np.array_equal(edited[~region], photo[~region])
     assert (edited[region] != photo[region]).any(1).mean() > 0.2  # and inside, the edit is there
@@ -48,13 +50,16 @@ def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
     assert 200 <= xs.min() and xs.max() < 378 and 100 <= ys.min() and ys.max() < 318  # inside the face's frame
 
 
-def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
+@pytest.mark.parametrize("transfer", [SHIPPED, FLOW], ids=["shipped", "along the flow"])
+def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo, transfer):
     edited_face, recon = smile_and_cast()
+    recon = recon + gaussian_blur(torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2)), 3.0)[0] - 0.5
+    edited_face = edited_face + (recon - 0.5)  # the same texture under both: something for the flow to follow
     region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
-    flattened = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, SHIPPED))[0].astype(float)
-    plain = apply_residuals(photo, crop_to_photo(), edit_residuals(edited_face, recon, TransferSettings(flatten_sigma=0)))[
-        0
-    ].astype(float)
+    flattened = apply_changes(photo, crop_to_photo(), crop_changes(edited_face, recon, transfer))[0].astype(float)
+    plain = apply_changes(photo, crop_to_photo(), crop_changes(edited_face, recon, TransferSettings(flatten_sigma=0)))[0].astype(
+        float
+    )
     shift = np.abs((flattened - photo)[region].mean(0))
     assert shift.max() <= 3.0  # at most 3/255 per channel
     assert np.abs((plain - photo)[region].mean(0)).max() > 5  # the plain difference carries the cast along
@@ -64,7 +69,7 @@ def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo):
 
 def test_a_zero_edit_changes_nothing(photo):
     recon = torch.rand(3, 128, 128)
-    edited = apply_residuals(photo, crop_to_photo(), edit_residuals(recon[None].repeat(3, 1, 1, 1), recon, SHIPPED))
+    edited = apply_changes(photo, crop_to_photo(), crop_changes(recon[None].repeat(3, 1, 1, 1), recon, SHIPPED))
     assert all(np.array_equal(e, photo) for e in edited)
 
 
@@ -78,3 +83,41 @@ def test_the_lower_face_variant_leaves_the_eyes_alone():
     weights = region_weights(TransferSettings(mouth_gain=0.0, lower_face=True), 128)
     assert weights[:70].abs().max() == 0  # CelebA's eyes sit at row ~66 of the aligned crop
     assert weights[103, 64] == pytest.approx(1.0)  # the mouth gets the whole edit
+
+
+def shifted_texture(down: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """decode(z) with lip-sized texture, and an 'edit' that is the same face moved `down` crop px (pure shape)."""
+    recon = gaussian_blur(torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1)), 2.0)[0]
+    recon = (recon - recon.mean()) * 8 + 0.5
+    motion = torch.zeros(1, 2, 128, 128)
+    motion[:, 1] = -down  # each pixel takes what lay `down` px above it
+    return moved(recon[None], motion), recon
+
+
+def test_the_flow_finds_where_the_decoded_edit_moved_the_face():
+    edited, recon = shifted_texture(1.0)
+    flow = decoder_flow(edited, recon)[0]
+    inner = (slice(20, 108), slice(20, 108))
+    assert flow[1][inner].median() == pytest.approx(-1.0, abs=0.2)
+    assert flow[0][inner].abs().median() < 0.2
+    assert decoder_flow(recon[None], recon).abs().max() == 0  # nothing moved: no flow at all
+
+
+def test_following_the_flow_moves_the_photo_and_leaves_little_to_add(photo):
+    edited, recon = shifted_texture(1.0)
+    with_flow, plain = crop_changes(edited, recon, FLOW), crop_changes(edited, recon, SHIPPED)
+    assert with_flow.colour.abs().mean() < 0.3 * plain.colour.abs().mean()  # the flow explains most of the change
+    out = apply_changes(photo, crop_to_photo(), with_flow)[0].astype(float)
+    (scale, _, x0), (_, _, y0) = crop_to_photo()[:2]  # image px per crop px, and where the crop starts
+    rows, cols = slice(round(y0 + 96 * scale), round(y0 + 112 * scale)), slice(round(x0 + 40 * scale), round(x0 + 90 * scale))
+    above = slice(rows.start - round(scale), rows.stop - round(scale))  # the mouth, 1 crop px higher
+    moved_error = np.abs(out[rows, cols] - photo[above, cols]).mean()
+    assert moved_error < 0.5 * np.abs(out[rows, cols] - photo[rows, cols]).mean()  # the photo's own pixels, moved down
+    region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
+    assert np.array_equal(out[~region], photo[~region])
+
+
+def test_following_the_flow_on_a_zero_edit_changes_nothing(photo):
+    recon = torch.rand(3, 128, 128)
+    edited = apply_changes(photo, crop_to_photo(), crop_changes(recon[None].repeat(2, 1, 1, 1), recon, FLOW))
+    assert all(np.array_equal(e, photo) for e in edited)

@@ -66,7 +66,7 @@ def windows_of(editor: SmileEditor, path: Path, alpha: float) -> dict[str, np.nd
     photo = torch.from_numpy(np.array(prepared.photo)).permute(2, 0, 1)[None].float() / 255
     photo_win = window.from_photo(photo)
     weights = window.weights()[None]
-    residual = window.from_crop(edits.residuals)  # the residual transfer's edit around the mouth (cheeks)
+    residual = window.from_crop(edits.changes.colour)  # the residual transfer's edit around the mouth (cheeks)
     backgrounds = torch.cat([photo_win, (photo_win + residual).clamp(0, 1)])
     decoded = window.from_crop(torch.cat([prepared.recon[None], edits.decoded]))
     recon = window.from_crop(prepared.recon[None]).expand(3, -1, -1, -1)

@@ -1,6 +1,6 @@
 """Command-line twin of the app: `python -m vae edit PHOTO... --strength 2 --out DIR`.
 
-Same alignment, model, vectors and residual transfer as the web app. For each photo writes the whole
+Same alignment, model, vectors and transfer (editor.json) as the web app. For each photo writes the whole
 photo edited, at its own resolution (up to 2048 px): `<name>_less.png` and `<name>_more.png`, and the
 face region from less to more as `<name>_strip.png` and `<name>_strip.gif`. A photo that cannot be used
 is reported and skipped; the exit code is 1 if any was, 2 if nothing could run (model, attribute, strength).

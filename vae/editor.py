@@ -24,7 +24,7 @@ from .model import SmileVAE
 from .preprocess import ImageInput, crop_and_resize, load_image, to_image, to_pixels, to_tensor
 from .refiner import MouthRefiner, refine_mouths
 from .settings import EditorSettings, SettingsError, TransferSettings
-from .transfer import apply_residuals, edit_residuals
+from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import VECTORS_FILE, AttributeVectors, edit
 from .view import FaceView
 
@@ -71,9 +71,9 @@ class Edits:
     refiner: MouthRefiner | None = None  # redraws the mouth when the transfer says refine_mouth
 
     @functools.cached_property
-    def residuals(self) -> torch.Tensor:
-        """(K, 3, 128, 128) what each strength adds to the photo, in crop space."""
-        return edit_residuals(self.decoded, self.prepared.recon, self.transfer)
+    def changes(self) -> CropChange:
+        """What each strength does to the photo, in crop space."""
+        return crop_changes(self.decoded, self.prepared.recon, self.transfer)
 
     def index(self, strength: float) -> int:
         distance = np.abs(np.array(self.strengths) - strength)
@@ -92,9 +92,9 @@ class Edits:
         return self._render(view.cut(self.prepared.photo), crop_to_view, strengths)
 
     def _render(self, image: np.ndarray, crop_to_image: np.ndarray, strengths: Sequence[float]) -> np.ndarray:
-        """`image` edited at each strength: the residual transfer, then (if set) the mouth redrawn by the refiner."""
+        """`image` edited at each strength: the transfer, then (if set) the mouth redrawn by the refiner."""
         picked = [self.index(s) for s in strengths]
-        edited = apply_residuals(image, crop_to_image, self.residuals[picked])
+        edited = apply_changes(image, crop_to_image, self.changes.pick(picked))
         if self.transfer.refine_mouth and self.refiner is not None:
             edited = refine_mouths(
                 edited, crop_to_image, self.decoded[picked], self.prepared.recon, list(strengths), self.refiner

@@ -36,7 +36,7 @@ from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, crop_to_frame, simi
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
-from .transfer import apply_residuals, edit_residuals
+from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import edit
 
 DETECT_EVERY = 30  # frames between detections while the face moves (2 s at 15 fps); tracking covers the rest
@@ -155,7 +155,7 @@ class _Track:
     crop_to_frame: np.ndarray | None = None  # 3x3 model crop -> video frame, for the latent below
     latent: torch.Tensor | None = None
     crop: np.ndarray | None = None
-    residuals: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (1, 3, 128, 128)
+    changes: dict[float, CropChange] = field(default_factory=dict)  # strength -> the transfer's change
     decodes: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (2, 3, 128, 128): decode(z), the edit
     since_detect: int = 0
 
@@ -233,10 +233,10 @@ class Mirror:
         encoded = self._encode(frame, track)
         if strength == 0:
             return MirrorFrame(frame.copy(), face=True, detected=detected, encoded=encoded)
-        decoded = strength not in track.residuals
+        decoded = strength not in track.changes
         if decoded:
-            track.residuals = {strength: self._residual(track, strength)}  # one strength kept: a new one decodes
-        image = apply_residuals(frame, track.crop_to_frame, track.residuals[strength])[0]
+            track.changes = {strength: self._change(track, strength)}  # one strength kept: a new one decodes
+        image = apply_changes(frame, track.crop_to_frame, track.changes[strength])[0]
         refiner = self.editor.refiner
         if self.editor.settings.transfer.refine_mouth and refiner is not None:  # the same mouth as the photo view draws
             recon, edited = track.decodes[strength]
@@ -322,7 +322,7 @@ class Mirror:
         )
         if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
             return False  # the crop is the same face: keep the latent and its residual
-        track.crop, track.latent, track.residuals = crop.astype(np.int16), self.model.encode(crop), {}
+        track.crop, track.latent, track.changes = crop.astype(np.int16), self.model.encode(crop), {}
         self.encodes += 1
         return True
 
@@ -343,10 +343,10 @@ class Mirror:
             return 0, 0, width, height
         return x0, y0, x1, y1
 
-    def _residual(self, track: _Track, strength: float) -> torch.Tensor:
-        """The transfer's residual for this latent at `strength`: decode(z + a * step) and decode(z) in one batch."""
+    def _change(self, track: _Track, strength: float) -> CropChange:
+        """The transfer's change for this latent at `strength`: decode(z + a * step) and decode(z) in one batch."""
         z = torch.cat([track.latent, edit(track.latent, self.step, strength)])
         decoded = self.model.decode(z)
         self.decodes += 1
         track.decodes = {strength: decoded.float()}
-        return edit_residuals(decoded[1:], decoded[0], self.editor.settings.transfer)
+        return crop_changes(decoded[1:].float(), decoded[0].float(), self.editor.settings.transfer)

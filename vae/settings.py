@@ -41,14 +41,14 @@ class TransferSettings:
     mouth_gain: float = 0.0  # extra weight over the mouth and cheeks (raised: more flips, the person lost sooner)
     lower_face: bool = True  # the edit fades in below the eyes, leaving eyes and brows the photo's
     refine_mouth: bool = False  # redraw the mouth sharp with the model folder's refiner (`vae.refiner`)
+    follow_flow: bool = False  # move the photo's own pixels along the decoder's flow; add only what it cannot explain
 
     def __post_init__(self) -> None:
         _number("transfer.flatten_sigma", self.flatten_sigma, 0, 64)
         _number("transfer.mouth_gain", self.mouth_gain, 0, 4)
-        if not isinstance(self.lower_face, bool):
-            raise SettingsError(f"transfer.lower_face must be true or false, not {self.lower_face!r}.")
-        if not isinstance(self.refine_mouth, bool):
-            raise SettingsError(f"transfer.refine_mouth must be true or false, not {self.refine_mouth!r}.")
+        for name in ("lower_face", "refine_mouth", "follow_flow"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"transfer.{name} must be true or false, not {getattr(self, name)!r}.")
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,9 @@ class EditorSettings:
         if unknown:
             raise SettingsError(f"unknown setting(s): {', '.join(unknown)}.")
         transfer = values.get("transfer", {})
-        if not isinstance(transfer, dict) or set(transfer) - {f.name for f in dataclasses.fields(TransferSettings)}:
-            raise SettingsError(
-                f"transfer must be an object with flatten_sigma, mouth_gain, lower_face, refine_mouth, not {transfer!r}."
-            )
+        fields = [f.name for f in dataclasses.fields(TransferSettings)]
+        if not isinstance(transfer, dict) or set(transfer) - set(fields):
+            raise SettingsError(f"transfer must be an object with {', '.join(fields)}, not {transfer!r}.")
         try:
             return cls(**{**values, "transfer": TransferSettings(**transfer)})
         except TypeError as err:

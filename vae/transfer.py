@@ -1,4 +1,4 @@
-"""Residual transfer: put the VAE's *edit* on the person's photo, never the VAE's face.
+"""The transfer: put the VAE's *edit* on the person's photo, never the VAE's face.
 
 A 64-d VAE reconstructs the gist of a face (~21 dB), not the person. So the photo keeps every one of
 its own pixels and only the change that the edit makes is added, mapped back through the alignment:
@@ -13,11 +13,21 @@ its own pixels and only the change that the edit makes is added, mapped back thr
   outside it: every pixel outside that region comes back byte for byte, and the eyes and brows, what
   recognising a person rests on most, stay the photo's. (It can also be raised over the mouth and
   cheeks; on validation photos that flipped more smiles but cost the person, so the shipped gain is 0.)
-Which variant runs is a `TransferSettings` in the model's editor.json (written by `evaluation.photos`);
-the variants that lost are measured in the README's "Whole-photo edits" section.
+- `follow_flow` (route 3 of issue 15): the decoder's change is mostly shape, lips and cheeks moving, so
+  the photo's own pixels are moved along the optical flow from decode(z) to decode(z + a * step) (they
+  stay as sharp as the photo), and only what the flow cannot explain (teeth appearing, shading) is added:
+
+      photo(x + warp(weight * flow)) + warp(weight * flatten(decode(z + a * step) - decode(z)(x + flow)))
+
+Which variant runs is a `TransferSettings` in the model's editor.json (written by `evaluation.photos`;
+the shipped one follows the flow); the variants that lost are measured in the README's "Whole-photo
+edits" section.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +39,10 @@ from .settings import TransferSettings
 
 FACE_FEATHER = 0.12  # the face ellipse fades out over this share of its radius
 MOUTH_FEATHER = 0.5
+FLOW_WINDOW = 6.0  # sigma (crop px) of the window each pixel's flow is fitted over: wider than a lip
+FLOW_DAMPING = 3e-4  # added to the fit's diagonal: where the decode has little texture, little flow
+MAX_FLOW = 8.0  # crop px; a smile moves the mouth corners a few px, a runaway fit could move more
+LUMA = (0.299, 0.587, 0.114)
 WHOLE_FACE = TransferSettings(mouth_gain=0.0, lower_face=False)  # the region an edit may touch at most
 
 
@@ -73,18 +87,74 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
 
 
-def edit_residuals(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSettings) -> torch.Tensor:
-    """What to add to the photo, in crop space: (K, 3, S, S) from K decoded edits and decode(z).
+@dataclass(frozen=True)
+class CropChange:
+    """What K edits do to the photo, in the model's crop: its pixels moved by `motion`, then `colour` added.
 
-    Exactly zero wherever the region weight is zero. `flatten_sigma=0` keeps the plain difference (the
-    prototype's variant, kept for the evaluation's comparison).
+    Both are exactly zero wherever the region weight is zero, so those pixels of the photo stay as they are.
+    """
+
+    colour: torch.Tensor  # (K, 3, S, S) added, in [0, 1] units
+    motion: torch.Tensor | None = None  # (K, 2, S, S) crop px (dx, dy): a pixel takes the photo's at x + motion
+
+    def __len__(self) -> int:
+        return len(self.colour)
+
+    def pick(self, indices: Sequence[int]) -> CropChange:
+        indices = list(indices)
+        return CropChange(self.colour[indices], None if self.motion is None else self.motion[indices])
+
+
+def decoder_flow(edited: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """(K, 2, S, S) crop px (dx, dy): where each pixel of the K decoded edits lies in decode(z).
+
+    One damped Lucas-Kanade step on luma, batched in torch (about 5 ms an edit; skimage's pyramid took
+    95 ms). The decoder's change is part motion, part new brightness (teeth): a wide window and damping
+    keep the brightness from being explained as large motion, and what the flow leaves is added as colour
+    (`crop_changes`). Visual checks of 3 levels x 3 steps and of smaller windows: lips and jaws warped by
+    6-14 px. Two equal images give exactly zero flow.
+    """
+    luma = torch.tensor(LUMA).view(1, 3, 1, 1)
+    target = (edited.float() * luma).sum(1, keepdim=True)
+    source = (recon.float()[None] * luma).sum(1, keepdim=True)
+    padded = F.pad(source, (1, 1, 1, 1), mode="replicate")
+    gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+    gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+    error = source - target
+    xx, xy, yy = gaussian_blur(torch.cat([gx * gx, gx * gy, gy * gy], 1), FLOW_WINDOW)[0] + torch.tensor(
+        [FLOW_DAMPING, 0, FLOW_DAMPING]
+    ).view(3, 1, 1)
+    xe, ye = gaussian_blur(torch.cat([gx * error, gy * error], 1), FLOW_WINDOW).unbind(1)
+    det = xx * yy - xy * xy
+    flow = -torch.stack([yy * xe - xy * ye, xx * ye - xy * xe], 1) / det
+    return flow.clamp(-MAX_FLOW, MAX_FLOW)
+
+
+def moved(images: torch.Tensor, motion: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """(K, C, H, W): each pixel x of `images` (1 or K, C, H, W) taken from x + motion (px), borders repeated."""
+    k, _, height, width = motion.shape
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    grid = torch.stack([(xs + motion[:, 0]) * 2 / (width - 1) - 1, (ys + motion[:, 1]) * 2 / (height - 1) - 1], dim=-1)
+    return F.grid_sample(images.float().expand(k, -1, -1, -1), grid, mode=mode, padding_mode="border", align_corners=True)
+
+
+def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSettings) -> CropChange:
+    """What to do to the photo, in crop space, from K decoded edits (K, 3, S, S) and decode(z) (3, S, S).
+
+    `flatten_sigma=0` keeps the plain difference (the prototype's variant, kept for the evaluation's
+    comparison); `follow_flow` moves the photo along the decoder's flow and keeps only what it leaves,
+    and then the colour also takes back the mean colour the moved pixels carry (measured on decode(z)),
+    so the face's mean colour stays put either way.
     """
     weights = region_weights(transfer, edited.shape[-1])
-    diff = edited.float() - recon.float()[None]
+    motion = decoder_flow(edited, recon) * weights if transfer.follow_flow else None
+    base = recon.float()[None] if motion is None else moved(recon[None], motion)
+    diff = edited.float() - base
     if transfer.flatten_sigma:
         diff = diff - gaussian_blur(diff, transfer.flatten_sigma)
-        diff = diff - (diff * weights).sum((-2, -1), keepdim=True) / weights.sum()
-    return diff * weights
+        carried = 0 if motion is None else (base - recon.float()).sum((-2, -1), keepdim=True)  # what moving shifts
+        diff = diff - ((diff * weights).sum((-2, -1), keepdim=True) + carried) / weights.sum()
+    return CropChange(diff * weights, motion)
 
 
 def face_box(crop_to_image: np.ndarray, image_size: tuple[int, int], crop_size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
@@ -104,18 +174,31 @@ def _warp_into_box(maps: torch.Tensor, crop_to_image: np.ndarray, image_size: tu
     return box, warp(maps, box_to_crop, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear", clamp=False)
 
 
-def apply_residuals(image: np.ndarray, crop_to_image: np.ndarray, residuals: torch.Tensor) -> np.ndarray:
+def apply_changes(image: np.ndarray, crop_to_image: np.ndarray, change: CropChange) -> np.ndarray:
     """K edited copies (K, H, W, 3) uint8 of `image` (H, W, 3) uint8; `crop_to_image` maps crop px -> image px.
 
-    Only the box under the crop is touched, and inside it only where the warped residual is not zero.
+    Only the box under the crop is touched, and inside it only where the warped change is not zero.
     """
-    out = np.repeat(image[None], len(residuals), axis=0)
-    warped = _warp_into_box(residuals, crop_to_image, (image.shape[1], image.shape[0]))
+    out = np.repeat(image[None], len(change), axis=0)
+    maps = change.colour if change.motion is None else torch.cat([change.colour, change.motion], 1)
+    warped = _warp_into_box(maps, crop_to_image, (image.shape[1], image.shape[0]))
     if warped is None:
         return out
-    (x0, y0, x1, y1), added = warped
-    edited = to_pixels(to_tensor(image[y0:y1, x0:x1])[None] + added)
-    out[:, y0:y1, x0:x1] = np.where((added != 0).any(1)[..., None].numpy(), edited, out[:, y0:y1, x0:x1])
+    (x0, y0, x1, y1), maps = warped
+    added = maps[:, :3]
+    touched = (added != 0).any(1)
+    if change.motion is None:
+        base = to_tensor(image[y0:y1, x0:x1])[None]
+    else:
+        motion = torch.einsum("ij,kjhw->kihw", torch.from_numpy(crop_to_image[:2, :2]).float(), maps[:, 3:])  # image px
+        margin = int(np.ceil(float(motion.abs().max()))) + 2  # the moved pixels come from at most this far outside
+        sx0, sy0 = max(x0 - margin, 0), max(y0 - margin, 0)
+        source = to_tensor(image[sy0 : min(y1 + margin, image.shape[0]), sx0 : min(x1 + margin, image.shape[1])])[None]
+        padded = F.pad(motion, (x0 - sx0, source.shape[-1] - (x1 - sx0), y0 - sy0, source.shape[-2] - (y1 - sy0)))
+        base = moved(source, padded, mode="bicubic")[..., y0 - sy0 : y1 - sy0, x0 - sx0 : x1 - sx0]
+        touched |= (motion != 0).any(1)
+    edited = to_pixels(base + added)
+    out[:, y0:y1, x0:x1] = np.where(touched[..., None].numpy(), edited, out[:, y0:y1, x0:x1])
     return out
 
 
