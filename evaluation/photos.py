@@ -4,7 +4,7 @@
 `python -m evaluation.photos --model assets --judge assets/judge --data DIR ... --part test --update-model`
 
 Photos of the model's split, from every data folder its split.json names, go through the app's own
-pipeline: MTCNN alignment, encoding, and the residual transfer of `vae.transfer`. A folder is left out
+pipeline: MTCNN alignment, encoding, and the transfer of `vae.transfer`. A folder is left out
 (and said so) when `--skip-folder NAME` names it, or when its photos are smaller than the model's
 128x128 input, which marks a downscaled copy (shared/data's celeba-small, 89x109): edited at their own
 resolution they would measure the upsampling. So the shipped model is measured on celeba-subset
@@ -66,8 +66,13 @@ VARIANTS = {
     "flattened, lower face": TransferSettings(mouth_gain=0.0, lower_face=True),
     "flattened, lower face, mouth x1.5": TransferSettings(mouth_gain=0.5, lower_face=True),
     "flattened, lower face, mouth refiner": TransferSettings(lower_face=True, refine_mouth=True),
+    "flattened, lower face, along the flow": TransferSettings(lower_face=True, follow_flow=True),
 }
-COMPARED = ("flattened, lower face", "flattened, lower face, mouth refiner")  # the third sweep (issue 15)
+COMPARED = (  # the third sweep (issue 15) and the fourth (route 3: the photo moved along the decoder's flow)
+    "flattened, lower face",
+    "flattened, lower face, mouth refiner",
+    "flattened, lower face, along the flow",
+)
 STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {
     "independent_flip": 0.90,
