@@ -11,7 +11,7 @@ from vae.align import AlignedFace, crop_to_frame
 from vae.settings import TransferSettings
 from vae.transfer import apply_changes, crop_changes, decoder_flow, face_region, gaussian_blur, moved, region_weights
 
-SHIPPED = TransferSettings()
+RESIDUAL = TransferSettings()  # the code's default: the flattened residual alone (editor.json ships the flow)
 FLOW = TransferSettings(follow_flow=True)
 
 
@@ -42,7 +42,7 @@ def smile_and_cast() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
     edited_face, recon = smile_and_cast()
-    edited = apply_changes(photo, crop_to_photo(), crop_changes(edited_face, recon, SHIPPED))[0]
+    edited = apply_changes(photo, crop_to_photo(), crop_changes(edited_face, recon, RESIDUAL))[0]
     region = face_region(crop_to_photo(), (photo.shape[1], photo.shape[0]))
     assert np.array_equal(edited[~region], photo[~region])
     assert (edited[region] != photo[region]).any(1).mean() > 0.2  # and inside, the edit is there
@@ -50,7 +50,7 @@ def test_pixels_outside_the_face_region_are_exactly_the_photo(photo):
     assert 200 <= xs.min() and xs.max() < 378 and 100 <= ys.min() and ys.max() < 318  # inside the face's frame
 
 
-@pytest.mark.parametrize("transfer", [SHIPPED, FLOW], ids=["shipped", "along the flow"])
+@pytest.mark.parametrize("transfer", [RESIDUAL, FLOW], ids=["residual", "along the flow"])
 def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo, transfer):
     edited_face, recon = smile_and_cast()
     recon = recon + gaussian_blur(torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2)), 3.0)[0] - 0.5
@@ -69,7 +69,7 @@ def test_the_face_keeps_its_mean_colour_while_the_mouth_changes(photo, transfer)
 
 def test_a_zero_edit_changes_nothing(photo):
     recon = torch.rand(3, 128, 128)
-    edited = apply_changes(photo, crop_to_photo(), crop_changes(recon[None].repeat(3, 1, 1, 1), recon, SHIPPED))
+    edited = apply_changes(photo, crop_to_photo(), crop_changes(recon[None].repeat(3, 1, 1, 1), recon, RESIDUAL))
     assert all(np.array_equal(e, photo) for e in edited)
 
 
@@ -105,7 +105,7 @@ def test_the_flow_finds_where_the_decoded_edit_moved_the_face():
 
 def test_following_the_flow_moves_the_photo_and_leaves_little_to_add(photo):
     edited, recon = shifted_texture(1.0)
-    with_flow, plain = crop_changes(edited, recon, FLOW), crop_changes(edited, recon, SHIPPED)
+    with_flow, plain = crop_changes(edited, recon, FLOW), crop_changes(edited, recon, RESIDUAL)
     assert with_flow.colour.abs().mean() < 0.3 * plain.colour.abs().mean()  # the flow explains most of the change
     out = apply_changes(photo, crop_to_photo(), with_flow)[0].astype(float)
     (scale, _, x0), (_, _, y0) = crop_to_photo()[:2]  # image px per crop px, and where the crop starts
@@ -119,5 +119,7 @@ def test_following_the_flow_moves_the_photo_and_leaves_little_to_add(photo):
 
 def test_following_the_flow_on_a_zero_edit_changes_nothing(photo):
     recon = torch.rand(3, 128, 128)
-    edited = apply_changes(photo, crop_to_photo(), crop_changes(recon[None].repeat(2, 1, 1, 1), recon, FLOW))
+    change = crop_changes(recon[None].repeat(2, 1, 1, 1), recon, FLOW)
+    assert change.motion.abs().max() == 0 and change.colour.abs().max() == 0  # exactly, not after rounding
+    edited = apply_changes(photo, crop_to_photo(), change)
     assert all(np.array_equal(e, photo) for e in edited)

@@ -15,9 +15,10 @@ its own pixels and only the change that the edit makes is added, mapped back thr
   cheeks; on validation photos that flipped more smiles but cost the person, so the shipped gain is 0.)
 - `follow_flow` (route 3 of issue 15): the decoder's change is mostly shape, lips and cheeks moving, so
   the photo's own pixels are moved along the optical flow from decode(z) to decode(z + a * step) (they
-  stay as sharp as the photo), and only what the flow cannot explain (teeth appearing, shading) is added:
+  stay as sharp as the photo), and only what the flow cannot explain (teeth appearing, shading) is added;
+  with m = weight * flow in the crop and A the crop -> photo scale and rotation:
 
-      photo(x + warp(weight * flow)) + warp(weight * flatten(decode(z + a * step) - decode(z)(x + flow)))
+      photo(x + A warp(m)) + warp(weight * flatten(decode(z + a * step) - decode(z)(x + m)))
 
 Which variant runs is a `TransferSettings` in the model's editor.json (written by `evaluation.photos`;
 the shipped one follows the flow); the variants that lost are measured in the README's "Whole-photo
@@ -108,7 +109,7 @@ class CropChange:
 def decoder_flow(edited: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """(K, 2, S, S) crop px (dx, dy): where each pixel of the K decoded edits lies in decode(z).
 
-    One damped Lucas-Kanade step on luma, batched in torch (about 5 ms an edit; skimage's pyramid took
+    One damped Lucas-Kanade step on luma, batched in torch (about 2.5 ms an edit; skimage's pyramid took
     95 ms). The decoder's change is part motion, part new brightness (teeth): a wide window and damping
     keep the brightness from being explained as large motion, and what the flow leaves is added as colour
     (`crop_changes`). Visual checks of 3 levels x 3 steps and of smaller windows: lips and jaws warped by
@@ -138,6 +139,12 @@ def moved(images: torch.Tensor, motion: torch.Tensor, mode: str = "bilinear") ->
     return F.grid_sample(images.float().expand(k, -1, -1, -1), grid, mode=mode, padding_mode="border", align_corners=True)
 
 
+def _moved_where(images: torch.Tensor, motion: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """`moved`, but exactly `images` wherever the motion is zero (resampling in place is off by ~3e-6)."""
+    still = (motion == 0).all(1, keepdim=True)
+    return torch.where(still, images.float(), moved(images, motion, mode))
+
+
 def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSettings) -> CropChange:
     """What to do to the photo, in crop space, from K decoded edits (K, 3, S, S) and decode(z) (3, S, S).
 
@@ -148,7 +155,7 @@ def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSe
     """
     weights = region_weights(transfer, edited.shape[-1])
     motion = decoder_flow(edited, recon) * weights if transfer.follow_flow else None
-    base = recon.float()[None] if motion is None else moved(recon[None], motion)
+    base = recon.float()[None] if motion is None else _moved_where(recon.float()[None], motion)
     diff = edited.float() - base
     if transfer.flatten_sigma:
         diff = diff - gaussian_blur(diff, transfer.flatten_sigma)
@@ -195,7 +202,7 @@ def apply_changes(image: np.ndarray, crop_to_image: np.ndarray, change: CropChan
         sx0, sy0 = max(x0 - margin, 0), max(y0 - margin, 0)
         source = to_tensor(image[sy0 : min(y1 + margin, image.shape[0]), sx0 : min(x1 + margin, image.shape[1])])[None]
         padded = F.pad(motion, (x0 - sx0, source.shape[-1] - (x1 - sx0), y0 - sy0, source.shape[-2] - (y1 - sy0)))
-        base = moved(source, padded, mode="bicubic")[..., y0 - sy0 : y1 - sy0, x0 - sx0 : x1 - sx0]
+        base = _moved_where(source, padded, mode="bicubic")[..., y0 - sy0 : y1 - sy0, x0 - sx0 : x1 - sx0]
         touched |= (motion != 0).any(1)
     edited = to_pixels(base + added)
     out[:, y0:y1, x0:x1] = np.where(touched[..., None].numpy(), edited, out[:, y0:y1, x0:x1])
