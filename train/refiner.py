@@ -66,8 +66,8 @@ def windows_of(editor: SmileEditor, path: Path, alpha: float) -> dict[str, np.nd
     photo = torch.from_numpy(np.array(prepared.photo)).permute(2, 0, 1)[None].float() / 255
     photo_win = window.from_photo(photo)
     weights = window.weights()[None]
-    residual = window.from_crop(edits.changes.colour)  # the residual transfer's edit around the mouth (cheeks)
-    backgrounds = torch.cat([photo_win, (photo_win + residual).clamp(0, 1)])
+    edited = torch.from_numpy(edits.photos([-alpha, alpha])).permute(0, 3, 1, 2).float() / 255
+    backgrounds = torch.cat([photo_win, window.from_photo(edited)])  # the transfer's edit, as the refiner gets it
     decoded = window.from_crop(torch.cat([prepared.recon[None], edits.decoded]))
     recon = window.from_crop(prepared.recon[None]).expand(3, -1, -1, -1)
     inputs = refiner_input(backgrounds, decoded, recon, weights, window.scale)[:, :3]

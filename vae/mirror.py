@@ -9,9 +9,9 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
 - **Tracking in between** follows the face box by phase correlation of a small grey patch (64x64) of the
   face against the last frame's: a translation, sub-pixel, that moves the landmarks with the face.
 - **A still face is left alone.** When no 8x8 block of that patch changed by more than `still_levels`, the
-  last landmarks, latent and residual are reused and only put on the new frame: the edit cannot jitter
+  last landmarks, latent and change are reused and only put on the new frame: the edit cannot jitter
   where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
-  one resampling of the residual instead of an encode and two decodes.
+  one resampling of the change instead of an encode and two decodes.
 - **Precision by measurement**: `MirrorModel` times fp32 and bf16 copies of the encoder and the decoder
   on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
 
@@ -121,7 +121,7 @@ class MirrorFrame:
     face: bool = False
     detected: bool = False  # MTCNN ran on this frame
     encoded: bool = False  # the crop was encoded (else the last latent was reused)
-    decoded: bool = False  # the model decoded on this frame (else a kept residual was put on it)
+    decoded: bool = False  # the model decoded on this frame (else a kept change was put on it)
 
 
 def phase_correlation(reference: np.ndarray, moved: np.ndarray) -> tuple[float, float, float]:
@@ -256,7 +256,7 @@ class Mirror:
             return self._detect(frame, None), True
         patch = _grey_patch(frame, track.box)
         if _block_change(patch, track.patch) < self.still_levels:
-            return track, False  # still: keep landmarks, latent and residual
+            return track, False  # still: keep landmarks, latent and change
         dx, dy, peak = phase_correlation(track.patch, patch)
         if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH or track.since_detect >= self.detect_every:
             return self._detect(frame, track), True
@@ -321,7 +321,7 @@ class Mirror:
             np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
         )
         if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
-            return False  # the crop is the same face: keep the latent and its residual
+            return False  # the crop is the same face: keep the latent and its change
         track.crop, track.latent, track.changes = crop.astype(np.int16), self.model.encode(crop), {}
         self.encodes += 1
         return True

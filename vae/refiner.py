@@ -1,6 +1,6 @@
 """The mouth refiner: turns the decoder's blurry mouth into a sharp one, at the photo's resolution.
 
-The residual transfer (`vae.transfer`) can only add the decoder's change, which is as blurry as the
+The transfer (`vae.transfer`) can only add the decoder's change (or move the photo's pixels), which is as blurry as the
 128-px decoder: "more" paints a white blob, "less" leaves a ghost of the teeth. The refiner works like
 blind face restoration in miniature (GFPGAN, CodeFormer): in a window around the mouth, at the photo's
 own scale, the photo's mouth is replaced by the decoded one (`refiner_input`: the decoder's detail on
@@ -10,7 +10,7 @@ alpha = 0 as input, the photo as target) and, with a patch discriminator, on edi
 no target. At edit time the decode is decode(z + alpha * step), so the smile it draws is the edit's.
 
 Pixels outside the mouth ellipse (`mouth_weights`) are never touched by the refiner: there the
-residual transfer's result stands, and outside the face region the photo comes back byte for byte.
+transfer's result stands, and outside the face region the photo comes back byte for byte.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def refine_mouths(
     strengths: list[float],
     refiner: MouthRefiner,
 ) -> np.ndarray:
-    """(K, H, W, 3) uint8: the mouths of K edited images (already carrying the residual transfer) redrawn sharp
+    """(K, H, W, 3) uint8: the mouths of K edited images (already carrying the transfer) redrawn sharp
     from the K decodes; only pixels under the mouth ellipse change, and none at all where a strength is 0."""
     ramps = torch.tensor([min(1.0, abs(s) / REFINE_RAMP) for s in strengths])
     if not ramps.any():

@@ -193,7 +193,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
     with SmileBlocks(title="SMILE: slide the smile", delete_cache=(600, 1800), uploads=app.uploads) as demo:
         gr.Markdown(
             "# SMILE\nUpload a face photo and slide: your own photo smiles less or more. A variational autoencoder "
-            "trained on CelebA finds the smile direction; only the change it makes is added to your photo, so the "
+            "trained on CelebA finds the smile direction; only the change it makes is put on your photo (its own pixels moved, the rest added), so the "
             "person, the detail and everything outside the face stay yours."
         )
         state = gr.State(None)  # the photo's key into the server-wide cache: a short string per session
