@@ -229,7 +229,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                 with gr.Accordion("Under the hood: what the VAE sees and draws", open=False):
                     gr.Markdown(
                         "The model works on a 128x128 aligned crop. Its own faces are blurry by design; the page "
-                        "adds only their *difference* to your photo."
+                        "puts only their *change* on your photo: its own pixels moved where the face moves, the rest added."
                     )
                     with gr.Row():
                         crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop")
