@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vae.editor import SmileEditor
+from vae.preprocess import to_pixels
 from vae.refiner import MouthRefiner, MouthWindow, refine_mouths, refiner_input
 from vae.settings import EditorSettings, SettingsError, TransferSettings
 from vae.transfer import face_region
@@ -87,3 +88,16 @@ def test_asking_for_the_refiner_without_one_is_a_settings_error(shipped):
         SmileEditor(shipped.model, shipped.vectors, settings, shipped.aligner)
     with pytest.raises(SettingsError, match="refine_mouth"):
         TransferSettings(refine_mouth="yes")
+
+
+def test_the_training_inputs_carry_the_edit_the_app_makes(shipped, prepared, astronaut_path):
+    """Outside the mouth the refiner is trained on the transfer's own edited photo (pixels moved along the flow)."""
+    from train.refiner import WINDOW, windows_of
+
+    windows = windows_of(shipped, astronaut_path, 3.0)
+    window = MouthWindow.around(prepared.crop_to_photo, size=WINDOW)
+    edited = torch.from_numpy(shipped.edits(prepared, [-3.0, 3.0]).photos([-3.0, 3.0])).permute(0, 3, 1, 2) / 255
+    expected = to_pixels(window.from_photo(edited.float()))
+    outside = windows["weights"] == 0
+    assert np.array_equal(windows["inputs"][1:][:, outside], expected[:, outside])
+    assert not np.array_equal(windows["inputs"][1][outside], windows["photo"][outside])  # the edit is in them
