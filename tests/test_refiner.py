@@ -101,3 +101,14 @@ def test_the_training_inputs_carry_the_edit_the_app_makes(shipped, prepared, ast
     outside = windows["weights"] == 0
     assert np.array_equal(windows["inputs"][1:][:, outside], expected[:, outside])
     assert not np.array_equal(windows["inputs"][1][outside], windows["photo"][outside])  # the edit is in them
+
+
+def test_the_critic_is_scored_on_the_mouth_only():
+    from train.refiner import mouth_mean
+
+    scores = torch.zeros(1, 1, 12, 12)
+    scores[..., :6, :] = 5.0  # high scores above the mouth
+    weights = torch.zeros(1, 1, 96, 96)
+    weights[..., 48:, :] = 1.0  # the mouth: the lower half of the window
+    assert mouth_mean(scores, weights) == 0
+    assert mouth_mean(scores, 1 - weights) == 5

@@ -113,6 +113,17 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([image, weights], dim=1))
 
 
+def mouth_mean(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The critic's patch scores averaged over the mouth only (the weights pooled to the score map).
+
+    Outside the mouth a made window is the photo itself, so those patches cannot be told apart; averaged
+    in, they held the critic's hinge loss near 2 (chance): trained alone for 300 steps on real windows
+    against the refiner's inputs it reached 1.87 with the plain mean and 1.32 with this one.
+    """
+    pooled = F.adaptive_avg_pool2d(weights, scores.shape[-2:])
+    return (scores.float() * pooled).sum() / pooled.sum().clamp_min(1e-6)
+
+
 def masked_l1(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return ((a - b).abs() * weights).sum() / (3 * weights.sum()).clamp_min(1)
 
@@ -216,16 +227,17 @@ def main(argv: list[str] | None = None) -> None:
             y = refiner(torch.cat([x0, x1]))
         y0, y1 = y.float()[: cfg.batch], y.float()[cfg.batch :]
         # critic: real windows against both kinds of made ones
+        both = torch.cat([weights, weights])
         with autocast:
             real = critic(photo, weights)
-            fake = critic(y.detach().float(), torch.cat([weights, weights]))
-        loss_d = F.relu(1 - real.float()).mean() + F.relu(1 + fake.float()).mean()
+            fake = critic(y.detach().float(), both)
+        loss_d = mouth_mean(F.relu(1 - real.float()), weights) + mouth_mean(F.relu(1 + fake.float()), both)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         # refiner: sharp and right on the pairs, real-looking everywhere, the edit's shape kept
         with autocast:
-            adv = -critic(y.float(), torch.cat([weights, weights])).float().mean()
+            adv = -mouth_mean(critic(y.float(), both), both)
         l1 = masked_l1(y0, photo, weights)
         keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
         loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
