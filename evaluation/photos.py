@@ -67,11 +67,13 @@ VARIANTS = {
     "flattened, lower face, mouth x1.5": TransferSettings(mouth_gain=0.5, lower_face=True),
     "flattened, lower face, mouth refiner": TransferSettings(lower_face=True, refine_mouth=True),
     "flattened, lower face, along the flow": TransferSettings(lower_face=True, follow_flow=True),
+    "flattened, lower face, along the flow, mouth refiner": TransferSettings(
+        lower_face=True, follow_flow=True, refine_mouth=True
+    ),
 }
-COMPARED = (  # the third sweep (issue 15) and the fourth (route 3: the photo moved along the decoder's flow)
-    "flattened, lower face",
-    "flattened, lower face, mouth refiner",
+COMPARED = (  # the fifth sweep (issue 15): the flow, and a refiner trained on the flow's edits
     "flattened, lower face, along the flow",
+    "flattened, lower face, along the flow, mouth refiner",
 )
 STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {
