@@ -14,8 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine unless asked (before gradio loads)
-
 from vae.editor import SmileEditor
 from vae.hub import ModelLoadError
 from web.app import create_app

@@ -286,3 +286,11 @@ def test_strengths_must_be_finite_and_in_range(editor):
     for bad in (-0.5, 4.5):
         with pytest.raises(ValueError, match="out of range"):
             editor.check_strength(bad)
+
+
+def test_gradio_telemetry_is_off_unless_asked_for(monkeypatch):
+    from web.blocks import SmileBlocks
+    from web.uploads import UploadStore
+
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)  # Gradio's own default would be on
+    assert SmileBlocks(uploads=UploadStore()).analytics_enabled is False

@@ -11,6 +11,7 @@ web/uploads.py and web/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' 
 from __future__ import annotations
 
 import logging
+import os
 
 import gradio as gr
 from gradio.exceptions import InvalidPathError
@@ -35,6 +36,8 @@ class SmileBlocks(gr.Blocks):
     """
 
     def __init__(self, *args, uploads: UploadStore, **kwargs) -> None:
+        # Gradio's telemetry is on unless GRADIO_ANALYTICS_ENABLED says otherwise: off here unless it says "true".
+        kwargs.setdefault("analytics_enabled", os.environ.get("GRADIO_ANALYTICS_ENABLED", "").lower() == "true")
         super().__init__(*args, **kwargs)
         self.uploads = uploads
         self.http_routes: list = []
