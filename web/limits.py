@@ -20,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .guards import MAX_UPLOAD_BYTES
 
 JSON_BODY_BYTES = 64 * 2**10  # a call's arguments: a path, a number, a flag, an attribute name
-FRAME_BODY_BYTES = 2 * 2**20  # one mirror frame, a JPEG (640x480 is ~50 KB, 1920x1080 ~400 KB)
+FRAME_BODY_BYTES = 2 * 2**20  # one mirror frame, a JPEG (640x480 is ~50 KB, the largest allowed, 1280x720, ~200 KB)
 UPLOAD_BODY_BYTES = MAX_UPLOAD_BYTES + 2**20  # one file and its multipart framing
 HEADERS_DEADLINE_S = 20.0
 BODY_DEADLINE_S = 120.0  # a 25 MB upload at 2 Mbit/s

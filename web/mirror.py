@@ -90,7 +90,6 @@ class _Stream:
     next_due: float = 0.0
     in_flight: int = 0
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # FIFO: the stream's frames are edited in order
-    frames: int = 0
 
 
 class MirrorStreams:
@@ -190,7 +189,6 @@ class MirrorStreams:
             result = stream.mirror.edit(frame, strength)
         except ValueError as err:
             raise MirrorRefused(400, str(err)) from err
-        stream.frames += 1
         buffer = io.BytesIO()
         Image.fromarray(result.image).save(buffer, "JPEG", quality=JPEG_QUALITY)
         return buffer.getvalue(), result.note
