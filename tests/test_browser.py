@@ -29,7 +29,11 @@ def test_upload_then_the_slider_swaps_frames_without_asking_the_server(chromium_
     page.locator("#photo input[type=file]").set_input_files(str(astronaut_path))
     page.wait_for_selector("#live [data-ready='1']", timeout=90_000)
     assert page.locator("#live img.live-frame").is_visible()
-    page.wait_for_function("() => document.querySelector('#more img') && document.querySelector('#less img')", timeout=60_000)
+    # the upload's chained work (less, more, then the strip) is in the page before sliding starts: its fetches are not the slider's
+    page.wait_for_function(
+        "() => ['#more img', '#less img', '#strip img'].every((s) => { const i = document.querySelector(s); return i && i.complete; })",
+        timeout=60_000,
+    )
     first = live_src(page)
 
     requests = []
