@@ -4,7 +4,8 @@ Gradio answers an exception it did not expect with a bare `{"error": null}` (ref
 arguments, a strength of "2" on /render all did), or, with show_error, with whatever the exception
 says, server paths included. `SmileBlocks.process_api` lets our own messages (gr.Error) through,
 answers a file path Gradio refuses and a call with too few arguments with messages of ours, and logs
-anything else and answers it with a generic message. `launch` adds the request bounds of web/limits.py,
+anything else and answers it with a generic message; after each call the freed memory goes back to the
+system (web/memory.py). `launch` adds the request bounds of web/limits.py,
 web/uploads.py and web/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' state.
 """
 
@@ -14,12 +15,14 @@ import logging
 import os
 
 import gradio as gr
+from anyio import to_thread
 from gradio.exceptions import InvalidPathError
 from starlette.middleware import Middleware
 
 from .fair_queue import share_queue
 from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS
 from .limits import limit_bodies, use_deadline_protocol
+from .memory import release_freed_memory
 from .uploads import UploadStore, track_uploads
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class SmileBlocks(gr.Blocks):
                 raise gr.Error(f"This endpoint takes {len(fn.inputs)} inputs and got {len(inputs)}.") from err
             log.exception("unexpected error in %s", fn.api_name or fn.name)
             raise gr.Error(SERVER_FAILED) from err
+        finally:
+            await to_thread.run_sync(release_freed_memory)  # an edit's large arrays leave no heap behind
 
     def queue(self, *args, **kwargs):
         super().queue(*args, **kwargs)
