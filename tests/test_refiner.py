@@ -104,7 +104,7 @@ def test_the_training_inputs_carry_the_edit_the_app_makes(shipped, prepared, ast
 
 
 def test_the_critic_is_scored_on_the_mouth_only():
-    from train.refiner import mouth_mean
+    from train.gan import mouth_mean
 
     scores = torch.zeros(1, 1, 12, 12)
     scores[..., :6, :] = 5.0  # high scores above the mouth

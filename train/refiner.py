@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,15 +24,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from train.data import load_index, run_command
+from train.gan import (
+    PatchDiscriminator,
+    add_config_args,
+    bf16_autocast,
+    config_from,
+    descend,
+    fine_detail,
+    masked_l1,
+    mouth_mean,
+    resume,
+    save_checkpoint,
+    save_grid,
+    write_record,
+)
 from train.model_folder import resolve_model_dir
-from train.speed import cpu_has_native_bf16
 from train.split import Split
 from vae.editor import SmileEditor
-from vae.files import atomic_path, atomic_save
+from vae.files import atomic_path
 from vae.preprocess import IMAGE_SIZE, to_pixels
 from vae.refiner import MouthRefiner, MouthWindow, refiner_input
 from vae.transfer import gaussian_blur
@@ -92,47 +103,6 @@ def build_pairs(editor: SmileEditor, paths: list[Path], alpha: float, out: Path)
     return pairs
 
 
-class PatchDiscriminator(nn.Module):
-    """A 0.2 M-parameter patch critic: the window and its weights in, a map of real/made scores out."""
-
-    def __init__(self, width: int = 32) -> None:
-        super().__init__()
-        sn = nn.utils.parametrizations.spectral_norm
-        w = width
-        self.net = nn.Sequential(
-            sn(nn.Conv2d(4, w, 4, 2, 1)),
-            nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(w, 2 * w, 4, 2, 1)),
-            nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)),
-            nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(4 * w, 1, 3, 1, 1)),
-        )
-
-    def forward(self, image: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([image, weights], dim=1))
-
-
-def mouth_mean(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The critic's patch scores averaged over the mouth only (the weights pooled to the score map).
-
-    Outside the mouth a made window is the photo itself, so those patches cannot be told apart; averaged
-    in, they held the critic's hinge loss near 2 (chance): trained alone for 300 steps on real windows
-    against the refiner's inputs it reached 1.87 with the plain mean and 1.32 with this one.
-    """
-    pooled = F.adaptive_avg_pool2d(weights, scores.shape[-2:])
-    return (scores.float() * pooled).sum() / pooled.sum().clamp_min(1e-6)
-
-
-def masked_l1(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return ((a - b).abs() * weights).sum() / (3 * weights.sum()).clamp_min(1)
-
-
-def fine_detail(images: torch.Tensor, weights: torch.Tensor) -> float:
-    """Mean energy finer than a 1.5-px blur under the weights: how sharp a batch of windows is."""
-    return float((((images - gaussian_blur(images, 1.5)) ** 2) * weights).sum() / weights.sum())
-
-
 def to_batch(pairs: dict[str, np.ndarray], rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(photo (B,3,h,w), inputs (B,3,3,h,w), weights (B,1,h,w)) in [0, 1], randomly mirrored."""
     photo = torch.from_numpy(pairs["photo"][rows]).permute(0, 3, 1, 2).float() / 255
@@ -150,8 +120,7 @@ def grid(refiner: MouthRefiner, pairs: dict[str, np.ndarray], path: Path, count:
     with torch.inference_mode():
         for k in range(3):
             columns += [inputs[:, k], refiner(torch.cat([inputs[:, k], weights], 1)).clamp(0, 1)]
-    rows = [np.concatenate([to_pixels(c[i]) for c in columns], axis=1) for i in range(len(photo))]
-    atomic_save(Image.fromarray(np.concatenate(rows, axis=0)), path)
+    save_grid(columns, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,10 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=0, help="training photos (0 = all)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--threads", type=int, default=2)
-    for f, v in asdict(Config()).items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+    add_config_args(p, Config)
     args = p.parse_args(argv)
-    cfg = Config(**{f: getattr(args, f) for f in asdict(Config())})
+    cfg = config_from(args, Config)
     torch.set_num_threads(args.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -201,20 +169,12 @@ def main(argv: list[str] | None = None) -> None:
     opt_d = torch.optim.Adam(critic.parameters(), cfg.lr_critic, betas=(0.5, 0.999))
     checkpoint = args.out / "checkpoint.pt"
     step = 0
+    parts = {"refiner": refiner, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        for obj, key in ((refiner, "refiner"), (critic, "critic"), (opt_g, "opt_g"), (opt_d, "opt_d")):
-            obj.load_state_dict(state[key])
-        step = state["step"]
-        for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.lr_critic)):  # a resumed run may change its learning rates
-            for group in opt.param_groups:
-                group["lr"] = lr
-        print(f"Resumed at step {step} (learning rates {cfg.lr:g} / {cfg.lr_critic:g})")
+        step = resume(checkpoint, parts, {"opt_g": cfg.lr, "opt_d": cfg.lr_critic})
     with open(args.out / "log.jsonl", "a") as f:  # every start's settings: a resumed run may change its rates
         f.write(json.dumps({"started_at_step": step, "config": asdict(cfg)}) + "\n")
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_native_bf16() else contextlib.nullcontext()
-    )  # native bf16 only: emulated bf16 is slower than fp32
+    autocast = bf16_autocast()
     log = open(args.out / "log.jsonl", "a")
     rng = np.random.default_rng(cfg.seed + step)
     started, seen = time.time(), 0
@@ -232,18 +192,14 @@ def main(argv: list[str] | None = None) -> None:
             real = critic(photo, weights)
             fake = critic(y.detach().float(), both)
         loss_d = mouth_mean(F.relu(1 - real.float()), weights) + mouth_mean(F.relu(1 + fake.float()), both)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        descend(opt_d, loss_d)
         # refiner: sharp and right on the pairs, real-looking everywhere, the edit's shape kept
         with autocast:
             adv = -mouth_mean(critic(y.float(), both), both)
         l1 = masked_l1(y0, photo, weights)
         keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
         loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        descend(opt_g, loss_g)
         step += 1
         seen += 2 * cfg.batch
         if step % 25 == 0:
@@ -255,9 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                 "loss_d": round(loss_d.item(), 4),
                 "windows_per_s": round(seen / (time.time() - started), 1),
             }
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            print(record, flush=True)
+            write_record(log, record)
         if step % cfg.save_every == 0 or step == cfg.steps:
             with torch.inference_mode():
                 photo_v, inputs_v, weights_v = to_batch(val, np.arange(len(val["photo"])))
@@ -271,10 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             record = {"step": step, "val_l1": round(val_l1, 5), "val_l1_input": round(base_l1, 5), "val_detail_ratio": detail}
             log.write(json.dumps(record) + "\n")
             log.flush()
-            state = {"refiner": refiner.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict()}
-            state.update({"opt_d": opt_d.state_dict(), "step": step, "config": asdict(cfg)})
-            with atomic_path(checkpoint) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(checkpoint, parts, step, cfg)
             refiner.save(args.out)
             grid(refiner.eval(), val, args.out / f"grid_{step:06d}.png")
             refiner.train()
