@@ -76,6 +76,17 @@ def features(patches: np.ndarray) -> np.ndarray:
     return np.concatenate([shape, torch.log(energy + 1e-6).numpy(), mean.flatten(1).numpy(), spread.flatten(1).numpy()], 1)
 
 
+def feature_groups(width: int) -> dict[str, slice]:
+    """The columns of `features` by what they look at, for a feature matrix `width` columns wide."""
+    sharpness, colour = 3 * 4 * 6, 2 * (3 * 2 * 3)  # 3 bands on a 4x6 grid; mean and spread of 3 channels on 2x3
+    shape = width - sharpness - colour
+    return {
+        "shape (HOG)": slice(0, shape),
+        "sharpness (band-pass energy)": slice(shape, shape + sharpness),
+        "colour": slice(shape + sharpness, width),
+    }
+
+
 def features_of(patches: list[np.ndarray]) -> np.ndarray:
     """`features` of a list of patches; no rows for an empty list."""
     return features(np.stack(patches)) if patches else np.zeros((0, 1))
@@ -149,10 +160,17 @@ class RealMouths:
         }
 
     def scores(self, made_more: list[np.ndarray], made_less: list[np.ndarray]) -> dict:
-        """AUC of real smiling mouths vs made ones ("more"), and of real non-smiling ones vs made ones ("less")."""
-
+        """AUC of real smiling mouths vs made ones ("more"), and of real non-smiling ones vs made ones ("less");
+        `by_features`: the same, and nothing edited, with one kind of feature at a time (what gives a made mouth away)."""
+        smiling, plain, more, less = (features_of(p) for p in (self.patches[True], self.patches[False], made_more, made_less))
+        pairs = {"more": (smiling, more), "less": (plain, less), "nothing_edited": (smiling, plain)}
+        by_features = {
+            name: {k: two_sample_auc(a[:, columns], b[:, columns]) for k, (a, b) in pairs.items()}
+            for name, columns in feature_groups(smiling.shape[1]).items()
+        }
         return {
-            "more": two_sample_auc(features_of(self.patches[True]), features_of(made_more)),
-            "less": two_sample_auc(features_of(self.patches[False]), features_of(made_less)),
+            "more": two_sample_auc(smiling, more),
+            "less": two_sample_auc(plain, less),
+            "by_features": by_features,
             "n": {"more": len(made_more), "less": len(made_less)},
         }

@@ -54,3 +54,23 @@ def test_patches_are_cut_around_the_mouth_of_the_crop_and_baselines_name_their_p
     assert set(baselines) == {"nothing_edited", "real_vs_real", "real_smiling_vs_degraded", "n"}
     assert baselines["n"] == {"smiling": 12, "not_smiling": 12}
     assert set(baselines["real_smiling_vs_degraded"]) == {"half resolution", "JPEG quality 40", "blur 1 px"}
+
+
+def test_by_features_names_what_gives_a_made_mouth_away():
+    """A colour shift only: the colour features see it, shape and sharpness do not."""
+    mouths = RealMouths()
+    crop_to_photo = np.diag([2.0, 2.0, 1.0])
+    shifted = []
+    for k, patch in enumerate(np.concatenate([textures(40, 4), textures(40, 5)])):
+        photo = np.asarray(Image.fromarray(patch).resize((256, 256)))
+        mouths.add(photo, crop_to_photo, smiling=k < 40)
+        if k >= 40:  # "more" made from the non-smiling ones: the same mouths, redder
+            shifted.append(mouth_patches((photo + np.array([40, 0, 0])).clip(0, 255).astype(np.uint8)[None], crop_to_photo)[0])
+    scores = mouths.scores(shifted, shifted)
+    by = scores["by_features"]
+    assert set(by) == {"shape (HOG)", "sharpness (band-pass energy)", "colour"}
+    # "more": the smiling draws against the other draws made redder (not against the very same mouths, which
+    # cross-validation would score below chance)
+    assert by["colour"]["more"] > 0.9
+    assert 0.25 < by["shape (HOG)"]["more"] < 0.75 and 0.25 < by["sharpness (band-pass energy)"]["more"] < 0.75
+    assert 0.25 < by["colour"]["nothing_edited"] < 0.75
