@@ -24,7 +24,7 @@ resolution they would measure the upsampling. So the shipped model is measured o
 variant and the default strength (first what keeps the person, the detail and the colour, then the best
 margin to the independent judge's flip target and the realism target) (with --update-model both go into the model's editor.json); the test
 part is then reported once, with the model's own settings, under "photo" in evaluation.json. `--exclude` keeps out the photos looked at while
-designing (assets/photo_design_keys.txt). `--exclude FILE` leaves out photos that were looked at while designing.
+designing (assets/photo_design_keys.txt).
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ MODEL_FILES = ("config.json", "attribute_vectors.npz", "smile_vector.npy", "edit
 
 @dataclass
 class Config:
-    steps: int = 3000
+    steps: int = 1500  # the README's route-1 run
     batch: int = 16  # faces per step, and as many edits
-    lr: float = 5e-5  # the decoder's: a fine-tune
+    lr: float = 2e-4  # the decoder's (the README's route-1 run)
     lr_critic: float = 2e-4
     width: int = 32
     l1_weight: float = 20.0
