@@ -266,12 +266,11 @@ def published_figures(editor: SmileEditor, folder: Path, side: int = 320) -> Non
 
 
 def with_realism(measures: Measures, mouths: RealMouths, baselines: dict) -> dict:
-    """One row's summary with the independent judge's flips and the realism test (and its baselines) added."""
-    return {
-        **measures.summary(),
-        "independent_judge": measures.independent_summary(),
-        "realism": {**mouths.scores(measures.made_more, measures.made_less), **baselines, "classifier": CLASSIFIER},
-    }
+    """One row's summary with the independent judge's flips and the realism test (and its baselines) added;
+    `realism.n` counts the real mouths of each class and the made ones ("more" made from non-smilers)."""
+    scores = mouths.scores(measures.made_more, measures.made_less)
+    realism = {**scores, **baselines, "n": {**baselines["n"], **scores["n"]}, "classifier": CLASSIFIER}
+    return {**measures.summary(), "independent_judge": measures.independent_summary(), "realism": realism}
 
 
 def worst_independent_flip(summary: dict) -> float:

@@ -34,6 +34,7 @@ from vae.transfer import gaussian_blur
 PATCH_SIZE = (96, 64)  # width, height: about a CelebA-HQ mouth at 256 px, 1:1
 PATCH_CROP_PX = (56.0, 37.3)  # the patch's extent in the model's 128-px crop: the mouth, its corners and the lip line
 FOLDS = 5
+FEATURE_KINDS = ("shape (HOG)", "sharpness (band-pass energy)", "colour")  # the keys of `feature_parts`, in order
 CLASSIFIER = (
     "standardised features -> L2 logistic regression (C=0.01), 5-fold stratified cross-validated ROC-AUC; features: "
     "HOG of the grey patch (9 orientations, 8-px cells, 2x2 blocks), log band-pass energy at 3 scales on a 4x6 grid, "
@@ -63,8 +64,8 @@ def mouth_patches(photos: np.ndarray, crop_to_photo: np.ndarray) -> np.ndarray:
     return (patches.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 
-def features(patches: np.ndarray) -> np.ndarray:
-    """(N, D) float features of (N, h, w, 3) uint8 patches (see the module docstring)."""
+def feature_parts(patches: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, D_k) float features of (N, h, w, 3) uint8 patches by what they look at (see the module docstring)."""
     x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
     blurred = [grey] + [gaussian_blur(grey, s) for s in (0.5, 1.0, 2.0, 4.0)]
@@ -72,24 +73,30 @@ def features(patches: np.ndarray) -> np.ndarray:
     energy = torch.cat([torch.nn.functional.adaptive_avg_pool2d(b, (4, 6)) for b in bands], 1).flatten(1)
     mean = torch.nn.functional.adaptive_avg_pool2d(x, (2, 3))
     spread = (torch.nn.functional.adaptive_avg_pool2d(x**2, (2, 3)) - mean**2).clamp_min(0).sqrt()
-    shape = np.stack([hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for g in grey[:, 0].numpy()])
-    return np.concatenate([shape, torch.log(energy + 1e-6).numpy(), mean.flatten(1).numpy(), spread.flatten(1).numpy()], 1)
-
-
-def feature_groups(width: int) -> dict[str, slice]:
-    """The columns of `features` by what they look at, for a feature matrix `width` columns wide."""
-    sharpness, colour = 3 * 4 * 6, 2 * (3 * 2 * 3)  # 3 bands on a 4x6 grid; mean and spread of 3 channels on 2x3
-    shape = width - sharpness - colour
     return {
-        "shape (HOG)": slice(0, shape),
-        "sharpness (band-pass energy)": slice(shape, shape + sharpness),
-        "colour": slice(shape + sharpness, width),
+        "shape (HOG)": np.stack(
+            [hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for g in grey[:, 0].numpy()]
+        ),
+        "sharpness (band-pass energy)": torch.log(energy + 1e-6).numpy(),
+        "colour": np.concatenate([mean.flatten(1).numpy(), spread.flatten(1).numpy()], 1),  # mean and spread
     }
+
+
+def features(patches: np.ndarray) -> np.ndarray:
+    """(N, D) float features of (N, h, w, 3) uint8 patches: every kind of `feature_parts`, side by side."""
+    return np.concatenate(list(feature_parts(patches).values()), 1)
+
+
+def parts_of(patches: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """`feature_parts` of a list of patches; no rows for an empty list."""
+    if patches:
+        return feature_parts(np.stack(patches))
+    return dict.fromkeys(FEATURE_KINDS, np.zeros((0, 1)))
 
 
 def features_of(patches: list[np.ndarray]) -> np.ndarray:
     """`features` of a list of patches; no rows for an empty list."""
-    return features(np.stack(patches)) if patches else np.zeros((0, 1))
+    return np.concatenate(list(parts_of(patches).values()), 1)
 
 
 def two_sample_auc(first: np.ndarray, second: np.ndarray, seed: int = 0) -> float | None:
@@ -162,11 +169,11 @@ class RealMouths:
     def scores(self, made_more: list[np.ndarray], made_less: list[np.ndarray]) -> dict:
         """AUC of real smiling mouths vs made ones ("more"), and of real non-smiling ones vs made ones ("less");
         `by_features`: the same, and nothing edited, with one kind of feature at a time (what gives a made mouth away)."""
-        smiling, plain, more, less = (features_of(p) for p in (self.patches[True], self.patches[False], made_more, made_less))
-        pairs = {"more": (smiling, more), "less": (plain, less), "nothing_edited": (smiling, plain)}
+        parts = [parts_of(p) for p in (self.patches[True], self.patches[False], made_more, made_less)]
+        smiling, plain, more, less = (np.concatenate(list(p.values()), 1) for p in parts)
+        pairs = {"more": (0, 2), "less": (1, 3), "nothing_edited": (0, 1)}
         by_features = {
-            name: {k: two_sample_auc(a[:, columns], b[:, columns]) for k, (a, b) in pairs.items()}
-            for name, columns in feature_groups(smiling.shape[1]).items()
+            kind: {k: two_sample_auc(parts[a][kind], parts[b][kind]) for k, (a, b) in pairs.items()} for kind in FEATURE_KINDS
         }
         return {
             "more": two_sample_auc(smiling, more),
