@@ -18,27 +18,31 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from train import gan
-from train.cache import add_data_args
+from train.cache import FaceCache, add_data_args
 from train.data import run_command
-from train.model_folder import encode_rows, open_model_split, resolve_model_dir
+from train.model_folder import encode_rows, open_model_split, resolve_model_dir, weights_digest
+from train.split import SplitRows
 from vae.editor import SmileEditor
 from vae.files import atomic_path
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 from vae.transfer import gaussian_blur, region_weights
 
-MODEL_FILES = ("config.json", "attribute_vectors.npz", "smile_vector.npy", "editor.json", "split.json")  # kept as they are
+MODEL_FILES = (
+    "attribute_vectors.npz",
+    "smile_vector.npy",
+    "editor.json",
+    "split.json",
+)  # what the model folder has besides the model
 
 
 @dataclass
@@ -67,13 +71,52 @@ class Decoder(torch.nn.Module):
         return self.decoder(self.decoder_input(z)).float()
 
 
-def grid(new: Decoder, old: Decoder, x: torch.Tensor, z: torch.Tensor, step: torch.Tensor, alpha: float, path: Path) -> None:
+def grid(new: Decoder, old: Decoder, x: torch.Tensor, z: torch.Tensor, direction: torch.Tensor, alpha: float, path: Path) -> None:
     """Rows of face | old, new reconstruction | old, new at -alpha | old, new at +alpha."""
     columns = [x]
     with torch.inference_mode():
         for a in (0.0, -alpha, alpha):
-            columns += [old(z + a * step), new(z + a * step)]
+            columns += [old(z + a * direction), new(z + a * direction)]
     gan.save_grid(columns, path)
+
+
+def latents(model: SmileVAE, cache: FaceCache, rows: SplitRows, model_dir: Path, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training faces' and 256 validation faces' posterior means, encoded once into `path` (npz) with the
+    digest of the weights that encoded them: a run resumed with another --model stops instead of training
+    its decoder on latents (and against a frozen reference) that are not its own."""
+    digest = weights_digest(model_dir)
+    if not path.exists():
+        train_z = encode_rows(model, cache.images, rows.train, desc="Encoding the training faces")
+        val_z = encode_rows(model, cache.images, rows.validation[:256], desc="Encoding validation faces")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, train=train_z, validation=val_z, weights_digest=np.array(digest))
+    saved = np.load(path)
+    if "weights_digest" not in saved.files or str(saved["weights_digest"]) != digest:
+        raise SystemExit(f"{path} was not encoded by the weights in {model_dir}: give this model its own --out.")
+    return torch.from_numpy(saved["train"]), torch.from_numpy(saved["validation"])
+
+
+def validate(new: Decoder, old: Decoder, x: torch.Tensor, z: torch.Tensor, region: torch.Tensor, step: int) -> dict:
+    """Validation L1 and fine detail (as a share of the faces' own, over the lower face), new and frozen."""
+    with torch.inference_mode():
+        decoded = {"new": new(z), "frozen": old(z)}
+    weights = region.expand(len(z), -1, -1, -1)
+    return {
+        "step": step,
+        "val_l1": round(float((decoded["new"] - x).abs().mean()), 5),
+        "val_l1_frozen": round(float((decoded["frozen"] - x).abs().mean()), 5),
+        "val_detail_ratio": {k: round(gan.fine_detail(d, weights) / gan.fine_detail(x, weights), 3) for k, d in decoded.items()},
+    }
+
+
+def save_model_folder(model: SmileVAE, source: Path, folder: Path) -> None:
+    """`folder` as a whole model folder: the source folder's other files, copied once, and the model (its
+    config.json and weights, the decoder's new ones) written anew each time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if (source / name).exists() and not (folder / name).exists():
+            shutil.copyfile(source / name, folder / name)
+    model.save_pretrained_atomic(folder, fp16=True)  # the decoder's modules are the model's own
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--model", required=True, help="model folder with split.json and attribute_vectors.npz (e.g. assets)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt, with the learning rates given now")
     p.add_argument("--threads", type=int, default=2)
     add_data_args(p)
     gan.add_config_args(p, Config)
@@ -96,14 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     model, step_vector = editor.model.train(), editor.vectors.step(editor.settings.default_attribute)
     cache, _, rows = open_model_split(args, model_dir)
 
-    latents_file = args.out / "latents.npz"
-    if not latents_file.exists():
-        train_z = encode_rows(model, cache.images, rows.train, desc="Encoding the training faces")
-        val_z = encode_rows(model, cache.images, rows.validation[:256], desc="Encoding validation faces")
-        with atomic_path(latents_file) as tmp, open(tmp, "wb") as f:
-            np.savez(f, train=train_z, validation=val_z)
-    latents = np.load(latents_file)
-    train_z, val_z = torch.from_numpy(latents["train"]), torch.from_numpy(latents["validation"])
+    train_z, val_z = latents(model, cache, rows, model_dir, args.out / "latents.npz")
     val_x = to_tensor(cache.images[rows.validation[: len(val_z)]])
 
     decoder, frozen = Decoder(model), Decoder(copy.deepcopy(model)).eval().requires_grad_(False)
@@ -113,69 +149,43 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = args.out / "checkpoint.pt"
     parts = {"decoder": decoder, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     step = gan.resume(checkpoint, parts, {"opt_g": cfg.lr, "opt_d": cfg.lr_critic}) if args.resume and checkpoint.exists() else 0
-    log = open(args.out / "log.jsonl", "a")
-    log.write(json.dumps({"started_at_step": step, "config": asdict(cfg)}) + "\n")
     autocast = gan.bf16_autocast()
     region = region_weights(editor.settings.transfer)[None, None]
     weights = region.expand(2 * cfg.batch, -1, -1, -1)
-    rng = np.random.default_rng(cfg.seed + step)
+    rng = gan.batch_rng(cfg.seed, step)
     started, seen = time.time(), 0
-    while step < cfg.steps:
-        picked = np.sort(rng.choice(len(train_z), cfg.batch, replace=False))
-        x = to_tensor(cache.images[rows.train[picked]])
-        z = train_z[picked]
-        signs = torch.from_numpy(rng.choice([-1.0, 1.0], cfg.batch).astype(np.float32))[:, None]
-        moved = z + signs * cfg.alpha * step_vector
-        with autocast:
-            made = decoder(torch.cat([z, moved]))
-        recon, edited = made[: cfg.batch], made[cfg.batch :]
-        with torch.no_grad():
-            drawn = frozen(moved)
-        # the critic: real faces against reconstructions and edits, over the lower face
-        with autocast:
-            real, fake = critic(x, weights[: cfg.batch]), critic(made.detach(), weights)
-        loss_d = gan.mouth_mean(F.relu(1 - real.float()), weights[: cfg.batch]) + gan.mouth_mean(
-            F.relu(1 + fake.float()), weights
-        )
-        gan.descend(opt_d, loss_d)
-        # the decoder: the person's face back, the frozen decoder's smile kept, real-looking detail
-        with autocast:
-            adv = -gan.mouth_mean(critic(made, weights).float(), weights)
-        l1 = (recon - x).abs().mean()
-        keep = gan.masked_l1(gaussian_blur(edited, 2.0), gaussian_blur(drawn, 2.0), weights[: cfg.batch])
-        loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
-        gan.descend(opt_g, loss_g)
-        step += 1
-        seen += 2 * cfg.batch
-        if step % 25 == 0:
-            record = {"step": step, "l1": round(l1.item(), 5), "keep": round(keep.item(), 5), "adv": round(adv.item(), 4)}
-            record.update(loss_d=round(loss_d.item(), 4), decodes_per_s=round(seen / (time.time() - started), 1))
-            gan.write_record(log, record)
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            decoder.eval()
-            with torch.inference_mode():
-                new, old = decoder(val_z), frozen(val_z)
-                v = region.expand(len(val_z), -1, -1, -1)
-                record = {
-                    "step": step,
-                    "val_l1": round(float((new - val_x).abs().mean()), 5),
-                    "val_l1_frozen": round(float((old - val_x).abs().mean()), 5),
-                    "val_detail_ratio": {
-                        k: round(gan.fine_detail(d, v) / gan.fine_detail(val_x, v), 3) for k, d in (("new", new), ("frozen", old))
-                    },
-                }
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            gan.save_checkpoint(checkpoint, parts, step, cfg)
-            folder = args.out / "model"
-            folder.mkdir(exist_ok=True)
-            for name in MODEL_FILES:
-                if (model_dir / name).exists() and not (folder / name).exists():
-                    shutil.copyfile(model_dir / name, folder / name)
-            model.save_pretrained_atomic(folder, fp16=True)  # the decoder's modules are the model's own
-            grid(decoder, frozen, val_x[:8], val_z[:8], step_vector, cfg.alpha, args.out / f"grid_{step:06d}.png")
-            decoder.train()
-            print(f"step {step}: {record}; saved", flush=True)
+    with gan.open_log(args.out, step, cfg) as log:
+        while step < cfg.steps:
+            picked = np.sort(rng.choice(len(train_z), cfg.batch, replace=False))
+            x = to_tensor(cache.images[rows.train[picked]])
+            z = train_z[picked]
+            signs = torch.from_numpy(rng.choice([-1.0, 1.0], cfg.batch).astype(np.float32))[:, None]
+            moved = z + signs * cfg.alpha * step_vector
+            with autocast:
+                made = decoder(torch.cat([z, moved]))
+                with torch.no_grad():
+                    drawn = frozen(moved)  # in the same precision as the edits it is compared with
+            recon, edited = made[: cfg.batch], made[cfg.batch :]
+            # the critic: real faces against reconstructions and edits, over the lower face
+            loss_d = gan.train_critic(critic, opt_d, (x, weights[: cfg.batch]), (made, weights), autocast)
+            # the decoder: the person's face back, the frozen decoder's smile kept, real-looking detail
+            adv = gan.adversarial_loss(critic, made, weights, autocast)
+            l1 = (recon - x).abs().mean()
+            keep = gan.masked_l1(gaussian_blur(edited, 2.0), gaussian_blur(drawn, 2.0), weights[: cfg.batch])
+            loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
+            gan.descend(opt_g, loss_g)
+            step += 1
+            seen += 2 * cfg.batch
+            if step % 25 == 0:
+                record = {"step": step, "l1": round(l1.item(), 5), "keep": round(keep.item(), 5), "adv": round(adv.item(), 4)}
+                record.update(loss_d=round(loss_d.item(), 4), decodes_per_s=round(seen / (time.time() - started), 1))
+                gan.write_record(log, record)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                gan.write_record(log, validate(decoder, frozen, val_x, val_z, region, step))
+                gan.save_checkpoint(checkpoint, parts, step, cfg)
+                save_model_folder(model, model_dir, args.out / "model")
+                grid(decoder, frozen, val_x[:8], val_z[:8], step_vector, cfg.alpha, args.out / f"grid_{step:06d}.png")
+                print(f"step {step}: saved", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What the two adversarial fine-tunes of issue 15 share (train.refiner, train.decoder_gan): the patch
-critic and its region-weighted losses, the command line made from a Config, checkpoints that resume,
-bf16 autocast where the CPU has it natively, and the grid of validation images to look at.
+critic, its step and its region-weighted losses, the command line made from a Config, checkpoints that
+resume, the log, bf16 autocast where the CPU has it natively, and the grid of validation images to look at.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -111,8 +112,49 @@ def descend(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimiser.step()
 
 
-def write_record(log, record: dict) -> None:
+def write_record(log: TextIO, record: dict) -> None:
     """A line of the run's log.jsonl, written through, and shown."""
     log.write(json.dumps(record) + "\n")
     log.flush()
     print(record, flush=True)
+
+
+def open_log(out: Path, step: int, config) -> TextIO:
+    """OUT/log.jsonl, opened to append, after a line with this start's step and settings (a resumed run may
+    change its learning rates)."""
+    log = open(out / "log.jsonl", "a")
+    write_record(log, {"started_at_step": step, "config": asdict(config)})
+    return log
+
+
+def batch_rng(seed: int, step: int) -> np.random.Generator:
+    """The batches' random draws from `step` on, seeded by both: no two (seed, step) starts share a stream
+    (seeding with seed + step gave seed 1 at step 0 and seed 0 resumed at step 1 the same batches)."""
+    return np.random.default_rng([seed, step])
+
+
+def train_critic(
+    critic: PatchDiscriminator,
+    optimiser: torch.optim.Optimizer,
+    real: tuple[torch.Tensor, torch.Tensor],
+    made: tuple[torch.Tensor, torch.Tensor],
+    autocast,
+) -> torch.Tensor:
+    """One hinge-loss step of the critic on (images, weights) real and made (the made ones detached); its loss."""
+    with autocast:
+        real_scores, made_scores = critic(*real), critic(made[0].detach(), made[1])
+    loss = mouth_mean(F.relu(1 - real_scores.float()), real[1]) + mouth_mean(F.relu(1 + made_scores.float()), made[1])
+    descend(optimiser, loss)
+    return loss
+
+
+def adversarial_loss(critic: PatchDiscriminator, made: torch.Tensor, weights: torch.Tensor, autocast) -> torch.Tensor:
+    """The generator's hinge term: the critic's score of its images over the weighted region, negated. The
+    critic's own weights gather no gradient (its step comes first and its gradients would only be cleared)."""
+    critic.requires_grad_(False)
+    try:
+        with autocast:
+            scores = critic(made, weights)
+    finally:
+        critic.requires_grad_(True)
+    return -mouth_mean(scores.float(), weights)

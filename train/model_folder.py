@@ -8,6 +8,7 @@ own split.json, and encode them with it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,15 @@ def resolve_model_dir(path: str | Path) -> Path:
         if (candidate / "config.json").exists():
             return candidate
     raise SystemExit(f"No model at {path}: expected config.json there or in {path / 'model'}.")
+
+
+def weights_digest(model_dir: Path) -> str:
+    """SHA-256 of the folder's model.safetensors: which weights something was computed with."""
+    digest = hashlib.sha256()
+    with open(model_dir / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @torch.inference_mode()

@@ -15,14 +15,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -30,15 +28,18 @@ from train.data import load_index, run_command
 from train.gan import (
     PatchDiscriminator,
     add_config_args,
+    adversarial_loss,
+    batch_rng,
     bf16_autocast,
     config_from,
     descend,
     fine_detail,
     masked_l1,
-    mouth_mean,
+    open_log,
     resume,
     save_checkpoint,
     save_grid,
+    train_critic,
     write_record,
 )
 from train.model_folder import resolve_model_dir
@@ -103,12 +104,14 @@ def build_pairs(editor: SmileEditor, paths: list[Path], alpha: float, out: Path)
     return pairs
 
 
-def to_batch(pairs: dict[str, np.ndarray], rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(photo (B,3,h,w), inputs (B,3,3,h,w), weights (B,1,h,w)) in [0, 1], randomly mirrored."""
+def to_batch(
+    pairs: dict[str, np.ndarray], rows: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(photo (B,3,h,w), inputs (B,3,3,h,w), weights (B,1,h,w)) in [0, 1]; mirrored half the time when an `rng` is given."""
     photo = torch.from_numpy(pairs["photo"][rows]).permute(0, 3, 1, 2).float() / 255
     inputs = torch.from_numpy(pairs["inputs"][rows]).permute(0, 1, 4, 2, 3).float() / 255
     weights = torch.from_numpy(pairs["weights"][rows])[:, None].float() / 255
-    if np.random.rand() < 0.5:
+    if rng is not None and rng.random() < 0.5:
         photo, inputs, weights = photo.flip(-1), inputs.flip(-1), weights.flip(-1)
     return photo, inputs, weights
 
@@ -123,6 +126,22 @@ def grid(refiner: MouthRefiner, pairs: dict[str, np.ndarray], path: Path, count:
     save_grid(columns, path)
 
 
+def validate(refiner: MouthRefiner, val: dict[str, np.ndarray], step: int) -> dict:
+    """Validation L1 to the photo and fine detail (as a share of the photo's), refined and its input."""
+    photo, inputs, weights = to_batch(val, np.arange(len(val["photo"])))
+    with torch.inference_mode():
+        refined = refiner(torch.cat([inputs[:, 0], weights], 1))
+    return {
+        "step": step,
+        "val_l1": round(float(masked_l1(refined, photo, weights)), 5),
+        "val_l1_input": round(float(masked_l1(inputs[:, 0], photo, weights)), 5),
+        "val_detail_ratio": {
+            k: round(fine_detail(x, weights) / fine_detail(photo, weights), 3)
+            for k, x in (("refined", refined), ("input", inputs[:, 0]))
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m train.refiner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,14 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", action="append", required=True, metavar="DIR", help="every folder the split was made from")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, default=0, help="training photos (0 = all)")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint.pt, with the learning rates given now")
     p.add_argument("--threads", type=int, default=2)
     add_config_args(p, Config)
     args = p.parse_args(argv)
     cfg = config_from(args, Config)
     torch.set_num_threads(args.threads)
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_dir(args.model)
     editor = SmileEditor.from_pretrained(model_dir)
@@ -172,64 +190,40 @@ def main(argv: list[str] | None = None) -> None:
     parts = {"refiner": refiner, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     if args.resume and checkpoint.exists():
         step = resume(checkpoint, parts, {"opt_g": cfg.lr, "opt_d": cfg.lr_critic})
-    with open(args.out / "log.jsonl", "a") as f:  # every start's settings: a resumed run may change its rates
-        f.write(json.dumps({"started_at_step": step, "config": asdict(cfg)}) + "\n")
     autocast = bf16_autocast()
-    log = open(args.out / "log.jsonl", "a")
-    rng = np.random.default_rng(cfg.seed + step)
+    rng = batch_rng(cfg.seed, step)
     started, seen = time.time(), 0
-    while step < cfg.steps:
-        photo, inputs, weights = to_batch(pairs, rng.integers(0, len(pairs["photo"]), cfg.batch))
-        side = torch.from_numpy(rng.integers(1, 3, cfg.batch))  # an edit at -alpha or +alpha
-        edited_in = inputs[torch.arange(cfg.batch), side]
-        x0, x1 = torch.cat([inputs[:, 0], weights], 1), torch.cat([edited_in, weights], 1)
-        with autocast:
-            y = refiner(torch.cat([x0, x1]))
-        y0, y1 = y.float()[: cfg.batch], y.float()[cfg.batch :]
-        # critic: real windows against both kinds of made ones
-        both = torch.cat([weights, weights])
-        with autocast:
-            real = critic(photo, weights)
-            fake = critic(y.detach().float(), both)
-        loss_d = mouth_mean(F.relu(1 - real.float()), weights) + mouth_mean(F.relu(1 + fake.float()), both)
-        descend(opt_d, loss_d)
-        # refiner: sharp and right on the pairs, real-looking everywhere, the edit's shape kept
-        with autocast:
-            adv = -mouth_mean(critic(y.float(), both), both)
-        l1 = masked_l1(y0, photo, weights)
-        keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
-        loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
-        descend(opt_g, loss_g)
-        step += 1
-        seen += 2 * cfg.batch
-        if step % 25 == 0:
-            record = {
-                "step": step,
-                "l1": round(l1.item(), 5),
-                "keep": round(keep.item(), 5),
-                "adv": round(adv.item(), 4),
-                "loss_d": round(loss_d.item(), 4),
-                "windows_per_s": round(seen / (time.time() - started), 1),
-            }
-            write_record(log, record)
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            with torch.inference_mode():
-                photo_v, inputs_v, weights_v = to_batch(val, np.arange(len(val["photo"])))
-                refined_v = refiner(torch.cat([inputs_v[:, 0], weights_v], 1))
-                val_l1 = float(masked_l1(refined_v, photo_v, weights_v))
-                base_l1 = float(masked_l1(inputs_v[:, 0], photo_v, weights_v))
-                detail = {
-                    k: round(fine_detail(x, weights_v) / fine_detail(photo_v, weights_v), 3)
-                    for k, x in (("refined", refined_v), ("input", inputs_v[:, 0]))
-                }
-            record = {"step": step, "val_l1": round(val_l1, 5), "val_l1_input": round(base_l1, 5), "val_detail_ratio": detail}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            save_checkpoint(checkpoint, parts, step, cfg)
-            refiner.save(args.out)
-            grid(refiner.eval(), val, args.out / f"grid_{step:06d}.png")
-            refiner.train()
-            print(f"step {step}: validation L1 {val_l1:.4f} (the input itself: {base_l1:.4f}); saved", flush=True)
+    with open_log(args.out, step, cfg) as log:
+        while step < cfg.steps:
+            photo, inputs, weights = to_batch(pairs, rng.integers(0, len(pairs["photo"]), cfg.batch), rng)
+            side = torch.from_numpy(rng.integers(1, 3, cfg.batch))  # an edit at -alpha or +alpha
+            edited_in = inputs[torch.arange(cfg.batch), side]
+            x0, x1 = torch.cat([inputs[:, 0], weights], 1), torch.cat([edited_in, weights], 1)
+            with autocast:
+                y = refiner(torch.cat([x0, x1]))
+            y0, y1 = y.float()[: cfg.batch], y.float()[cfg.batch :]
+            # critic: real windows against both kinds of made ones
+            both = torch.cat([weights, weights])
+            loss_d = train_critic(critic, opt_d, (photo, weights), (y.float(), both), autocast)
+            # refiner: sharp and right on the pairs, real-looking everywhere, the edit's shape kept
+            adv = adversarial_loss(critic, y.float(), both, autocast)
+            l1 = masked_l1(y0, photo, weights)
+            keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
+            loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
+            descend(opt_g, loss_g)
+            step += 1
+            seen += 2 * cfg.batch
+            if step % 25 == 0:
+                record = {"step": step, "l1": round(l1.item(), 5), "keep": round(keep.item(), 5), "adv": round(adv.item(), 4)}
+                record.update(loss_d=round(loss_d.item(), 4), windows_per_s=round(seen / (time.time() - started), 1))
+                write_record(log, record)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                write_record(log, validate(refiner, val, step))
+                save_checkpoint(checkpoint, parts, step, cfg)
+                refiner.save(args.out)
+                grid(refiner.eval(), val, args.out / f"grid_{step:06d}.png")
+                refiner.train()
+                print(f"step {step}: saved", flush=True)
 
 
 if __name__ == "__main__":
