@@ -15,14 +15,13 @@ import logging
 import os
 
 import gradio as gr
-from anyio import to_thread
 from gradio.exceptions import InvalidPathError
 from starlette.middleware import Middleware
 
 from .fair_queue import share_queue
 from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS
 from .limits import limit_bodies, use_deadline_protocol
-from .memory import release_freed_memory
+from .memory import MemoryReleaser
 from .uploads import UploadStore, track_uploads
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,7 @@ class SmileBlocks(gr.Blocks):
         super().__init__(*args, **kwargs)
         self.uploads = uploads
         self.http_routes: list = []
+        self.memory = MemoryReleaser()
 
     async def process_api(self, block_fn, inputs, *args, **kwargs):
         fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
@@ -59,7 +59,7 @@ class SmileBlocks(gr.Blocks):
             log.exception("unexpected error in %s", fn.api_name or fn.name)
             raise gr.Error(SERVER_FAILED) from err
         finally:
-            await to_thread.run_sync(release_freed_memory)  # an edit's large arrays leave no heap behind
+            self.memory.after_call()  # an edit's large arrays leave no heap behind
 
     def queue(self, *args, **kwargs):
         super().queue(*args, **kwargs)
