@@ -8,6 +8,7 @@ from conftest import SMOKE_TRAIN, write_celeba
 from PIL import Image, ImageEnhance
 
 from evaluation.judge import main as judge_main
+from evaluation.photos import choose
 from evaluation.photos import main as photo_eval_main
 from train.train import main as train_main
 from train.vectors import main as vectors_main
@@ -35,3 +36,27 @@ def test_a_folder_named_celeba_is_edited_and_a_part_without_photos_says_so(astro
     with pytest.raises(SystemExit, match="No photos to edit: the validation part has none .*left out: celeba"):
         photo_eval_main([*common, "--skip-folder", "celeba"])
     assert json.loads((run / "model" / "split.json").read_text())["validation"][0].startswith("celeba/")
+
+
+def summary(flips: float, realism: float, identity: float = 0.99) -> dict:
+    """A row of the selection table with what `choose` reads."""
+    return {
+        "independent_judge": {"flip": {"plus": flips, "minus": flips}},
+        "realism": {"more": realism, "less": realism},
+        "identity_kept": identity,
+        "detail_ratio_median": 1.0,
+        "colour_shift_max": 2.0,
+    }
+
+
+def test_choose_keeps_the_holds_first_then_counts_the_judged_targets_met_then_the_margin():
+    table = {
+        "meets the flips": {3.0: summary(0.92, 0.99)},
+        "better realism, fewer flips": {3.0: summary(0.85, 0.95)},  # its worst margin (-0.25) beats -0.29
+        "loses the person": {3.0: summary(0.99, 0.60, identity=0.90)},
+    }
+    assert choose(table) == ("meets the flips", 3.0, False)
+    del table["meets the flips"]
+    assert choose(table) == ("better realism, fewer flips", 3.0, False)
+    table["every target"] = {2.5: summary(0.91, 0.69)}
+    assert choose(table) == ("every target", 2.5, True)
