@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import shutil
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -66,6 +67,26 @@ def test_render_and_strip_use_the_session_photo_without_encoding_again(app, uplo
         app.render(None, 1.0, None)
     with pytest.raises(gr.Error, match="no longer in the server's memory"):
         app.render("0" * 64 + ":1", 1.0, None)
+
+
+def test_a_photo_still_in_memory_takes_an_attribute_change_after_its_upload_file_is_gone(app, upload):
+    key = app.prepare(upload, True, None)[0]
+    Path(upload["path"]).unlink()  # Gradio's cache lifetime, or the upload bound, removed it
+    assert app.prepare(upload, True, "Smiling")[0] == key
+    with pytest.raises(gr.Error, match="no longer available"):  # never prepared unaligned: the file is needed
+        app.prepare(upload, False, None)
+
+
+def test_a_stale_strip_leaves_the_newer_photos_strip_owed(app, upload, tmp_path):
+    first = app.prepare(upload, True, None)[0]
+    other = Path(upload["path"]).with_name("flipped.png")
+    Image.open(upload["path"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    second = app.prepare({"path": str(other)}, True, None)[0]  # a second upload overtook the first one's strip
+    assert app.strip(first, None) == (gr.skip(), gr.skip())
+    strip, gif = app.strip(second, None)
+    assert Image.open(strip).width > Image.open(strip).height
+    with pytest.raises(gr.Error, match="made once"):
+        app.strip(second, None)
 
 
 def test_edit_returns_files_and_info(app, upload):

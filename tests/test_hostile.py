@@ -137,6 +137,12 @@ def test_the_hostile_corpus_gets_results_or_clear_errors_and_changes_nothing(
             [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, 2.0, True, ATTRIBUTE],
             outside,
         ),
+        "a URL, which Gradio would download": (
+            "edit",
+            [{"path": "https://example.com/face.jpg", "meta": {"_type": "gradio.FileData"}}, 2.0, True, ATTRIBUTE],
+            outside,
+        ),
+        "/prepare with a URL inside a list": ("prepare", [[{"path": "http://10.0.0.1/a.png"}], True, ATTRIBUTE], outside),
         "/edit with no arguments": ("edit", [], "takes 4 inputs and got 0"),
         "/edit with one argument": ("edit", [{"path": uploaded}], "takes 4 inputs and got 1"),
         "/prepare with no arguments": ("prepare", [], "takes 3 inputs and got 0"),

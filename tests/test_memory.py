@@ -54,13 +54,15 @@ def test_freed_heap_pages_go_back_to_the_system():
 
 
 @needs_glibc
-def test_a_call_ending_during_a_trim_is_covered_by_it_and_a_later_one_starts_another():
+def test_calls_ending_during_a_trim_share_one_more_trim_after_it_and_a_later_call_starts_another():
     async def calls() -> list:
         releaser = MemoryReleaser()
         first = releaser.after_call()
-        during = releaser.after_call()  # the first trim has not been awaited: it is still running
-        assert await first is True
-        return [first, during, releaser.after_call()]
+        during = [releaser.after_call() for _ in range(5)]  # the first trim has not been awaited: it is still running
+        assert await first is True and not during[0].done()  # the owed trim starts only after the first one
+        assert await during[0] is True
+        return [first, *during, releaser.after_call()]
 
-    first, during, later = asyncio.run(calls())
-    assert during is first and later is not first
+    first, *during, later = asyncio.run(calls())
+    assert all(d is during[0] for d in during) and during[0] is not first
+    assert later is not first and later is not during[0]

@@ -121,6 +121,26 @@ def test_uploads_that_are_not_images_are_removed_and_the_rest_bounded_oldest_fir
     assert store.why_refused(photos[1]) is None and store.kept_bytes == 2 * len(photo.getvalue())
 
 
+def test_a_client_flooding_the_uploads_pushes_out_its_own_files_not_a_visitors(tmp_path):
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(photo, format="PNG")
+    # a PNG's header and a declared IDAT chunk of junk pass the header check, as a flood of fakes would
+    junk = os.urandom(5 * len(photo.getvalue()))
+    fake = photo.getvalue()[:33] + len(junk).to_bytes(4, "big") + b"IDAT" + junk
+    paths = []
+    for k, content in enumerate([photo.getvalue(), *[fake] * 6]):
+        (tmp_path / f"u{k}").mkdir()
+        paths.append(tmp_path / f"u{k}" / "upload.png")
+        paths[-1].write_bytes(content)
+    store = UploadStore(max_bytes=3 * len(fake))
+    store.add([str(paths[0])], "10.0.0.1")  # the visitor, whose edit waits in the queue
+    for path in paths[1:]:
+        store.add([str(path)], "10.0.0.66")
+    assert paths[0].exists(), "the visitor's upload was pushed out by another client's"
+    assert [p.exists() for p in paths[1:]] == [False] * 4 + [True] * 2
+    assert store.kept_bytes == len(photo.getvalue()) + 2 * len(fake) <= store.max_bytes
+
+
 def test_the_same_upload_stored_twice_is_counted_once(tmp_path):
     folder = tmp_path / "sha"  # Gradio names an upload's folder by its content: the same file, the same path
     folder.mkdir()
@@ -280,7 +300,8 @@ def test_the_shipped_settings_are_valid(editor):
 def test_strengths_must_be_finite_and_in_range(editor):
     assert editor.settings.max_strength == 4.0
     assert editor.check_strength(2) == 2.0 and editor.check_strength(-4.0, signed=True) == -4.0
-    for bad in (float("nan"), float("inf"), "2", None, True):
+    assert editor.check_strength(np.float32(2.5)) == 2.5 and editor.check_strength(np.int64(3)) == 3.0  # a script's numbers
+    for bad in (float("nan"), float("inf"), np.float32("nan"), "2", None, True, np.bool_(True)):
         with pytest.raises(ValueError, match="finite number"):
             editor.check_strength(bad)
     for bad in (-0.5, 4.5):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,17 +21,17 @@ from vae.editor import EditResult, Prepared, SmileEditor
 from vae.files import strip_image
 
 from .blocks import SmileBlocks
-from .guards import checked_align, read_upload, upload_path
+from .guards import UploadGone, checked_align, read_upload, upload_path
 from .live import LIVE_STEP, frames_json, live_strengths
 from .mirror import mirror_routes, mirror_view
-from .photos import PreparedCache
+from .photos import PreparedCache, RecentKeys
 from .results import ResultFiles
 from .uploads import UploadStore
 
 UI = Path(__file__).resolve().parent / "ui"
 EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
 PHOTO_CACHE_BYTES = 512 * 2**20  # every prepared photo's pixels, frame and crop (README: the memory bound)
-STRIPS_DUE_KEPT = 4096  # sessions whose upload still owes its strip
+KEYS_KEPT = 4096  # sessions whose upload still owes its strip; upload paths whose photo key is known
 
 
 def clear_error(fn):
@@ -60,7 +59,8 @@ class SmileApp:
         self.photos = PreparedCache(lambda data, align: editor.prepare(data, align=align), max_bytes=PHOTO_CACHE_BYTES)
         self.upload_root = upload_root
         self.uploads = UploadStore()
-        self.strips_due: OrderedDict[str | None, str] = OrderedDict()  # session -> the photo key its strip is for
+        self.strips_due = RecentKeys(KEYS_KEPT)  # session -> the photo key its strip is for
+        self.read_keys = RecentKeys(KEYS_KEPT)  # upload path -> the key of the photo read from it
         self.frames = live_strengths(editor.settings.max_strength)
 
     def _upload(self, payload: object, align: object) -> tuple[str, Prepared, bool]:
@@ -69,8 +69,17 @@ class SmileApp:
         refused = self.uploads.why_refused(path) if isinstance(path, str) else None
         if refused:
             raise ValueError(refused)
-        data = read_upload(path, self.upload_root())
-        key, prepared, cached = self.photos.get(data, checked_align(align))
+        align = checked_align(align)
+        try:
+            data = read_upload(path, self.upload_root())
+        except UploadGone:  # an attribute change long after the upload: its photo may still be in memory
+            key = self.photos.realigned(self.read_keys.get(path), align)
+            prepared = self.photos.find(key)
+            if prepared is None:
+                raise
+            return key, prepared, True
+        key, prepared, cached = self.photos.get(data, align)
+        self.read_keys.set(path, key)
         for note in prepared.notes:
             gr.Warning(note)
         return key, prepared, cached
@@ -106,7 +115,7 @@ class SmileApp:
         attribute = self.editor.check_attribute(attribute)
         key, prepared, _ = self._upload(payload, align)
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
-        self._owe_strip(request, key)
+        self.strips_due.set(request.session_hash if request else None, key)
         return (
             key,
             frames_json(result.frame_strengths, result.frames),
@@ -116,32 +125,28 @@ class SmileApp:
             frames_json(result.frame_strengths, result.frame_decodes),
         )
 
-    def _owe_strip(self, request: gr.Request | None, key: str) -> None:
-        session = request.session_hash if request else None
-        self.strips_due[session] = key
-        self.strips_due.move_to_end(session)
-        while len(self.strips_due) > STRIPS_DUE_KEPT:
-            self.strips_due.popitem(last=False)
-
     @clear_error
     def strip(self, key: str | None, attribute: str, request: gr.Request = None):
         """The strip and its GIF from the face region, chained after the page's first outputs: once per
-        upload (it costs nine whole-photo edits, and its endpoint is reachable, if private)."""
+        upload (it costs a decode and a face-region render per frame, and its endpoint is reachable, if private)."""
         if key is None:
             return None, None
-        if self.strips_due.pop(request.session_hash if request else None, None) != key:
+        session = request.session_hash if request else None
+        if not self.strips_due.take(session, key):
+            if self.strips_due.get(session) is not None:
+                return gr.skip(), gr.skip()  # a newer photo came first: its own strip follows it
             raise ValueError("The strip is made once, after each upload.")
         strengths = self.editor.strip_strengths(self.editor.settings.default_strength)
-        result = self.editor.edit(self._session_photo(key), attribute=attribute, frames=strengths)
-        frames = [Image.fromarray(view) for view in result.frames]
+        edits = self.editor.edits(self._session_photo(key), strengths, attribute)  # the face region only
+        frames = [Image.fromarray(view) for view in edits.views(strengths)]
         return self.results.image(strip_image(frames), "strip"), self.results.gif(frames, "strip")
 
     @clear_error
     def render(self, key: str | None, strength: float, attribute: str):
         """This session's photo at one signed strength, whole and at full resolution (the download button)."""
         strength = self.editor.check_strength(strength, signed=True)
-        result = self.editor.edit(self._session_photo(key), abs(strength), attribute)
-        return self.results.image(result.more if strength >= 0 else result.less, f"smile_{strength:+.1f}")
+        (photo,) = self.editor.edits(self._session_photo(key), [strength], attribute).photos([strength])
+        return self.results.image(photo, f"smile_{strength:+.1f}")
 
     @clear_error
     def edit(

@@ -2,10 +2,11 @@
 
 Gradio answers an exception it did not expect with a bare `{"error": null}` (refused paths, missing
 arguments, a strength of "2" on /render all did), or, with show_error, with whatever the exception
-says, server paths included. `SmileBlocks.process_api` lets our own messages (gr.Error) through,
-answers a file path Gradio refuses and a call with too few arguments with messages of ours, and logs
-anything else and answers it with a generic message; after each call the freed memory goes back to the
-system (web/memory.py). `launch` adds the request bounds of web/limits.py,
+says, server paths included. `SmileBlocks.process_api` refuses a file payload naming a URL (Gradio
+would download it, with no size bound), lets our own messages (gr.Error) through, answers a file path
+Gradio refuses and a call with too few arguments with messages of ours, and logs anything else and
+answers it with a generic message; after each call the freed memory goes back to the system
+(web/memory.py). `launch` adds the request bounds of web/limits.py,
 web/uploads.py and web/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' state.
 """
 
@@ -19,7 +20,7 @@ from gradio.exceptions import InvalidPathError
 from starlette.middleware import Middleware
 
 from .fair_queue import share_queue
-from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS
+from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS, names_a_url
 from .limits import limit_bodies, use_deadline_protocol
 from .memory import MemoryReleaser
 from .uploads import UploadStore, track_uploads
@@ -48,6 +49,8 @@ class SmileBlocks(gr.Blocks):
     async def process_api(self, block_fn, inputs, *args, **kwargs):
         fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
         try:
+            if names_a_url(inputs):
+                raise gr.Error(OUTSIDE_UPLOADS)
             return await super().process_api(block_fn, inputs, *args, **kwargs)
         except gr.Error:
             raise

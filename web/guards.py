@@ -1,6 +1,7 @@
 """Read only what the client uploaded, and check every value a request carries.
 
-`read_upload` accepts a path only inside the server's upload folder, only a regular file, and only
+A payload whose path is a URL is refused before Gradio would fetch it (`names_a_url`): the server
+downloads nothing a visitor names. `read_upload` accepts a path only inside the server's upload folder, only a regular file, and only
 up to MAX_UPLOAD_BYTES, all checked on the open file before a byte is read: a request that names
 /etc/shadow, a named pipe or /dev/zero gets the same clear refusal and costs nothing.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
+
+from gradio_client.utils import is_http_url_like
 
 from vae.preprocess import ImageError
 
@@ -19,6 +22,19 @@ OUTSIDE_UPLOADS = "Only files uploaded to this app can be edited: upload the pho
 def upload_path(payload: object) -> object:
     """The `path` of a Gradio file payload (a dict over HTTP, a FileData in-process); None for anything else."""
     return payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
+
+
+class UploadGone(ImageError):
+    """The path was an upload, but its file has been removed (Gradio's cache lifetime, the upload bound)."""
+
+
+def names_a_url(inputs: object) -> bool:
+    """Whether a request's inputs hold a file payload whose path is a URL: Gradio would download it, unbounded."""
+    if isinstance(inputs, dict):
+        return is_http_url_like(inputs.get("path")) or any(names_a_url(value) for value in inputs.values())
+    if isinstance(inputs, (list, tuple)):
+        return any(names_a_url(value) for value in inputs)
+    return is_http_url_like(getattr(inputs, "path", None))
 
 
 def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
@@ -32,7 +48,7 @@ def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = M
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as err:
-        raise ImageError("The uploaded file is no longer available: upload the photo again.") from err
+        raise UploadGone("The uploaded file is no longer available: upload the photo again.") from err
     try:
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != (os.stat(real).st_dev, os.stat(real).st_ino):  # swapped after the check

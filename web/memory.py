@@ -35,14 +35,34 @@ def release_freed_memory() -> bool:
 
 
 class MemoryReleaser:
-    """Trims after calls in a worker thread, one trim at a time, without holding up the response: a call
-    that ends while a trim runs is covered by it (nothing to await, so nothing to mask a call's error)."""
+    """Trims after calls in a worker thread without holding up the response. One trim runs at a time; the
+    calls that end while it runs share one more trim after it (what they freed may lie where the running
+    trim has already been), so a burst's last call is covered too and trims never pile up. The caller has
+    nothing to await, so nothing to mask its call's error."""
 
     def __init__(self) -> None:
         self._running: asyncio.Future | None = None
+        self._next: asyncio.Future | None = None  # the trim owed to calls that ended during the running one
 
     def after_call(self) -> asyncio.Future | None:
-        """Start a trim unless one is running; the trim that covers this call (None without glibc)."""
-        if _TRIM is not None and (self._running is None or self._running.done()):
-            self._running = asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
+        """Start a trim, or owe one after the running trim; the trim that covers this call (None without glibc)."""
+        if _TRIM is None:
+            return None
+        if self._running is None or self._running.done():
+            return self._start()
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        return self._next
+
+    def _start(self) -> asyncio.Future:
+        self._running = asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
+        self._running.add_done_callback(self._after_trim)
         return self._running
+
+    def _after_trim(self, done: asyncio.Future) -> None:
+        """In the event loop when a trim ends: run the trim owed, and let its waiters see its result."""
+        if self._next is None:
+            return
+        owed, self._next = self._next, None
+        trim = self._start()
+        trim.add_done_callback(lambda _: owed.done() or owed.set_result(trim.result()))

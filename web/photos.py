@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from vae.editor import Prepared
 
@@ -40,6 +40,11 @@ class PreparedCache:
                 self.items.popitem(last=False)
         return key, prepared, False
 
+    @staticmethod
+    def realigned(key: str | None, align: bool) -> str | None:
+        """The key of the same content as `key`'s, prepared with `align`."""
+        return None if key is None else f"{key.rsplit(':', 1)[0]}:{int(align)}"
+
     def find(self, key: str | None) -> Prepared | None:
         """The prepared photo under `key`, or None when it was never prepared or has been evicted."""
         with self.lock:
@@ -50,3 +55,31 @@ class PreparedCache:
 
     def _bytes(self) -> int:
         return sum(item.nbytes for item in self.items.values())
+
+
+class RecentKeys:
+    """Photo keys by name (a session, an upload's path), the `size` most recently set kept; thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Hashable, str] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def set(self, name: Hashable, key: str) -> None:
+        with self.lock:
+            self.items[name] = key
+            self.items.move_to_end(name)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def get(self, name: Hashable) -> str | None:
+        with self.lock:
+            return self.items.get(name)
+
+    def take(self, name: Hashable, key: str) -> bool:
+        """Remove `name` if it holds `key`; whether it did (a strip owed once is made once)."""
+        with self.lock:
+            if self.items.get(name) != key:
+                return False
+            del self.items[name]
+            return True

@@ -4,7 +4,9 @@ Gradio stores every upload (up to the per-file limit) and keeps it for its cache
 uploads of random bytes sat on disk for 30 minutes. `UploadStore.add` is called with the paths that
 Gradio's upload route has just stored (see `track_uploads`): a file whose bytes are not one of the
 accepted formats is deleted and remembered with the message its edit would have given; beyond
-`max_bytes` of uploads the oldest are deleted (their photos, once prepared, stay in the photo cache).
+`max_bytes` of uploads the oldest of the address that holds the most bytes is deleted (its photo, once
+prepared, stays in the photo cache), so a client that floods the folder pushes out its own files, not a
+visitor's whose edit is still waiting in the queue.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import threading
 from collections import OrderedDict
 
 from PIL import Image, UnidentifiedImageError
+from starlette.requests import Request
 
 from vae.preprocess import FORMAT_NAMES, FORMATS
+
+from .fair_queue import client_address, trusted_proxies
 
 UPLOADS_MAX_BYTES = 200 * 2**20  # README, "What the server accepts"
 REMEMBERED = 4096  # refused uploads whose message is kept
@@ -41,12 +46,12 @@ class UploadStore:
 
     def __init__(self, max_bytes: int = UPLOADS_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self.kept: OrderedDict[str, int] = OrderedDict()  # path -> bytes, oldest first
+        self.kept: OrderedDict[str, tuple[int, str]] = OrderedDict()  # path -> (bytes, client address), oldest first
         self.kept_bytes = 0
         self.refused: OrderedDict[str, str] = OrderedDict()  # path -> the message for its edit
         self._lock = threading.Lock()
 
-    def add(self, paths: list[str]) -> None:
+    def add(self, paths: list[str], address: str = "unknown") -> None:
         for path in paths:
             reason = refusal(path)
             with self._lock:
@@ -56,13 +61,23 @@ class UploadStore:
                     while len(self.refused) > REMEMBERED:
                         self.refused.popitem(last=False)
                     continue
-                self.kept_bytes -= self.kept.pop(path, 0)  # Gradio names an upload by its content: the same file again
-                self.kept[path] = os.path.getsize(path)
-                self.kept_bytes += self.kept[path]
+                self._forget(path)  # Gradio names an upload by its content: the same file again
+                self.kept[path] = (os.path.getsize(path), address)
+                self.kept_bytes += self.kept[path][0]
                 while self.kept_bytes > self.max_bytes and len(self.kept) > 1:
-                    oldest, size = self.kept.popitem(last=False)
-                    self.kept_bytes -= size
-                    _remove(oldest)
+                    _remove(self._forget(self._oldest_of_the_heaviest(spare=path)))
+
+    def _oldest_of_the_heaviest(self, spare: str) -> str:
+        """The oldest upload, other than `spare`, of the address holding the most bytes."""
+        held: dict[str, int] = {}
+        for size, address in self.kept.values():
+            held[address] = held.get(address, 0) + size
+        # max keeps the first of equals, and `kept` runs oldest first: the heaviest address's oldest file
+        return max((path for path in self.kept if path != spare), key=lambda path: held[self.kept[path][1]])
+
+    def _forget(self, path: str) -> str:
+        self.kept_bytes -= self.kept.pop(path, (0, ""))[0]
+        return path
 
     def why_refused(self, path: str) -> str | None:
         with self._lock:
@@ -90,7 +105,8 @@ def track_uploads(store: UploadStore):
                 held.append(message)
                 if message["type"] == "http.response.body" and not message.get("more_body", False):
                     if held[0]["status"] == 200:
-                        _add_answer(store, b"".join(m.get("body", b"") for m in held[1:]))
+                        address = client_address(Request(scope), trusted_proxies())
+                        _add_answer(store, b"".join(m.get("body", b"") for m in held[1:]), address)
                     for each in held:
                         await send(each)
 
@@ -101,10 +117,10 @@ def track_uploads(store: UploadStore):
     return middleware
 
 
-def _add_answer(store: UploadStore, body: bytes) -> None:
+def _add_answer(store: UploadStore, body: bytes, address: str) -> None:
     try:
         paths = [p for p in json.loads(body) if isinstance(p, str)]
     except (ValueError, TypeError):
         log.warning("unexpected upload answer: %.80r", body)
         return
-    store.add(paths)
+    store.add(paths, address)
