@@ -39,6 +39,7 @@ from train.data import run_command
 from train.model_folder import encode_rows, open_model_split, resolve_model_dir
 from train.split import SplitRows, sample_rows, split_units
 from train.vectors import compute_vectors, projection_auc
+from vae.files import atomic_path
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 from vae.settings import SETTINGS_FILE, EditorSettings
@@ -273,13 +274,15 @@ def plots(out: Path, curves: dict, psnr: np.ndarray) -> None:
         ax.axhline(0.5, color="grey", linewidth=0.5)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / f"p_smile_{name.split(' ')[-1].strip('()').lower() if '(' in name else 'recipe'}.png", dpi=100)
+        with atomic_path(out / f"p_smile_{name.split(' ')[-1].strip('()').lower() if '(' in name else 'recipe'}.png") as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(psnr, bins=40)
     ax.set(xlabel="test reconstruction PSNR (dB)", ylabel="images", title=f"mean {psnr.mean():.2f} dB")
     fig.tight_layout()
-    fig.savefig(out / "psnr_histogram.png", dpi=100)
+    with atomic_path(out / "psnr_histogram.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = SmileVAE.load(model_dir).to(memory_format=torch.channels_last)
     cache, split, rows = open_model_split(args, model_dir)
     judge_report = check_judge(Path(args.judge), split.digest("train"))
-    judge = AttributeJudge.from_pretrained(args.judge).eval()
+    judge = AttributeJudge.load(args.judge)
     names = cache.attr_names
     train_z, validation_z, test_z = (
         encode_rows(model, cache.images, r, desc=f"Encoding {part} part")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from train.cache import add_data_args
 from train.data import run_command
 from train.model_folder import open_model_split, resolve_model_dir
+from vae.files import atomic_files, atomic_write_text
 from vae.preprocess import to_tensor
 
 JUDGED = ["Smiling", "Male", "Young"]
@@ -49,6 +51,11 @@ class AttributeJudge(nn.Module, PyTorchModelHubMixin, library_name="smile", tags
         if x.shape[-1] != JUDGE_SIZE:
             x = F.interpolate(x, size=(JUDGE_SIZE, JUDGE_SIZE), mode="area")
         return self.head(self.features(x))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> AttributeJudge:
+        """`from_pretrained`, strict (a judge missing weights would grade with random ones), in eval mode."""
+        return cls.from_pretrained(str(folder), strict=True).eval()
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,15 +127,17 @@ def main(argv: list[str] | None = None) -> dict:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
     report = evaluate_judge(judge, cache.images, test_rows, cache.attrs[test_rows][:, columns])
     out = Path(args.out)
-    judge.save_pretrained(out)
+    with atomic_files(out) as tmp:
+        judge.save_pretrained(tmp)
     trained_on = {
         "part": "train",
         "images": len(train_rows),
         "digest": split.digest("train"),
         "data_fingerprint": split.fingerprint,
     }
-    (out / "judge_report.json").write_text(
-        json.dumps({"test": report, "train_images": len(train_rows), "trained_on": trained_on, "epochs": args.epochs}, indent=2)
+    atomic_write_text(
+        out / "judge_report.json",
+        json.dumps({"test": report, "train_images": len(train_rows), "trained_on": trained_on, "epochs": args.epochs}, indent=2),
     )
     print(json.dumps(report, indent=2))
     return report

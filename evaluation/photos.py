@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--refiner {args.refiner}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
         editor = SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner)
     with_refiner = editor.refiner is not None
-    judge = AttributeJudge.from_pretrained(args.judge).eval()
+    judge = AttributeJudge.load(args.judge)
     identity = IdentityModel()
     expression = ExpressionJudge()
     mouths = RealMouths()

@@ -15,7 +15,10 @@ def run_cli(*args, **kwargs):
 def test_cli_writes_whole_photo_less_more_strip_and_gif(astronaut_path, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")
-    done = run_cli(astronaut_path, bad, "--strength", "2", "--out", tmp_path / "out")
+    namesake = tmp_path / "other" / "astronaut.png"
+    namesake.parent.mkdir()
+    Image.open(astronaut_path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(namesake)
+    done = run_cli(astronaut_path, bad, namesake, "--strength", "2", "--out", tmp_path / "out")
     assert done.returncode == 1  # one photo could not be used
     assert "bad.jpg: skipped" in done.stderr and "not an image" in done.stderr
     out = tmp_path / "out"
@@ -25,6 +28,8 @@ def test_cli_writes_whole_photo_less_more_strip_and_gif(astronaut_path, tmp_path
     frame = Image.open(out / "astronaut_strip.png")
     assert frame.width > 6 * frame.height  # 7 frames side by side
     assert Image.open(out / "astronaut_strip.gif").n_frames == 12
+    flipped = np.asarray(Image.open(out / "astronaut_2_more.png"))  # the namesake's results kept their own name
+    assert np.abs(flipped[:, ::-1].astype(int) - more).mean() < 2 and "Wrote 2 result set(s)" in done.stdout
 
 
 def test_cli_reports_a_missing_model_and_a_bad_attribute_without_a_traceback(astronaut_path, tmp_path):

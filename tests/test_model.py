@@ -1,7 +1,9 @@
 import math
+import shutil
 
 import pytest
 import torch
+from conftest import ROOT
 
 from train.loss import kl_divergence, vae_loss
 from vae.model import SmileVAE
@@ -91,6 +93,20 @@ def test_save_load_round_trip_is_bit_identical(model, tmp_path):
         "config.json",
         "model.safetensors",
     ]
+
+
+def test_a_weights_file_missing_entries_is_refused_not_left_random(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vae.editor import SmileEditor
+    from vae.hub import ModelLoadError
+
+    folder = tmp_path / "m"
+    shutil.copytree(ROOT / "assets", folder, ignore=shutil.ignore_patterns("judge", "examples", "figures"))
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("decoder.")}, folder / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="(?s)could not be read.*Missing key.*decoder"):
+        SmileEditor.from_pretrained(folder)
 
 
 def test_fp16_storage_halves_the_file_and_loads_as_float32(model, tmp_path):

@@ -39,7 +39,7 @@ from train.cache import FaceCache, add_data_args, open_cache
 from train.loss import psnr, reconstruct, vae_loss
 from train.speed import SpeedPath, autocast, candidates, fastest
 from train.split import Split, add_split_args, make_split, sample_rows
-from vae.files import atomic_path
+from vae.files import atomic_path, atomic_write_text
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 
@@ -206,7 +206,10 @@ def save_grid(model: SmileVAE, x: torch.Tensor, path: Path, rt: Runtime, seed: i
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state in types a weights_only load accepts (numpy's keys as a tensor)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -214,7 +217,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"])
+    )
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -252,8 +258,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
-    # weights_only=False is needed for the numpy RNG state; only load checkpoints you wrote yourself.
-    return torch.load(path, map_location=device, weights_only=False)
+    """weights_only: a checkpoint holds tensors and plain values, so loading one runs no pickled code."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 class StopFlag:
@@ -466,7 +472,7 @@ def write_run_files(run: Run, cache: FaceCache, speed_trial: dict[str, float]) -
             "device": str(rt.device),
             "world_size": rt.world,
         }
-    path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def train_step(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from train.cache import add_data_args
 from train.data import run_command
 from train.model_folder import encode_rows, open_model_split, resolve_model_dir
+from vae.files import atomic_write_text
 from vae.model import SmileVAE
 from vae.settings import SETTINGS_FILE, EditorSettings
 from vae.vectors import AttributeVectors, mean_difference, projection_std
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         "slider_unit": "std of z . v_hat over train",
         "projection_auc": auc,
     }
-    (model_dir / "vectors_report.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(model_dir / "vectors_report.json", json.dumps(report, indent=2))
     for name, value in sorted(auc.items(), key=lambda kv: -np.nan_to_num(kv[1])):
         print(f"{name:22s} AUC {value:.3f}")
     print(f"Wrote {model_dir / 'attribute_vectors.npz'} and smile_vector.npy; Smiling AUC {auc.get('Smiling', float('nan')):.3f}")

@@ -2,7 +2,8 @@
 
 Same alignment, model, vectors and transfer (editor.json) as the web app. For each photo writes the whole
 photo edited, at its own resolution (up to 2048 px): `<name>_less.png` and `<name>_more.png`, and the
-face region from less to more as `<name>_strip.png` and `<name>_strip.gif`. A photo that cannot be used
+face region from less to more as `<name>_strip.png` and `<name>_strip.gif` (a name that repeats, as in
+a/me.jpg b/me.png, becomes me_2, ...: no result overwrites another). A photo that cannot be used
 is reported and skipped; the exit code is 1 if any was, 2 if nothing could run (model, attribute, strength).
 """
 
@@ -24,6 +25,20 @@ from .preprocess import ImageError
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets"
 
 
+def result_names(photos: list[str]) -> list[str]:
+    """Each photo's file stem, numbered where it repeats, so that no two photos' results share a name."""
+    taken = {Path(photo).stem for photo in photos}
+    names: list[str] = []
+    for photo in photos:
+        stem = name = Path(photo).stem
+        n = 1
+        while name in names or (name != stem and name in taken):
+            n += 1
+            name = f"{stem}_{n}"
+        names.append(name)
+    return names
+
+
 def edit_command(args: argparse.Namespace) -> int:
     try:
         editor = SmileEditor.from_pretrained(args.model)
@@ -38,7 +53,8 @@ def edit_command(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for photo in tqdm(args.photos, desc="Editing", unit="photo", disable=len(args.photos) < 2):
+    names = result_names(args.photos)
+    for photo, name in zip(tqdm(args.photos, desc="Editing", unit="photo", disable=len(args.photos) < 2), names):
         try:
             result = editor.edit(photo, strength, attribute, align=not args.no_align, frames=editor.strip_strengths(strength))
         except ImageError as err:
@@ -48,7 +64,7 @@ def edit_command(args: argparse.Namespace) -> int:
         for note in result.info.notes:
             tqdm.write(f"{photo}: {note}", file=sys.stderr)
         frames = [Image.fromarray(view) for view in result.frames]
-        stem = args.out / Path(photo).stem
+        stem = args.out / name
         atomic_save(Image.fromarray(result.less), f"{stem}_less.png")
         atomic_save(Image.fromarray(result.more), f"{stem}_more.png")
         atomic_save(strip_image(frames), f"{stem}_strip.png")

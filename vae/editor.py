@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ class Prepared:
 
     @property
     def nbytes(self) -> int:
-        """Memory this photo holds: the pixels, and the full-size frame when no face was aligned."""
+        """Memory this photo holds: the pixels, the aligned frame (the full-size photo when no face was
+        aligned) and the crop."""
         frame = self.aligned.frame
         return self.photo.nbytes + frame.width * frame.height * 3 + self.crop.width * self.crop.height * 3
 
@@ -271,8 +273,9 @@ class SmileEditor:
 
 
 def _finite_number(value: object) -> float | None:
-    """`value` as a finite float when it is a JSON number (not a bool, a string or 10**400), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """`value` as a finite float when it is a real number, Python's or numpy's (not a bool, a string or
+    10**400), else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return None
     try:
         number = float(value)

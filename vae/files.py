@@ -31,6 +31,19 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_files(folder: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary folder inside `folder`; on success each file written there replaces its namesake in
+    `folder` by one rename, so a reader sees the old file or the new one, never a partial one."""
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target, prefix=".tmp-save-") as tmp:
+        yield Path(tmp)
+        for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), mode)  # safetensors writes 0600; a model folder is for everyone to read
+            os.replace(os.path.join(tmp, name), target / name)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

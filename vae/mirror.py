@@ -36,7 +36,7 @@ from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, crop_to_frame, simi
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
-from .transfer import CropChange, apply_changes, crop_changes
+from .transfer import CropChange, apply_changes, covered_box, crop_changes
 from .vectors import edit
 
 DETECT_EVERY = 30  # frames between detections while the face moves (2 s at 15 fps); tracking covers the rest
@@ -331,14 +331,8 @@ class Mirror:
         """The video pixels CelebA's 178x218 frame of this face samples (bicubic: +margin), clipped."""
         mouth = (landmarks[3] + landmarks[4]) / 2
         frame_to_video = np.linalg.inv(similarity_transform(np.stack([landmarks[0], landmarks[1], mouth]), FRAME_POINTS))
-        corners = frame_to_video @ np.array(
-            [[0, FRAME_SIZE[0], 0, FRAME_SIZE[0]], [0, 0, FRAME_SIZE[1], FRAME_SIZE[1]], [1, 1, 1, 1.0]]
-        )
-        x0, y0 = np.floor(corners[:2].min(1)).astype(int) - margin
-        x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + margin
         height, width = shape[:2]
-        x0, y0 = max(0, int(x0)), max(0, int(y0))
-        x1, y1 = min(width, int(x1)), min(height, int(y1))
+        x0, y0, x1, y1 = covered_box(frame_to_video, FRAME_SIZE, (width, height), margin)
         if x1 - x0 < 4 or y1 - y0 < 4:
             return 0, 0, width, height
         return x0, y0, x1, y1

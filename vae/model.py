@@ -7,13 +7,14 @@ sigmoid on the output so reconstructions live in [0, 1] like the input.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import save_file
 from torch import nn
+
+from .files import atomic_files
 
 FEATURE_SHAPE = (256, 16, 16)  # encoder output before flattening: 128 px / 2**3 = 16
 MODEL_CARD = """---
@@ -27,7 +28,9 @@ names the train / validation / test images it was trained and is evaluated on.
 
 - Attribute vectors: `python -m train.vectors --model THIS_FOLDER --data DIR ...` (the data it was trained on).
 - Edit a photo: `python -m vae edit PHOTO --model THIS_FOLDER`.
-- Evaluation: `python -m train.judge`, then `python -m train.evaluate` (writes `evaluation.json` here).
+- Evaluation: `python -m evaluation.judge --model THIS_FOLDER --data DIR --out JUDGE`, then
+  `python -m evaluation.faces --model THIS_FOLDER --judge JUDGE --data DIR --out EVAL --update-model` (writes
+  `evaluation.json` here) and `python -m evaluation.photos` for whole photos (see the project README).
 
 Trained on CelebA-layout data: CelebA is for non-commercial research only (Liu et al., ICCV 2015).
 """
@@ -104,27 +107,27 @@ class SmileVAE(
     def save_pretrained_atomic(self, save_directory: str | os.PathLike, *, fp16: bool = False) -> Path:
         """`save_pretrained` that never leaves a half-written folder; fp16 halves the file (~80 MB).
 
-        Files go to a temporary folder beside the target and are moved in one by one with
-        `os.replace`, so a reader sees either the old or the new file, never a partial one.
+        Files go to a temporary folder inside the target and are moved in one by one (`atomic_files`),
+        so a reader sees either the old or the new file, never a partial one.
         Loading always returns float32 parameters (see `load`).
         """
         target = Path(save_directory)
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target, prefix=".tmp-save-") as tmp:
+        with atomic_files(target) as tmp:
             self.save_pretrained(tmp)
             if fp16:
                 state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in self.state_dict().items()}
                 save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-            Path(tmp, "README.md").write_text(MODEL_CARD.format(latent_dim=self.latent_dim))  # not the mixin's template
-            for name in os.listdir(tmp):
-                if name == "README.md" and _written_by_hand(target / name):
-                    continue  # a model card someone wrote (assets/README.md) stays
-                os.chmod(os.path.join(tmp, name), 0o644)  # safetensors writes 0600; a model folder is for everyone to read
-                os.replace(os.path.join(tmp, name), target / name)
+            if _written_by_hand(target / "README.md"):
+                (tmp / "README.md").unlink(missing_ok=True)  # a model card someone wrote (assets/README.md) stays
+            else:
+                (tmp / "README.md").write_text(MODEL_CARD.format(latent_dim=self.latent_dim))  # not the mixin's template
         return target
 
     @classmethod
-    def load(cls, model_id: str | os.PathLike, **kwargs) -> SmileVAE:
-        """`from_pretrained` in float32 and eval mode, whatever dtype the file was stored in."""
-        model = cls.from_pretrained(str(model_id), **kwargs)
+    def load(cls, model_id: str | os.PathLike) -> SmileVAE:
+        """`from_pretrained` in float32 and eval mode, whatever dtype the file was stored in.
+
+        Strict: the mixin's default would leave any weight the file lacks at its random start, silently.
+        """
+        model = cls.from_pretrained(str(model_id), strict=True)
         return model.float().eval()

@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
+from .align import warp
 from .files import atomic_path, atomic_write_text
-from .preprocess import IMAGE_SIZE
-from .transfer import gaussian_blur
+from .transfer import covered_box, crop_landmarks, gaussian_blur
 
 REFINER_WEIGHTS = "refiner.safetensors"
 REFINER_CONFIG = "refiner.json"
@@ -39,17 +38,9 @@ MAX_SCALE = 2.0  # the refiner works at most at 2 photo px per crop px (a 256-px
 COLOUR_SIGMA = 8.0  # crop px: the photo's light and colour below this scale stay the photo's
 
 
-def _mouth_geometry(size: int = IMAGE_SIZE) -> tuple[np.ndarray, float]:
-    """The mouth centre (x, y) and the eye distance, in pixels of the model's crop."""
-    frame_to_crop = np.linalg.inv(crop_to_frame(FRAME_SIZE, size))
-    mouth = (frame_to_crop @ np.append(FRAME_POINTS[2], 1.0))[:2]
-    eyes_apart = frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0])
-    return mouth, float(eyes_apart)
-
-
 def mouth_weights(window_to_crop: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(1, h, w) weight of the refined mouth in a window: 1 inside the ellipse, fading to exactly 0 at its edge."""
-    mouth, eyes_apart = _mouth_geometry()
+    _, mouth, eyes_apart = crop_landmarks()
     ys, xs = torch.meshgrid(torch.arange(size[1], dtype=torch.float64), torch.arange(size[0], dtype=torch.float64), indexing="ij")
     m = torch.from_numpy(window_to_crop)
     cx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
@@ -77,7 +68,7 @@ class MouthWindow:
         """
         native = float(np.sqrt(abs(np.linalg.det(crop_to_photo[:2, :2]))))
         scale = min(native, MAX_SCALE)
-        mouth, eyes_apart = _mouth_geometry()
+        _, mouth, eyes_apart = crop_landmarks()
         if size is None:
             half = np.array(MOUTH_RADII) * eyes_apart * margin * scale
             size = (int(np.ceil(2 * half[0] / 8)) * 8, int(np.ceil(2 * half[1] / 8)) * 8)  # the U-Net halves three times
@@ -179,11 +170,7 @@ def refine_mouths(
         return images
     window = MouthWindow.around(crop_to_image)
     height, width = images.shape[1:3]
-    corners = window.to_photo @ np.array(
-        [[0, window.size[0], 0, window.size[0]], [0, 0, window.size[1], window.size[1]], [1, 1, 1, 1]]
-    )
-    x0, y0 = np.maximum(np.floor(corners[:2].min(1)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(corners[:2].max(1)).astype(int), [width, height])
+    x0, y0, x1, y1 = covered_box(window.to_photo, window.size, (width, height))
     if x1 <= x0 or y1 <= y0:
         return images
     tensor = torch.from_numpy(np.ascontiguousarray(images[:, y0:y1, x0:x1])).permute(0, 3, 1, 2).float() / 255

@@ -39,7 +39,7 @@ from .preprocess import IMAGE_SIZE, to_pixels, to_tensor
 from .settings import TransferSettings
 
 FACE_FEATHER = 0.12  # the face ellipse fades out over this share of its radius
-MOUTH_FEATHER = 0.5
+CHEEKS_FEATHER = 0.5
 FLOW_WINDOW = 6.0  # sigma (crop px) of the window each pixel's flow is fitted over: wider than a lip
 FLOW_DAMPING = 3e-4  # added to the fit's diagonal: where the decode has little texture, little flow
 MAX_FLOW = 8.0  # crop px; a smile moves the mouth corners a few px, a runaway fit could move more
@@ -54,6 +54,14 @@ def _ellipse(size: int, centre: tuple[float, float], radii: tuple[float, float],
     return ((1 - radius) / feather).clamp(0, 1)
 
 
+def crop_landmarks(size: int = IMAGE_SIZE) -> tuple[float, np.ndarray, float]:
+    """(the eyes' row, the mouth centre (x, y), the eye distance) in pixels of the model's aligned crop."""
+    frame_to_crop = np.linalg.inv(crop_to_frame(FRAME_SIZE, size))
+    eye_y = float((frame_to_crop @ np.append(FRAME_POINTS[0], 1.0))[1])
+    mouth = (frame_to_crop @ np.append(FRAME_POINTS[2], 1.0))[:2]
+    return eye_y, mouth, float(frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0]))
+
+
 def region_weights(transfer: TransferSettings, size: int = IMAGE_SIZE) -> torch.Tensor:
     """Per-pixel weight of the edit in the model's crop; zero outside the inscribed face ellipse.
 
@@ -62,13 +70,10 @@ def region_weights(transfer: TransferSettings, size: int = IMAGE_SIZE) -> torch.
     edit in from below the eyes (a quarter of the way to the mouth) to above the mouth, leaving eyes and
     brows, what recognising a person rests on most, as they are.
     """
-    frame_to_crop = np.linalg.inv(crop_to_frame(FRAME_SIZE, size))
-    eye_y = float((frame_to_crop @ np.append(FRAME_POINTS[0], 1.0))[1])
-    mouth = frame_to_crop @ np.append(FRAME_POINTS[2], 1.0)
-    eyes_apart = frame_to_crop[0, 0] * (FRAME_POINTS[1, 0] - FRAME_POINTS[0, 0])
+    eye_y, mouth, eyes_apart = crop_landmarks(size)
     half = (size - 1) / 2
     face = _ellipse(size, (half, half), (half - 0.5, half - 0.5), FACE_FEATHER)  # zero on the crop's border
-    cheeks = _ellipse(size, (float(mouth[0]), float(mouth[1]) - 3), (1.0 * eyes_apart, 0.7 * eyes_apart), MOUTH_FEATHER)
+    cheeks = _ellipse(size, (float(mouth[0]), float(mouth[1]) - 3), (1.0 * eyes_apart, 0.7 * eyes_apart), CHEEKS_FEATHER)
     weights = face * (1 + transfer.mouth_gain * cheeks)
     if transfer.lower_face:
         top, bottom = eye_y + 0.25 * (mouth[1] - eye_y), eye_y + 0.6 * (mouth[1] - eye_y)
@@ -164,17 +169,21 @@ def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSe
     return CropChange(diff * weights, motion)
 
 
-def face_box(crop_to_image: np.ndarray, image_size: tuple[int, int], crop_size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the pixels of an image that the model's crop covers, clipped to the image."""
-    corners = crop_to_image @ np.array([[0, crop_size, 0, crop_size], [0, 0, crop_size, crop_size], [1, 1, 1, 1]], dtype=float)
-    x0, y0 = np.maximum(np.floor(corners[:2].min(1)).astype(int), 0)
-    x1, y1 = np.ceil(corners[:2].max(1)).astype(int)
-    return int(x0), int(y0), int(min(x1, image_size[0])), int(min(y1, image_size[1]))
+def covered_box(
+    to_image: np.ndarray, source_size: tuple[int, int], image_size: tuple[int, int], margin: int = 0
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels of an image that a width x height source mapped by `to_image` covers
+    (plus `margin` px each side), clipped to the image."""
+    (w, h), (width, height) = source_size, image_size
+    corners = to_image @ np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]], dtype=float)
+    x0, y0 = np.floor(corners[:2].min(1)).astype(int) - margin
+    x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + margin
+    return max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))
 
 
 def _warp_into_box(maps: torch.Tensor, crop_to_image: np.ndarray, image_size: tuple[int, int]):
     """Crop-space maps (K, C, S, S) resampled onto the image box they cover: (box, (K, C, h, w)), or None."""
-    x0, y0, x1, y1 = box = face_box(crop_to_image, image_size, maps.shape[-1])
+    x0, y0, x1, y1 = box = covered_box(crop_to_image, (maps.shape[-1], maps.shape[-2]), image_size)
     if x1 <= x0 or y1 <= y0:
         return None
     box_to_crop = np.linalg.inv(crop_to_image) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .transfer import face_box
+from .preprocess import IMAGE_SIZE
+from .transfer import covered_box
 
 VIEW_MAX_SIDE = 512
 VIEW_MARGIN = 1.6  # the view shows this many times the model's crop around the face
@@ -28,7 +29,7 @@ class FaceView:
     ) -> FaceView:
         """The view of the face whose model crop maps to the photo by `crop_to_photo`; photo_size = (width, height)."""
         width, height = photo_size
-        x0, y0, x1, y1 = face_box(crop_to_photo, (10**9, 10**9))
+        x0, y0, x1, y1 = covered_box(crop_to_photo, (IMAGE_SIZE, IMAGE_SIZE), (10**9, 10**9))
         cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, margin * max(x1 - x0, y1 - y0) / 2
         box = max(0, round(cx - half)), max(0, round(cy - half)), min(width, round(cx + half)), min(height, round(cy + half))
         scale = max(1.0, max(box[2] - box[0], box[3] - box[1]) / max_side)
