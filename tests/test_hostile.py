@@ -142,6 +142,8 @@ def test_the_hostile_corpus_gets_results_or_clear_errors_and_changes_nothing(
             [{"path": "https://example.com/face.jpg", "meta": {"_type": "gradio.FileData"}}, 2.0, True, ATTRIBUTE],
             outside,
         ),
+        "/prepare with text for the photo": ("prepare", ["/etc/passwd", True, ATTRIBUTE], "not of the kind it takes"),
+        "/prepare with a number for the photo": ("prepare", [7, True, ATTRIBUTE], "not of the kind it takes"),
         "/prepare with a URL inside a list": ("prepare", [[{"path": "http://10.0.0.1/a.png"}], True, ATTRIBUTE], outside),
         "/edit with no arguments": ("edit", [], "takes 4 inputs and got 0"),
         "/edit with one argument": ("edit", [{"path": uploaded}], "takes 4 inputs and got 1"),

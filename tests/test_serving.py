@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,19 @@ def test_results_refuse_new_work_rather_than_remove_live_files(tmp_path):
     assert Path(results.image(noise, "less")).exists()  # served again once the old ones have expired
 
 
+def test_one_address_cannot_take_the_whole_results_budget(tmp_path):
+    clock = Clock()
+    results = ResultFiles(tmp_path / "results", lifetime_s=600, max_bytes=4000, max_bytes_each=1000, clock=clock)
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)  # ~800 bytes as a PNG
+    results.image(noise, "less", "10.0.0.66")
+    results.image(noise, "more", "10.0.0.66")
+    with pytest.raises(ResultsFull, match="You hold as many results as one visitor may keep"):
+        results.image(noise, "less", "10.0.0.66")
+    assert Path(results.image(noise, "less", "10.0.0.1")).exists()  # another visitor is still served
+    clock.now = 601.0
+    assert Path(results.image(noise, "less", "10.0.0.66")).exists()  # and the first once its results expired
+
+
 def test_uploads_that_are_not_images_are_removed_and_the_rest_bounded_oldest_first(tmp_path):
     def stored(name: str, content: bytes) -> str:
         folder = tmp_path / name  # Gradio gives every upload a folder of its own
@@ -126,7 +140,7 @@ def test_a_client_flooding_the_uploads_pushes_out_its_own_files_not_a_visitors(t
     Image.new("RGB", (64, 64), (10, 200, 30)).save(photo, format="PNG")
     # a PNG's header and a declared IDAT chunk of junk pass the header check, as a flood of fakes would
     junk = os.urandom(5 * len(photo.getvalue()))
-    fake = photo.getvalue()[:33] + len(junk).to_bytes(4, "big") + b"IDAT" + junk
+    fake = png_header(64, 64) + len(junk).to_bytes(4, "big") + b"IDAT" + junk
     paths = []
     for k, content in enumerate([photo.getvalue(), *[fake] * 6]):
         (tmp_path / f"u{k}").mkdir()
@@ -139,6 +153,26 @@ def test_a_client_flooding_the_uploads_pushes_out_its_own_files_not_a_visitors(t
     assert paths[0].exists(), "the visitor's upload was pushed out by another client's"
     assert [p.exists() for p in paths[1:]] == [False] * 4 + [True] * 2
     assert store.kept_bytes == len(photo.getvalue()) + 2 * len(fake) <= store.max_bytes
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG's signature and IHDR chunk claiming width x height, with no pixels: what a crafted upload sends."""
+    body = b"IHDR" + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("size", [(30000, 30000), (8000, 6000)])  # over Pillow's own bomb limit, and over ours alone
+def test_an_upload_whose_header_claims_too_many_pixels_is_removed_with_its_reason(tmp_path, size):
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    junk = os.urandom(1000)
+    (folder / "upload.png").write_bytes(png_header(*size) + len(junk).to_bytes(4, "big") + b"IDAT" + junk)
+    store = UploadStore()
+    store.add([str(folder / "upload.png")])  # raised DecompressionBombError (a 500) and left the file before
+    assert not folder.exists() and store.kept_bytes == 0
+    assert "too large" in store.why_refused(str(folder / "upload.png")) and "40 megapixels" in store.why_refused(
+        str(folder / "upload.png")
+    )
 
 
 def test_the_same_upload_stored_twice_is_counted_once(tmp_path):

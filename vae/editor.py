@@ -202,7 +202,7 @@ class SmileEditor:
             shown = "nothing" if strength is None else _short(repr(strength))
             raise ValueError(f"Strength must be a finite number between {low:g} and {top:g}, not {shown}.")
         if not low <= number <= top:
-            raise ValueError(f"Strength {number:g} is out of range: use {low:g} to {top:g}.")
+            raise ValueError(f"Strength {number:.10g} is out of range: use {low:g} to {top:g}.")  # 4.0000001, not 4
         return number
 
     def prepare(self, image: ImageInput, align: bool = True) -> Prepared:

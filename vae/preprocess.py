@@ -61,11 +61,11 @@ def load_image(
     """
     if isinstance(source, np.ndarray):
         image = _array_to_rgb(source)
-        _check_size(image.size, max_pixels, max_side, min_side)
+        check_size(image.size, max_pixels, max_side, min_side)
         return _reduce(image, max_side)
     if isinstance(source, Image.Image):
         image = source
-        _check_size(image.size, max_pixels, max_side, min_side)
+        check_size(image.size, max_pixels, max_side, min_side)
     else:
         image = _open(source, max_pixels, max_side, min_side)
     try:
@@ -88,7 +88,8 @@ def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _check_size(size: tuple[int, int], max_pixels: int, max_side: int | None, min_side: int | None) -> None:
+def check_size(size: tuple[int, int], max_pixels: int, max_side: int | None = None, min_side: int | None = None) -> None:
+    """ImageError naming the bound when an image of `size` (width, height) is too large or too small."""
     width, height = size
     if width * height > max_pixels:
         raise ImageError(f"Image is too large ({width}x{height}); the limit is {max_pixels // 1_000_000} megapixels.")
@@ -130,7 +131,7 @@ def _open(
             raise ImageError(f"The file {label} is empty.")
     try:
         with Image.open(stream, formats=FORMATS) as image:  # the format is recognised from the bytes
-            _check_size(image.size, max_pixels, max_side, min_side)  # from the header, before decoding
+            check_size(image.size, max_pixels, max_side, min_side)  # from the header, before decoding
             if max_side is not None and image.format in ("JPEG", "MPO"):
                 image.draft(None, _draft_size(image.size, max_side))  # decode at 1/2 .. 1/8 scale, still >= working size
             image.load()

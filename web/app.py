@@ -21,6 +21,7 @@ from vae.editor import EditResult, Prepared, SmileEditor
 from vae.files import strip_image
 
 from .blocks import SmileBlocks
+from .fair_queue import client_address, trusted_proxies
 from .guards import UploadGone, checked_align, read_upload, upload_path
 from .live import LIVE_STEP, frames_json, live_strengths
 from .mirror import mirror_routes, mirror_view
@@ -32,6 +33,11 @@ UI = Path(__file__).resolve().parent / "ui"
 EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
 PHOTO_CACHE_BYTES = 512 * 2**20  # every prepared photo's pixels, frame and crop (README: the memory bound)
 KEYS_KEPT = 4096  # sessions whose upload still owes its strip; upload paths whose photo key is known
+
+
+def owner(request: gr.Request | None) -> str:
+    """The client address whose share of the results a request's files count against ("" in-process)."""
+    return client_address(request, trusted_proxies()) if request is not None else ""
 
 
 def clear_error(fn):
@@ -95,13 +101,13 @@ class SmileApp:
             )
         return prepared
 
-    def _faces(self, result: EditResult) -> list[str]:
+    def _faces(self, result: EditResult, address: str) -> list[str]:
         """The four 128x128 faces of "under the hood": crop, reconstruction, decoded less, decoded more."""
         return [
-            self.results.image(result.crop, "crop"),
-            self.results.image(result.reconstruction, "reconstruction"),
-            self.results.image(result.decoded_less, "decoded_less"),
-            self.results.image(result.decoded_more, "decoded_more"),
+            self.results.image(result.crop, "crop", address),
+            self.results.image(result.reconstruction, "reconstruction", address),
+            self.results.image(result.decoded_less, "decoded_less", address),
+            self.results.image(result.decoded_more, "decoded_more", address),
         ]
 
     @clear_error
@@ -116,12 +122,13 @@ class SmileApp:
         key, prepared, _ = self._upload(payload, align)
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
         self.strips_due.set(request.session_hash if request else None, key)
+        address = owner(request)
         return (
             key,
             frames_json(result.frame_strengths, result.frames),
-            self.results.image(result.less, "less"),
-            self.results.image(result.more, "more"),
-            *self._faces(result),
+            self.results.image(result.less, "less", address),
+            self.results.image(result.more, "more", address),
+            *self._faces(result, address),
             frames_json(result.frame_strengths, result.frame_decodes),
         )
 
@@ -139,18 +146,24 @@ class SmileApp:
         strengths = self.editor.strip_strengths(self.editor.settings.default_strength)
         edits = self.editor.edits(self._session_photo(key), strengths, attribute)  # the face region only
         frames = [Image.fromarray(view) for view in edits.views(strengths)]
-        return self.results.image(strip_image(frames), "strip"), self.results.gif(frames, "strip")
+        address = owner(request)
+        return self.results.image(strip_image(frames), "strip", address), self.results.gif(frames, "strip", address)
 
     @clear_error
-    def render(self, key: str | None, strength: float, attribute: str):
+    def render(self, key: str | None, strength: float, attribute: str, request: gr.Request = None):
         """This session's photo at one signed strength, whole and at full resolution (the download button)."""
         strength = self.editor.check_strength(strength, signed=True)
         (photo,) = self.editor.edits(self._session_photo(key), [strength], attribute).photos([strength])
-        return self.results.image(photo, f"smile_{strength:+.1f}")
+        return self.results.image(photo, f"smile_{round(strength, 1) + 0.0:+.1f}", owner(request))  # never -0.0
 
     @clear_error
     def edit(
-        self, image: FileData, strength: float, align: bool = True, attribute: str | None = None
+        self,
+        image: FileData,
+        strength: float,
+        align: bool = True,
+        attribute: str | None = None,
+        request: gr.Request = None,
     ) -> tuple[FileData, FileData, FileData, FileData, FileData, FileData, dict]:
         """One call from a script: the whole photo with less and more smile, plus the model's reconstruction,
         its crop and the raw decoded faces (less, more), and an info dict."""
@@ -158,10 +171,11 @@ class SmileApp:
         attribute = self.editor.check_attribute(attribute)
         _, prepared, cached = self._upload(image, align)
         result = self.editor.edit(prepared, strength, attribute)
-        crop, recon, decoded_less, decoded_more = self._faces(result)
+        address = owner(request)
+        crop, recon, decoded_less, decoded_more = self._faces(result, address)
         files = [
-            self.results.image(result.less, "less"),
-            self.results.image(result.more, "more"),
+            self.results.image(result.less, "less", address),
+            self.results.image(result.more, "more", address),
             recon,
             crop,
             decoded_less,

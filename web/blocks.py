@@ -2,11 +2,11 @@
 
 Gradio answers an exception it did not expect with a bare `{"error": null}` (refused paths, missing
 arguments, a strength of "2" on /render all did), or, with show_error, with whatever the exception
-says, server paths included. `SmileBlocks.process_api` refuses a file payload naming a URL (Gradio
-would download it, with no size bound), lets our own messages (gr.Error) through, answers a file path
-Gradio refuses and a call with too few arguments with messages of ours, and logs anything else and
-answers it with a generic message; after each call the freed memory goes back to the system
-(web/memory.py). `launch` adds the request bounds of web/limits.py,
+says, server paths included. `SmileBlocks.process_api` refuses a call with too few arguments and a
+file payload naming a URL (Gradio would download it, with no size bound) before Gradio sees them, lets
+our own messages (gr.Error) through, answers a file path Gradio refuses and a payload of the wrong type
+with messages of ours, and logs anything else and answers it with a generic message; after each call
+the freed memory goes back to the system (web/memory.py). `launch` adds the request bounds of web/limits.py,
 web/uploads.py and web/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' state.
 """
 
@@ -17,6 +17,7 @@ import os
 
 import gradio as gr
 from gradio.exceptions import InvalidPathError
+from pydantic import ValidationError
 from starlette.middleware import Middleware
 
 from .fair_queue import share_queue
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 # Gradio keeps a copy of every component's config per session, ~0.4 MB each (a script's every call is a new
 # session): its default of 10,000 sessions could hold 4 GB. The oldest sessions go first.
 SESSIONS_KEPT = 1000
+WRONG_KIND = (
+    "A value sent to this endpoint is not of the kind it takes: a photo is an uploaded file's payload, "
+    'like {"path": ..., "meta": {"_type": "gradio.FileData"}} from /gradio_api/upload.'
+)
 SERVER_FAILED = "Something went wrong on the server while handling this request (it has been logged): try again."
 
 
@@ -49,6 +54,8 @@ class SmileBlocks(gr.Blocks):
     async def process_api(self, block_fn, inputs, *args, **kwargs):
         fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
         try:
+            if len(inputs) < len(fn.inputs):
+                raise gr.Error(f"This endpoint takes {len(fn.inputs)} inputs and got {len(inputs)}.")
             if names_a_url(inputs):
                 raise gr.Error(OUTSIDE_UPLOADS)
             return await super().process_api(block_fn, inputs, *args, **kwargs)
@@ -56,9 +63,9 @@ class SmileBlocks(gr.Blocks):
             raise
         except InvalidPathError as err:
             raise gr.Error(OUTSIDE_UPLOADS) from err
+        except ValidationError as err:  # Gradio checks a component's payload type even with preprocess=False
+            raise gr.Error(WRONG_KIND) from err
         except Exception as err:
-            if len(inputs) < len(fn.inputs):
-                raise gr.Error(f"This endpoint takes {len(fn.inputs)} inputs and got {len(inputs)}.") from err
             log.exception("unexpected error in %s", fn.api_name or fn.name)
             raise gr.Error(SERVER_FAILED) from err
         finally:

@@ -1,4 +1,5 @@
-"""The upload folder, bounded: files that are not images are removed at once, the rest oldest first.
+"""The upload folder, bounded: files that are not images, or whose header is over the pixel limit, are
+removed at once; the rest are bounded in bytes.
 
 Gradio stores every upload (up to the per-file limit) and keeps it for its cache lifetime, so ten 25 MB
 uploads of random bytes sat on disk for 30 minutes. `UploadStore.add` is called with the paths that
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from PIL import Image, UnidentifiedImageError
 from starlette.requests import Request
 
-from vae.preprocess import FORMAT_NAMES, FORMATS
+from vae.preprocess import FORMAT_NAMES, FORMATS, MAX_PIXELS, ImageError, check_size
 
 from .fair_queue import client_address, trusted_proxies
 
@@ -35,9 +36,17 @@ def refusal(path: str) -> str | None:
     try:
         if os.path.getsize(path) == 0:
             return "The file is empty."
-        with Image.open(path, formats=FORMATS):  # reads the header, decodes nothing
+        with Image.open(path, formats=FORMATS) as image:  # reads the header, decodes nothing
+            check_size(image.size, MAX_PIXELS)
             return None
+    except ImageError as err:
+        return str(err)
+    except Image.DecompressionBombError:  # Pillow's own check, in open, for a header claiming over 179 MP
+        return f"Image is too large; the limit is {MAX_PIXELS // 1_000_000} megapixels."
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return f"The upload is not an image we can read: the accepted formats are {FORMAT_NAMES}."
+    except Exception:  # whatever else a crafted header raises: refused, never a 500 that leaves files behind
+        log.exception("upload header check failed: %s", path)
         return f"The upload is not an image we can read: the accepted formats are {FORMAT_NAMES}."
 
 
