@@ -199,6 +199,10 @@ def request_from(client: str, forwarded: str | None) -> Request:
         ("6.6.6.6, 1.2.3.4", 1, "1.2.3.4"),  # the entry the proxy appended, not what the client wrote before it
         ("1.2.3.4, 172.16.0.2", 2, "1.2.3.4"),
         (None, 1, "10.0.0.9"),
+        ("2001:db8:1:2:aaaa::1", 1, "2001:db8:1:2::/64"),  # one subscriber's block is one visitor
+        ("2001:db8:1:2:ffff:ee::9", 1, "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", 1, "2001:db8:1:3::/64"),
+        ("::ffff:1.2.3.4", 1, "1.2.3.4"),  # an IPv4 client seen through an IPv6 socket
     ],
 )
 def test_the_client_address_is_the_one_the_trusted_proxy_saw(forwarded, proxies, address):

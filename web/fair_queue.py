@@ -10,6 +10,7 @@ proxy appends to X-Forwarded-For, not the connection's, which is the proxy's own
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import gradio as gr
@@ -26,12 +27,23 @@ def trusted_proxies() -> int:
 
 
 def client_address(request, proxies: int) -> str:
-    """The client's address: the connection's, or the entry the nearest trusted proxy appended."""
+    """The client's address: the connection's, or the entry the nearest trusted proxy appended; an IPv6
+    address stands for its /64, the block one subscriber is given, so a visitor gets one share, not 2**64."""
     lines = request.headers.getlist("x-forwarded-for")  # a proxy may add a line of its own instead of appending
     forwarded = [part.strip() for part in ",".join(lines).split(",") if part.strip()]
     if proxies and len(forwarded) >= proxies:
-        return forwarded[-proxies]
-    return request.client.host if request.client else "unknown"
+        return _visitor(forwarded[-proxies])
+    return _visitor(request.client.host) if request.client else "unknown"
+
+
+def _visitor(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address  # not an address (a test client's name): taken as it is
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 def share_queue(demo: gr.Blocks, per_session: int = PER_SESSION, per_address: int = PER_ADDRESS) -> None:
