@@ -258,6 +258,12 @@ def endpoint_index(url: str, api_name: str) -> int:
     return next(d["id"] for d in httpx.get(f"{url}config").json()["dependencies"] if d.get("api_name") == api_name)
 
 
+def test_an_endpoint_number_that_does_not_exist_is_answered_not_crashed(app_server):
+    answer = join(app_server, 99999, [], uuid.uuid4().hex)  # Gradio's own lookup raised KeyError: a bare 500
+    assert answer.status_code == 404 and "no endpoint number 99999" in answer.text
+    assert httpx.get(f"{app_server}config").status_code == 200  # and the server serves on
+
+
 def test_one_session_gets_a_bounded_share_of_the_queue_and_others_are_served(app_server, astronaut_path, tmp_path):
     face = Image.open(astronaut_path).convert("RGB").resize((1536, 1536))
     photos = [upload(app_server, save(face.rotate(k * 7 + 3), tmp_path / f"flood_{k}.png")) for k in range(20)]

@@ -58,6 +58,8 @@ def share_queue(demo: gr.Blocks, per_session: int = PER_SESSION, per_address: in
             yield from job or ()
 
     async def fair_push(body, request, username):
+        if body.fn_index is not None and body.fn_index not in demo.fns:  # Gradio's own lookup answers a bare 500
+            raise HTTPException(status_code=404, detail=f"There is no endpoint number {body.fn_index}: see /config.")
         address = client_address(request, proxies)
         session = body.session_hash
         same_session = same_address = 0
