@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from .metadata import MetadataError, check_metadata, mapped
+
 IMAGE_SIZE = 128
 CROP_FRACTION = 0.8
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; beyond that we refuse (decompression bombs)
@@ -27,6 +29,10 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; beyond that we refuse (
 # several pictures (a phone's MPO) "MPO"; it is opened by the JPEG plugin and so is accepted too.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+# Pillow decodes a WebP whole, through libwebp's animation decoder, which keeps two full RGBA canvases
+# besides the picture: ~15 bytes a pixel (618 MB for 40 MP, where a PNG takes 196 MB and a JPEG, decoded
+# at a reduced scale, 61 MB; bench.decode measures them). Its bound keeps one decode under ~250 MB.
+FORMAT_MAX_PIXELS = {"WEBP": 16_000_000}
 _ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -62,7 +68,7 @@ def load_image(
     if isinstance(source, np.ndarray):
         image = _array_to_rgb(source)
         check_size(image.size, max_pixels, max_side, min_side)
-        return _reduce(image, max_side)
+        return _working_rgb(image, max_side)
     if isinstance(source, Image.Image):
         image = source
         check_size(image.size, max_pixels, max_side, min_side)
@@ -70,11 +76,10 @@ def load_image(
         image = _open(source, max_pixels, max_side, min_side)
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        image = _reduce(image, max_side)  # before any full-size copy: transposing and converting are at the working size
+        rgb = _working_rgb(image, max_side)  # scaled down before any full-size copy: no second copy of a 40 MP picture
         if orientation in _ORIENTATION:
-            image = image.transpose(_ORIENTATION[orientation])
-        image = _to_rgb(image)
-        return image.copy() if image is source else image  # never the caller's own image object
+            rgb = rgb.transpose(_ORIENTATION[orientation])
+        return rgb.copy() if rgb is source else rgb  # never the caller's own image object
     except (OSError, SyntaxError) as err:  # PIL reports truncated data lazily, at decode time
         raise ImageError(f"The image file is truncated or corrupt ({err}).") from err
 
@@ -88,11 +93,15 @@ def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def check_size(size: tuple[int, int], max_pixels: int, max_side: int | None = None, min_side: int | None = None) -> None:
-    """ImageError naming the bound when an image of `size` (width, height) is too large or too small."""
+def check_size(
+    size: tuple[int, int], max_pixels: int, max_side: int | None = None, min_side: int | None = None, fmt: str | None = None
+) -> None:
+    """ImageError naming the bound when an image of `size` (width, height), in format `fmt`, is too large or too small."""
     width, height = size
-    if width * height > max_pixels:
-        raise ImageError(f"Image is too large ({width}x{height}); the limit is {max_pixels // 1_000_000} megapixels.")
+    limit = min(max_pixels, FORMAT_MAX_PIXELS.get(fmt or "", max_pixels))
+    if width * height > limit:
+        kind = f" for a {fmt.title()}" if limit < max_pixels and fmt else ""
+        raise ImageError(f"Image is too large ({width}x{height}); the limit is {limit // 1_000_000} megapixels{kind}.")
     if min_side is not None:
         scaled = working_size(size, max_side)
         if min(scaled) < min_side:
@@ -100,18 +109,29 @@ def check_size(size: tuple[int, int], max_pixels: int, max_side: int | None = No
             raise ImageError(f"The image is too small ({width}x{height}): it needs at least {min_side} px on each side{extra}.")
 
 
-def _reduce(image: Image.Image, max_side: int | None) -> Image.Image:
-    """The image scaled down to the working size in its own mode (palette and 1-bit first made smooth)."""
+def _working_rgb(image: Image.Image, max_side: int | None, band_rows: int = 128) -> Image.Image:
+    """The image in RGB at the working size, converted and scaled down a band of rows at a time.
+
+    Converting a whole 40 MP picture first (a palette GIF to RGB, RGBA onto white, 16-bit to 8) would
+    make a second full-size copy: 120-320 MB more. Each band of output rows is made from the source rows
+    its LANCZOS filter reaches (a margin of the filter's support), so the result is the whole-image
+    resize, while only one band is ever converted.
+    """
     size = working_size(image.size, max_side)
+    levels = image.getextrema() if image.mode in _WIDE_MODES else None  # one scale for every band
     if size == image.size:
-        return image
-    if image.mode in ("P", "PA"):  # resizing a palette image would pick nearest colours
-        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
-    elif image.mode == "1":
-        image = image.convert("L")
-    # reducing_gap: a box-filter reduce by a whole factor first, then LANCZOS over at least 3x the target:
-    # faster and smaller than one LANCZOS pass, and no visible difference. RGBA / LA are resized premultiplied.
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return _to_rgb(image, levels)
+    width, height = image.size
+    scale = height / size[1]
+    margin = math.ceil(3 * scale) + 2  # LANCZOS reaches 3 output pixels' worth of source rows on each side
+    out = Image.new("RGB", size)
+    for first in range(0, size[1], band_rows):
+        last = min(size[1], first + band_rows)
+        top, bottom = max(0, math.floor(first * scale) - margin), min(height, math.ceil(last * scale) + margin)
+        band = _to_rgb(image.crop((0, top, width, bottom)), levels)
+        box = (0, first * scale - top, width, last * scale - top)
+        out.paste(band.resize((size[0], last - first), Image.Resampling.LANCZOS, box=box), (0, first))
+    return out
 
 
 def _open(
@@ -130,8 +150,16 @@ def _open(
         if stream.stat().st_size == 0:
             raise ImageError(f"The file {label} is empty.")
     try:
+        if isinstance(stream, Path):
+            with mapped(stream) as data:
+                check_metadata(data)
+        else:
+            check_metadata(source)
+    except MetadataError as err:
+        raise ImageError(str(err)) from err
+    try:
         with Image.open(stream, formats=FORMATS) as image:  # the format is recognised from the bytes
-            check_size(image.size, max_pixels, max_side, min_side)  # from the header, before decoding
+            check_size(image.size, max_pixels, max_side, min_side, image.format)  # from the header, before decoding
             if max_side is not None and image.format in ("JPEG", "MPO"):
                 image.draft(None, _draft_size(image.size, max_side))  # decode at 1/2 .. 1/8 scale, still >= working size
             image.load()
@@ -146,21 +174,40 @@ def _open(
         raise ImageError(f"{label} is truncated or corrupt ({err}).") from err
 
 
+def check_file(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[str, tuple[int, int]]:
+    """(format, (width, height)) of the image file at `path`, read from its header after its metadata's cost
+    is bounded; ImageError, with the message for the person, when it is no image we would decode."""
+    try:
+        with mapped(path) as data:
+            check_metadata(data)
+        with Image.open(path, formats=FORMATS) as image:  # reads the header, decodes nothing
+            check_size(image.size, max_pixels, fmt=image.format)
+            return image.format, image.size
+    except MetadataError as err:
+        raise ImageError(str(err)) from err
+    except Image.DecompressionBombError as err:  # Pillow's own check, in open, for a header claiming over 179 MP
+        raise ImageError(f"Image is too large; the limit is {max_pixels // 1_000_000} megapixels.") from err
+
+
 def _draft_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     """The smallest size a JPEG may be decoded at and still be scaled down, not up, to the working size."""
     scale = min(1.0, max_side / max(size))
     return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16-bit, 32-bit and float greyscale
+
+
+def _to_rgb(image: Image.Image, levels: tuple[float, float] | None = None) -> Image.Image:
+    """RGB in 8 bits; greyscale wider than 8 bits is scaled from `levels` (its own range when None) to 0-255."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float greyscale: scale the real range to 8 bits instead of clipping at 255
+    if image.mode in _WIDE_MODES:
+        # scale the real range to 8 bits instead of clipping at 255
         values = np.asarray(image, dtype=np.float64)
-        lo, hi = float(values.min()), float(values.max())
+        lo, hi = levels or (float(values.min()), float(values.max()))
         scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
-        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(scaled.clip(0, 255).round().astype(np.uint8), "L").convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
