@@ -44,6 +44,7 @@ FLOW_WINDOW = 6.0  # sigma (crop px) of the window each pixel's flow is fitted o
 FLOW_DAMPING = 3e-4  # added to the fit's diagonal: where the decode has little texture, little flow
 MAX_FLOW = 8.0  # crop px; a smile moves the mouth corners a few px, a runaway fit could move more
 LUMA = (0.299, 0.587, 0.114)
+STRIP_PIXELS = 2**19  # image pixels an edit is applied to at once (a webcam's face box fits in one)
 WHOLE_FACE = TransferSettings(mouth_gain=0.0, lower_face=False)  # the region an edit may touch at most
 
 
@@ -186,24 +187,41 @@ def _warp_into_box(maps: torch.Tensor, crop_to_image: np.ndarray, image_size: tu
     x0, y0, x1, y1 = box = covered_box(crop_to_image, (maps.shape[-1], maps.shape[-2]), image_size)
     if x1 <= x0 or y1 <= y0:
         return None
+    return box, _warp_onto(maps, crop_to_image, box)
+
+
+def _warp_onto(maps: torch.Tensor, crop_to_image: np.ndarray, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """Crop-space maps (K, C, S, S) resampled onto the image pixels of `box` (x0, y0, x1, y1): (K, C, h, w)."""
+    x0, y0, x1, y1 = box
     box_to_crop = np.linalg.inv(crop_to_image) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
-    return box, warp(maps, box_to_crop, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear", clamp=False)
+    return warp(maps, box_to_crop, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear", clamp=False)
 
 
 def apply_changes(image: np.ndarray, crop_to_image: np.ndarray, change: CropChange) -> np.ndarray:
     """K edited copies (K, H, W, 3) uint8 of `image` (H, W, 3) uint8; `crop_to_image` maps crop px -> image px.
 
-    Only the box under the crop is touched, and inside it only where the warped change is not zero.
+    Only the box under the crop is touched, and inside it only where the warped change is not zero. The
+    box is done a band of rows at a time (STRIP_PIXELS each): a whole 2048-px face's float maps, sources
+    and sampling grids took 670 MB at once; each pixel's result does not depend on the banding.
     """
     out = np.repeat(image[None], len(change), axis=0)
     maps = change.colour if change.motion is None else torch.cat([change.colour, change.motion], 1)
-    warped = _warp_into_box(maps, crop_to_image, (image.shape[1], image.shape[0]))
-    if warped is None:
-        return out
-    (x0, y0, x1, y1), maps = warped
+    x0, y0, x1, y1 = covered_box(crop_to_image, (maps.shape[-1], maps.shape[-2]), (image.shape[1], image.shape[0]))
+    rows = max(16, STRIP_PIXELS // max(1, x1 - x0))
+    for top in range(y0, y1, rows):
+        _apply_in_box(out, image, crop_to_image, maps, change.motion is not None, (x0, top, x1, min(y1, top + rows)))
+    return out
+
+
+def _apply_in_box(
+    out: np.ndarray, image: np.ndarray, crop_to_image: np.ndarray, maps: torch.Tensor, moves: bool, box: tuple[int, ...]
+) -> None:
+    """`apply_changes` over the image pixels of `box`, written into `out`."""
+    x0, y0, x1, y1 = box
+    maps = _warp_onto(maps, crop_to_image, box)
     added = maps[:, :3]
     touched = (added != 0).any(1)
-    if change.motion is None:
+    if not moves:
         base = to_tensor(image[y0:y1, x0:x1])[None]
     else:
         motion = torch.einsum("ij,kjhw->kihw", torch.from_numpy(crop_to_image[:2, :2]).float(), maps[:, 3:])  # image px
@@ -215,7 +233,6 @@ def apply_changes(image: np.ndarray, crop_to_image: np.ndarray, change: CropChan
         touched |= (motion != 0).any(1)
     edited = to_pixels(base + added)
     out[:, y0:y1, x0:x1] = np.where(touched[..., None].numpy(), edited, out[:, y0:y1, x0:x1])
-    return out
 
 
 def face_region(crop_to_image: np.ndarray, image_size: tuple[int, int], crop_size: int = IMAGE_SIZE) -> np.ndarray:
