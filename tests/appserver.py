@@ -111,3 +111,27 @@ def upload(url: str, path: Path) -> str:
     """Upload through Gradio's own upload route, as a browser does; returns the server-side path."""
     with open(path, "rb") as file:
         return httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, file)}, timeout=60).json()[0]
+
+
+def join(url: str, fn_index: int, data: list, session: str, client: httpx.Client | None = None) -> httpx.Response:
+    """POST /gradio_api/queue/join as the page does: the job is queued (200) or refused before it is (413, 429)."""
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    return (client or httpx).post(f"{url}gradio_api/queue/join", json=body, timeout=30)
+
+
+def endpoint_index(url: str, api_name: str) -> int:
+    return next(d["id"] for d in httpx.get(f"{url}config").json()["dependencies"] if d.get("api_name") == api_name)
+
+
+def completed(url: str, session: str, *event_ids: str) -> list[dict]:
+    """The session's `process_completed` messages for `event_ids`, read from the queue's event stream."""
+    found: dict[str, dict] = {}
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=300) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed" and message.get("event_id") in event_ids:
+                    found[message["event_id"]] = message
+                    if len(found) == len(event_ids):
+                        return [found[event_id] for event_id in event_ids]
+    raise AssertionError("the event stream ended without the results")

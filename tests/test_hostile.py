@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from appserver import raw_call, upload
+from appserver import completed, endpoint_index, join, raw_call, upload
 from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -249,15 +249,6 @@ def test_a_result_stays_fetchable_while_other_clients_edit(app_server, astronaut
         Image.open(io.BytesIO(answer.content)).load()
 
 
-def join(url: str, fn_index: int, data: list, session: str) -> httpx.Response:
-    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
-    return httpx.post(f"{url}gradio_api/queue/join", json=body, timeout=30)
-
-
-def endpoint_index(url: str, api_name: str) -> int:
-    return next(d["id"] for d in httpx.get(f"{url}config").json()["dependencies"] if d.get("api_name") == api_name)
-
-
 def test_an_endpoint_number_that_does_not_exist_is_answered_not_crashed(app_server):
     answer = join(app_server, 99999, [], uuid.uuid4().hex)  # Gradio's own lookup raised KeyError: a bare 500
     assert answer.status_code == 404 and "no endpoint number 99999" in answer.text
@@ -291,20 +282,6 @@ def test_one_address_gets_a_bounded_share_of_the_queue(app_server, astronaut_pat
     for session, answer in zip(sessions, answers, strict=True):  # the share was served, and the server is idle again
         if answer.status_code == 200:
             assert completed(app_server, session, answer.json()["event_id"])[0]["success"]
-
-
-def completed(url: str, session: str, *event_ids: str) -> list[dict]:
-    """The session's `process_completed` messages for `event_ids`, read from the queue's event stream."""
-    found: dict[str, dict] = {}
-    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=300) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed" and message.get("event_id") in event_ids:
-                    found[message["event_id"]] = message
-                    if len(found) == len(event_ids):
-                        return [found[event_id] for event_id in event_ids]
-    raise AssertionError("the event stream ended without the results")
 
 
 def test_the_strip_is_made_once_per_upload_even_when_called_directly(app_server, astronaut_path):

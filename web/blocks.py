@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.middleware import Middleware
 
 from .fair_queue import share_queue
-from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS, names_a_url
+from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS, names_a_foreign_path, upload_path
 from .limits import limit_bodies, use_deadline_protocol
 from .memory import MemoryReleaser
 from .uploads import UploadStore, track_uploads
@@ -56,7 +56,7 @@ class SmileBlocks(gr.Blocks):
         try:
             if len(inputs) < len(fn.inputs):
                 raise gr.Error(f"This endpoint takes {len(fn.inputs)} inputs and got {len(inputs)}.")
-            if names_a_url(inputs):
+            if names_a_foreign_path(inputs):
                 raise gr.Error(OUTSIDE_UPLOADS)
             return await super().process_api(block_fn, inputs, *args, **kwargs)
         except gr.Error:
@@ -73,8 +73,13 @@ class SmileBlocks(gr.Blocks):
 
     def queue(self, *args, **kwargs):
         super().queue(*args, **kwargs)
-        share_queue(self)
+        share_queue(self, work=self.megapixels)
         return self
+
+    def megapixels(self, inputs: list) -> int:
+        """A job's work: the megapixels of the uploads it names, from their headers (0 for anything else)."""
+        paths = [upload_path(value) for value in inputs]
+        return sum(round((self.uploads.pixels(path) or 0) / 1e6) for path in paths if isinstance(path, str))
 
     def launch(self, **kwargs):
         """gr.Blocks.launch, with request bodies, slow clients, uploads and each visitor's queue share bounded."""

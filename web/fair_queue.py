@@ -6,18 +6,26 @@ of the queue's `push`: a session (Gradio's session hash) may hold PER_SESSION jo
 and a client address PER_ADDRESS (a script can make a new session for every call, not a new address).
 A job over its share is answered 429 with a message. Behind a proxy (a Space) the address is the one the
 proxy appends to X-Forwarded-For, not the connection's, which is the proxy's own.
+
+Shares count work too: a 30 KB GIF can hold 40 megapixels, and sixteen of them from one address (its
+share in jobs) took another visitor's edit from 0.3 s to 28 s. Each job weighs the megapixels of the
+uploads it names (`work`, from their headers; at least 1), and a session may hold SESSION_MEGAPIXELS
+and an address ADDRESS_MEGAPIXELS waiting or running; a job alone is always let in.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 
 import gradio as gr
 from fastapi import HTTPException
 
 PER_SESSION = 6  # a page holds at most a few: prepare, its strip, a download
 PER_ADDRESS = 16
+SESSION_MEGAPIXELS = 48  # a 40 MP photo and its strip; a phone's 12 MP photo, prepared and edited at once
+ADDRESS_MEGAPIXELS = 64
 
 
 def trusted_proxies() -> int:
@@ -46,8 +54,16 @@ def _visitor(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
-def share_queue(demo: gr.Blocks, per_session: int = PER_SESSION, per_address: int = PER_ADDRESS) -> None:
-    """Bound each session's and each address's jobs in `demo`'s queue (call after `demo.queue()`)."""
+def share_queue(
+    demo: gr.Blocks,
+    work: Callable[[list], int] = lambda data: 1,
+    per_session: int = PER_SESSION,
+    per_address: int = PER_ADDRESS,
+    session_megapixels: int = SESSION_MEGAPIXELS,
+    address_megapixels: int = ADDRESS_MEGAPIXELS,
+) -> None:
+    """Bound each session's and each address's jobs, and their work (`work` of a job's data, in megapixels),
+    in `demo`'s queue (call after `demo.queue()`)."""
     queue = demo._queue
     push, proxies = queue.push, trusted_proxies()
 
@@ -57,22 +73,36 @@ def share_queue(demo: gr.Blocks, per_session: int = PER_SESSION, per_address: in
         for job in queue.active_jobs:
             yield from job or ()
 
+    def weight(data: object) -> int:
+        return max(1, work(data.data)) if data is not None and isinstance(data.data, list) else 1
+
     async def fair_push(body, request, username):
         if body.fn_index is not None and body.fn_index not in demo.fns:  # Gradio's own lookup answers a bare 500
             raise HTTPException(status_code=404, detail=f"There is no endpoint number {body.fn_index}: see /config.")
         address = client_address(request, proxies)
         session = body.session_hash
-        same_session = same_address = 0
+        jobs_held = {"this page": 0, "your address": 0}
+        work_held = dict(jobs_held)
         for event in jobs():
-            same_session += session is not None and event.session_hash == session
-            same_address += client_address(event.request, proxies) == address
-        if same_session >= per_session or same_address >= per_address:
-            who = "this page" if same_session >= per_session else "your address"
-            limit = per_session if same_session >= per_session else per_address
-            raise HTTPException(
-                status_code=429,
-                detail=f"Too many requests at once from {who} ({limit} may wait or run): wait for one to finish.",
-            )
+            mine = {"this page": session is not None and event.session_hash == session}
+            mine["your address"] = client_address(event.request, proxies) == address
+            for who in mine:
+                jobs_held[who] += mine[who]
+                work_held[who] += weight(event.data) if mine[who] else 0
+        job_limit = {"this page": per_session, "your address": per_address}
+        work_limit = {"this page": session_megapixels, "your address": address_megapixels}
+        for who in jobs_held:
+            if jobs_held[who] >= job_limit[who]:
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"Too many requests at once from {who} ({job_limit[who]} may wait or run): wait for one to finish.",
+                )
+            if work_held[who] and work_held[who] + weight(body) > work_limit[who]:
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"Too much work at once from {who} (photos of {work_limit[who]} megapixels in all may wait "
+                    "or run): wait for one to finish.",
+                )
         return await push(body, request, username)
 
     queue.push = fair_push

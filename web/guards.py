@@ -1,6 +1,6 @@
 """Read only what the client uploaded, and check every value a request carries.
 
-A payload whose path is a URL is refused before Gradio would fetch it (`names_a_url`): the server
+A payload whose path is a URL, or holds a NUL byte, is refused before Gradio sees it (`names_a_foreign_path`): the server
 downloads nothing a visitor names. `read_upload` accepts a path only inside the server's upload folder, only a regular file, and only
 up to MAX_UPLOAD_BYTES, all checked on the open file before a byte is read: a request that names
 /etc/shadow, a named pipe or /dev/zero gets the same clear refusal and costs nothing.
@@ -28,19 +28,26 @@ class UploadGone(ImageError):
     """The path was an upload, but its file has been removed (Gradio's cache lifetime, the upload bound)."""
 
 
-def names_a_url(inputs: object) -> bool:
-    """Whether a request's inputs hold a file payload whose path is a URL: Gradio would download it, unbounded."""
+def names_a_foreign_path(inputs: object) -> bool:
+    """Whether a request's inputs hold a file payload whose path is a URL (Gradio would download it, unbounded)
+    or holds a NUL byte (no file has one; Gradio's path checks raise on it)."""
     if isinstance(inputs, dict):
-        return is_http_url_like(inputs.get("path")) or any(names_a_url(value) for value in inputs.values())
+        return _foreign(inputs.get("path")) or any(names_a_foreign_path(value) for value in inputs.values())
     if isinstance(inputs, (list, tuple)):
-        return any(names_a_url(value) for value in inputs)
-    return is_http_url_like(getattr(inputs, "path", None))
+        return any(names_a_foreign_path(value) for value in inputs)
+    return _foreign(getattr(inputs, "path", None))
+
+
+def _foreign(path: object) -> bool:
+    return isinstance(path, str) and ("\0" in path or is_http_url_like(path))
 
 
 def read_upload(path: object, upload_root: str | os.PathLike, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
     """The bytes of a file that the client uploaded into `upload_root`; ImageError for anything else."""
     if not isinstance(path, str) or not path:
         raise ImageError("Upload a photo of a face first.")
+    if "\0" in path:
+        raise ImageError(OUTSIDE_UPLOADS)
     root = os.path.realpath(upload_root)
     real = os.path.realpath(path)
     if os.path.commonpath([real, root]) != root or real == root or os.path.islink(path):

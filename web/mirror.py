@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import gradio as gr
@@ -69,6 +70,10 @@ ENDED = "This mirror stream has ended (it ran {seconds} s, or sent no frame for 
 TOO_MANY = "At most {n} frames of a stream at a time: send the next frame when one has come back."
 NOT_JPEG = "A mirror frame must be a JPEG image."
 NOT_BASELINE = "A mirror frame must be a baseline JPEG (a browser's canvas makes one), not a progressive one."
+NOT_YOURS = "This mirror stream was opened from another address: press Start to open your own."
+FOREIGN_PAGE = "The mirror answers only its own page: open the app itself to use it."
+TOO_SLOW = "The frame arrived too slowly (a frame's body may take up to {seconds:g} s, within the stream's time)."
+NOT_EDITABLE = "This frame could not be edited (it has been logged): the next one may be."
 
 
 class MirrorRefused(Exception):
@@ -120,8 +125,11 @@ class MirrorStreams:
             return len(self._streams)
 
     def _forget_ended(self, now: float) -> None:
+        """Free the places of streams past their time (whatever a frame in flight is doing: its body is cut off
+        at the same moment, see `body_deadline`), and of stopped or idle ones with no frame at the server."""
         for token, s in list(self._streams.items()):
-            if not s.in_flight and (s.closed or now - s.last_frame > self.idle_seconds or now - s.opened > self.seconds):
+            idle = s.closed or now - s.last_frame > self.idle_seconds
+            if now - s.opened > self.seconds or (idle and not s.in_flight):
                 del self._streams[token]
 
     def _refuse_busy(self, message: str, streams: list[_Stream], now: float) -> MirrorRefused:
@@ -144,26 +152,33 @@ class MirrorStreams:
             self._streams[token] = _Stream(Mirror(self.editor, self.model), address, now, now)
             return token
 
-    def close(self, token: str) -> None:
-        """Stop a stream: it takes no more frames and its place is free once the frame being edited is done."""
+    def close(self, token: str, address: str = "unknown") -> None:
+        """Stop `address`'s stream: it takes no more frames and its place is free once the frame being edited is done."""
         with self._lock:
             stream = self._streams.get(token)
-            if stream is not None:
+            if stream is not None and stream.address == address:
                 stream.closed = True
                 self._forget_ended(time.monotonic())
 
-    def claim(self, token: str) -> _Stream:
-        """The open stream of `token`, with one more frame in flight; MirrorRefused if ended or full."""
+    def claim(self, token: str, address: str = "unknown") -> _Stream:
+        """The open stream of `token`, opened from `address`, with one more frame in flight; MirrorRefused if
+        ended, full or another address's."""
         now = time.monotonic()
         with self._lock:
             self._forget_ended(now)
             stream = self._streams.get(token)
             if stream is None or stream.closed or now - stream.opened > self.seconds:
                 raise MirrorRefused(410, ENDED.format(seconds=f"{self.seconds:g}"))
+            if stream.address != address:
+                raise MirrorRefused(403, NOT_YOURS)
             if stream.in_flight >= IN_FLIGHT:
                 raise MirrorRefused(409, TOO_MANY.format(n=IN_FLIGHT))
             stream.in_flight, stream.last_frame = stream.in_flight + 1, now
             return stream
+
+    def body_deadline(self, stream: _Stream) -> float:
+        """Seconds a frame's body may still take to arrive: at most IDLE_SECONDS, and never past the stream's time."""
+        return max(0.0, min(self.idle_seconds, stream.opened + self.seconds - time.monotonic()))
 
     def release(self, stream: _Stream) -> None:
         with self._lock:
@@ -187,8 +202,9 @@ class MirrorStreams:
         frame = decode_frame(body)
         try:
             result = stream.mirror.edit(frame, strength)
-        except ValueError as err:
-            raise MirrorRefused(400, str(err)) from err
+        except ValueError as err:  # a frame inside our rules that the pipeline cannot take: ours to fix, logged
+            log.warning("mirror frame %dx%d not editable: %s", frame.shape[1], frame.shape[0], err)
+            raise MirrorRefused(400, NOT_EDITABLE) from err
         buffer = io.BytesIO()
         Image.fromarray(result.image).save(buffer, "JPEG", quality=JPEG_QUALITY)
         return buffer.getvalue(), result.note
@@ -227,7 +243,17 @@ def mirror_routes(streams: MirrorStreams) -> list[Route]:
 
     proxies = trusted_proxies()
 
+    def foreign(request: Request) -> bool:
+        """Whether the request comes from a page of another site (a browser sends its Origin with every POST)."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return False  # not a browser page: a script, which no other site can drive
+        hosts = {request.headers.get("host")} | ({request.headers.get("x-forwarded-host")} if proxies else set())
+        return urlsplit(origin).netloc not in hosts - {None}
+
     async def start(request: Request) -> Response:
+        if foreign(request):
+            return JSONResponse({"detail": FOREIGN_PAGE}, 403)
         try:
             token = streams.open(client_address(request, proxies))
         except MirrorRefused as err:
@@ -236,13 +262,20 @@ def mirror_routes(streams: MirrorStreams) -> list[Route]:
 
     async def frame(request: Request) -> Response:
         started = time.perf_counter()
+        if foreign(request):
+            return JSONResponse({"detail": FOREIGN_PAGE}, 403)
         try:  # before the body is read: a client without an open stream makes the server hold nothing
             strength = streams.strength(request.headers.get("x-mirror-strength"))
-            stream = streams.claim(request.headers.get("x-mirror-token", ""))
+            stream = streams.claim(request.headers.get("x-mirror-token", ""), client_address(request, proxies))
         except MirrorRefused as err:
             return _refusal(err)
         try:
-            body = await request.body()  # web/limits.py has bounded it by FRAME_BODY_BYTES
+            deadline = streams.body_deadline(stream)
+            try:  # web/limits.py has bounded its size; its time ends with the stream's
+                body = await asyncio.wait_for(request.body(), deadline)
+            except TimeoutError:
+                message = TOO_SLOW.format(seconds=streams.idle_seconds)
+                return JSONResponse({"detail": message}, 408, headers={"Connection": "close"})  # the rest is not read
             async with stream.turn:
                 wait = stream.next_due - time.monotonic()
                 if wait > 0:
@@ -262,7 +295,9 @@ def mirror_routes(streams: MirrorStreams) -> list[Route]:
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     async def stop(request: Request) -> Response:
-        streams.close(request.headers.get("x-mirror-token", ""))
+        if foreign(request):
+            return JSONResponse({"detail": FOREIGN_PAGE}, 403)
+        streams.close(request.headers.get("x-mirror-token", ""), client_address(request, proxies))
         return Response(status_code=204)
 
     return [
