@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.appserver import CHROMIUM_ARGS, AppServer
+from bench.appserver import CHROMIUM_ARGS, AppServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.appserver import CHROMIUM_ARGS as BROWSER_ARGS
-from tests.appserver import FAKE_CAMERA_ARGS, AppServer
-from tests.fakecam import astronaut_frames, write_y4m
+from bench.appserver import CHROMIUM_ARGS as BROWSER_ARGS
+from bench.appserver import FAKE_CAMERA_ARGS, AppServer
+from bench.fakecam import astronaut_frames, write_y4m
 from vae.editor import SmileEditor
 from vae.mirror import Mirror, MirrorModel
 from vae.transfer import face_region

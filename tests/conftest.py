@@ -112,7 +112,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def app_process(request):
     """The real app (`python app.py`) in a subprocess on a free port, offline, with its own upload folder."""
-    from appserver import AppServer
+    from bench.appserver import AppServer
 
     with AppServer(log=ROOT / ".pytest_app.log") as server:
         capture = request.config.pluginmanager.get_plugin("capturemanager")

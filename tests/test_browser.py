@@ -3,7 +3,8 @@
 import shutil
 
 import pytest
-from appserver import CHROMIUM_ARGS
+
+from bench.appserver import CHROMIUM_ARGS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from appserver import completed, endpoint_index, join, raw_call, upload
 from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+
+from bench.appserver import completed, endpoint_index, join, raw_call, upload
 
 ATTRIBUTE = "Smiling"
 

@@ -11,6 +11,7 @@ FORBIDDEN = {  # package -> top-level modules it must never import
     "web": {"train", "evaluation", "bench", "app", "tests"},
     "train": {"web", "evaluation", "bench", "app", "tests", "gradio"},
     "evaluation": {"web", "bench", "app", "tests"},
+    "bench": {"tests"},  # the app server and fake camera that tests and benchmarks share live in bench/
 }
 
 

@@ -7,9 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from appserver import CHROMIUM_ARGS, FAKE_CAMERA_ARGS
-from fakecam import astronaut_frames, read_stamp, write_y4m
 from PIL import Image
+
+from bench.appserver import CHROMIUM_ARGS, FAKE_CAMERA_ARGS
+from bench.fakecam import astronaut_frames, read_stamp, write_y4m
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = CHROMIUM_ARGS + FAKE_CAMERA_ARGS

@@ -12,28 +12,17 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from appserver import completed, endpoint_index, join, raw_call
 from gradio_client import Client, handle_file
 from PIL import Image
 from starlette.applications import Starlette
 from test_mirror_server import camera_frame
 
+from bench.appserver import completed, endpoint_index, from_address, join, raw_call, upload_bytes
 from bench.hostile_files import comment_gif, flat_gif, strip_table_tiff, text_bomb_png, tiny_pngs
 from web.uploads import UPLOADS_PER_ADDRESS_FILES
 
 ATTRIBUTE = "Smiling"
 TOO_LARGE_METADATA = "metadata is too large to read safely"
-
-
-def from_address(address: str) -> httpx.Client:
-    """A client whose connections come from `address` (any 127.x.y.z reaches a server on 127.0.0.1)."""
-    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=120)
-
-
-def upload_bytes(url: str, files: dict[str, bytes], client: httpx.Client | None = None) -> list[str]:
-    answer = (client or httpx).post(f"{url}gradio_api/upload", files=[("files", item) for item in files.items()], timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 class Latency:

@@ -83,12 +83,15 @@ class AppServer:
         shutil.rmtree(self.uploads, ignore_errors=True)
 
 
-def raw_call(url: str, endpoint: str, data: list, timeout: float = 120) -> tuple[str, dict | list]:
+def raw_call(
+    url: str, endpoint: str, data: list, timeout: float = 120, client: httpx.Client | None = None
+) -> tuple[str, dict | list]:
     """POST /gradio_api/call/<endpoint> with any JSON (NaN included), then read the event stream's last event.
 
     Returns ("complete", outputs), ("error", {"error": message}) or ("refused", {"status", "error"}).
     """
-    posted = httpx.post(
+    http = client or httpx
+    posted = http.post(
         f"{url}gradio_api/call/{endpoint}",
         content=json.dumps({"data": data}),
         headers={"Content-Type": "application/json"},
@@ -98,7 +101,7 @@ def raw_call(url: str, endpoint: str, data: list, timeout: float = 120) -> tuple
         return "refused", {"status": posted.status_code, "error": posted.text}
     event_id = posted.json()["event_id"]
     kind = None
-    with httpx.stream("GET", f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as stream:
+    with http.stream("GET", f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as stream:
         for line in stream.iter_lines():
             if line.startswith("event:"):
                 kind = line.split(":", 1)[1].strip()
@@ -109,8 +112,19 @@ def raw_call(url: str, endpoint: str, data: list, timeout: float = 120) -> tuple
 
 def upload(url: str, path: Path) -> str:
     """Upload through Gradio's own upload route, as a browser does; returns the server-side path."""
-    with open(path, "rb") as file:
-        return httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, file)}, timeout=60).json()[0]
+    return upload_bytes(url, {path.name: path.read_bytes()})[0]
+
+
+def upload_bytes(url: str, files: dict[str, bytes], client: httpx.Client | None = None) -> list[str]:
+    """Upload `files` (name: content) in one request; their server-side paths, in order."""
+    answer = (client or httpx).post(f"{url}gradio_api/upload", files=[("files", item) for item in files.items()], timeout=120)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def from_address(address: str) -> httpx.Client:
+    """A client whose connections come from `address` (any 127.x.y.z reaches a server on 127.0.0.1)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=120)
 
 
 def join(url: str, fn_index: int, data: list, session: str, client: httpx.Client | None = None) -> httpx.Response:
