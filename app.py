@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from vae.editor import SmileEditor
@@ -27,7 +28,7 @@ def load_editor() -> SmileEditor:
         editor = SmileEditor.from_pretrained(source)
     except ModelLoadError as err:
         sys.exit(f"SMILE cannot start: {err}\nSet SMILE_MODEL to a model folder or Hub repo id (see README).")
-    editor.aligner.warm_up()
+    threading.Thread(target=editor.aligner.warm_up, name="warm-up", daemon=True).start()  # the page is up meanwhile
     return editor
 
 

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bench.appserver import CHROMIUM_ARGS, AppServer
+from vae.runtime import cpu_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
@@ -138,11 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--moves", type=int, default=60, help="slider moves per photo")
     p.add_argument("--uploads", type=int, default=200, help="distinct /edit uploads before reading the server's RSS")
     args = p.parse_args(argv)
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "unknown")
     with tempfile.TemporaryDirectory() as tmp, AppServer() as server:
         folder = Path(tmp)
-        result = {"cpu": cpu, "cores": os.cpu_count(), "app_start_s": round(server.start_s, 1)}
+        result = {"cpu": cpu_summary(), "cores": os.cpu_count(), "app_start_s": round(server.start_s, 1)}
         result |= browser_numbers(server.url, [distinct_photo(k, folder) for k in range(args.photos)], args.moves)
         result |= http_numbers(
             server.url, [distinct_photo(100 + k, folder) for k in range(args.photos)], args.uploads, server, folder

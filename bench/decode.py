@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from vae.runtime import cpu_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (6400, 6250)
@@ -60,18 +61,6 @@ print(json.dumps({"load_s": round(load_s, 2), "load_peak_mb": round(load_mb), "p
 """
 
 
-def cpu() -> dict:
-    flags = set()
-    model = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return {"model": model, "flags": [flag for flag in wanted if flag in flags]}
-
-
 def flat_file(fmt: str, mode: str, size: tuple[int, int], options: dict) -> bytes:
     """A picture with a gentle gradient (so that no encoder stores it as nothing), in `mode` and `fmt`."""
     grey = Image.linear_gradient("L").resize(size)
@@ -98,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
                 rows[name] = {"megapixels": round(size[0] * size[1] / 1e6, 1), "file_mb": round(path.stat().st_size / 2**20, 1)}
                 rows[name] |= json.loads(out.stdout.strip().splitlines()[-1])
             print(name, json.dumps(rows[name]), flush=True)
-    result = {"cpu": cpu(), "formats": rows}
+    result = {"cpu": cpu_summary(), "formats": rows}
     print(json.dumps(result))
     return result
 

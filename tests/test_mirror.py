@@ -23,7 +23,9 @@ def editor():
 
 @pytest.fixture(scope="module")
 def model(editor):
-    return MirrorModel(editor, precision="auto", repeats=2)
+    model = MirrorModel(editor, precision="auto", repeats=2)
+    assert model.ready.wait(120)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +138,11 @@ def test_with_the_mouth_refiner_the_mirror_draws_the_photo_views_mouth(editor, a
     assert np.abs(shown.astype(int) - plain).max() > 2  # the refined mouth, not the residual alone
     region = face_region(mirror.crop_to_frame, (640, 480))
     assert np.array_equal(shown[~region], frame[~region])
+
+
+def test_bf16_is_timed_only_where_this_cpu_computes_it_natively(model):
+    from vae.runtime import cpu_has_native_bf16
+
+    timed_bf16 = any(key.endswith("bf16") for key in model.timings_ms)
+    assert timed_bf16 == cpu_has_native_bf16()  # emulated bf16 took ~20 s of an AVX2 machine's start
+    assert (model.bf16 is not None) == ("bf16" in model.precision.values())

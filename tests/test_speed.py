@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bench.model import train_rates
-from train.speed import SpeedPath, candidates, cpu_has_native_bf16, fastest
+from train.speed import SpeedPath, candidates, fastest
+from vae.runtime import cpu_has_native_bf16
 
 
 def test_speed_trial_times_every_path_without_touching_the_run():

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from train.speed import cpu_has_native_bf16
 from vae.files import atomic_path, atomic_save
 from vae.preprocess import to_pixels
+from vae.runtime import cpu_has_native_bf16
 from vae.transfer import gaussian_blur
 
 

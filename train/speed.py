@@ -1,9 +1,8 @@
 """Pick the training path (precision, memory layout) by timing it on this machine.
 
-`torch.ops.mkldnn._is_mkldnn_bf16_supported()` answers True on AVX-512 CPUs without native bf16,
-where oneDNN emulates bf16 and a training step runs ~3x (AVX-512) to ~15x (AVX2) slower than fp32.
-So on a CPU bf16 is only a candidate when /proc/cpuinfo lists avx512_bf16 or amx_bf16, and among the
-candidates the fastest over a few real steps wins (the figures are logged). On a GPU the choice is
+On a CPU bf16 is only a candidate where it is native (`vae.runtime`, which decides that for the app and
+the mirror too: emulated, a training step runs ~3x (AVX-512) to ~15x (AVX2) slower than fp32), and among
+the candidates the fastest over a few real steps wins (the figures are logged). On a GPU the choice is
 fixed: bf16 where supported, else fp16, channels_last.
 """
 
@@ -13,15 +12,13 @@ import contextlib
 import itertools
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from train.loss import vae_loss
 from vae.model import SmileVAE
-
-NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+from vae.runtime import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)
@@ -38,14 +35,6 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when the CPU's own flags say it computes bf16 in hardware (not what oneDNN claims)."""
-    if not cpuinfo.exists():
-        return False
-    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for flag in line.split()}
-    return bool(flags & NATIVE_BF16_FLAGS)
 
 
 def candidates(device: torch.device, precision: str = "auto", channels_last: str = "auto") -> list[SpeedPath]:

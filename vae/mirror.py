@@ -12,7 +12,7 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
   last landmarks, latent and change are reused and only put on the new frame: the edit cannot jitter
   where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
   one resampling of the change instead of an encode and two decodes.
-- **Precision by measurement**: `MirrorModel` times fp32 and bf16 copies of the encoder and the decoder
+- **Precision by measurement**: `MirrorModel` times fp32 and (where the CPU has it natively) bf16 copies of the encoder and the decoder
   on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
 
 With no face the frame comes back unchanged (the very array's copy) with a note; pixels outside the face
@@ -24,6 +24,7 @@ state); `MirrorModel` is shared by all streams of a server.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,8 +37,11 @@ from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, crop_to_frame, simi
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
+from .runtime import cpu_summary, inference_precisions
 from .transfer import CropChange, apply_changes, covered_box, crop_changes
 from .vectors import edit
+
+log = logging.getLogger(__name__)
 
 DETECT_EVERY = 30  # frames between detections while the face moves (2 s at 15 fps); tracking covers the rest
 DETECT_SIDE = 320  # MTCNN sees the frame downscaled to this longer side (a webcam face is large)
@@ -60,10 +64,13 @@ def _timed(fn, repeats: int) -> float:
 
 
 class MirrorModel:
-    """The editor's encoder and decoder, each in the precision measured fastest here (fp32 or bf16).
+    """The editor's encoder and decoder, each in the precision measured fastest here (fp32, or bf16 where
+    the CPU computes it natively: `vae.runtime`; elsewhere nothing is timed and no bf16 copy is made).
 
-    bf16 runs on a bf16 copy of the weights (autocast would cast 40 M weights on every call). The choice
-    and its timings are in `precision` and `timings_ms`. Thread-safe: inference only.
+    The timing (seconds on a CPU with bf16, most of them building its kernels) runs in a thread of its own,
+    so a server starts at once: frames run in fp32 until `ready` is set. bf16 runs on a bf16 copy of the
+    weights (autocast would cast 40 M weights on every call). The choice and its timings are in `precision`
+    and `timings_ms`, and logged once. Thread-safe: inference only.
     """
 
     def __init__(self, editor: SmileEditor, precision: str = "auto", repeats: int = 5) -> None:
@@ -71,25 +78,39 @@ class MirrorModel:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         self.editor = editor
         self.fp32 = editor.model
-        self.bf16 = copy.deepcopy(editor.model).to(torch.bfloat16) if precision != "fp32" else None
+        self.bf16: torch.nn.Module | None = None
         self.timings_ms: dict[str, float] = {}
-        if precision == "auto":
-            self.precision = self._measure(repeats)
+        self.ready = threading.Event()  # set once `precision` is final
+        candidates = inference_precisions() if precision == "auto" else (precision,)
+        if len(candidates) == 1:
+            self.bf16 = copy.deepcopy(editor.model).to(torch.bfloat16) if candidates[0] == "bf16" else None
+            self.precision = {"encoder": candidates[0], "decoder": candidates[0]}
+            self._decided()
         else:
-            self.precision = {"encoder": precision, "decoder": precision}
+            self.precision = {"encoder": "fp32", "decoder": "fp32"}
+            threading.Thread(target=self._choose, args=(repeats, candidates), name="mirror-precision", daemon=True).start()
 
-    def _measure(self, repeats: int) -> dict[str, str]:
+    def _choose(self, repeats: int, candidates: tuple[str, ...]) -> None:
+        self.bf16 = copy.deepcopy(self.fp32).to(torch.bfloat16)
+        self.precision = self._measure(repeats, candidates)
+        self._decided()
+
+    def _decided(self) -> None:
+        log.info("mirror model: %s (timed: %s; CPU: %s)", self.precision, self.timings_ms or "nothing", cpu_summary())
+        self.ready.set()
+
+    def _measure(self, repeats: int, candidates: tuple[str, ...]) -> dict[str, str]:
         x = torch.rand(1, 3, 128, 128).contiguous(memory_format=torch.channels_last)
         z = torch.randn(2, self.fp32.latent_dim)
         with torch.inference_mode():
-            for dtype in ("fp32", "bf16"):
+            for dtype in candidates:
                 self.timings_ms[f"encode_{dtype}"] = _timed(lambda: self._encode(x, dtype), repeats)
                 self.timings_ms[f"decode2_{dtype}"] = _timed(lambda: self._decode(z, dtype), repeats)
         faster = {
-            part: min(("fp32", "bf16"), key=lambda d: self.timings_ms[f"{key}_{d}"])
+            part: min(candidates, key=lambda d: self.timings_ms[f"{key}_{d}"])
             for part, key in (("encoder", "encode"), ("decoder", "decode2"))
         }
-        if faster == {"encoder": "fp32", "decoder": "fp32"}:
+        if "bf16" not in faster.values():
             self.bf16 = None  # not needed: give the memory back
         return faster
 

@@ -110,7 +110,7 @@ class MirrorStreams:
         model: MirrorModel | None = None,
     ) -> None:
         self.editor = editor
-        self.model = model or MirrorModel(editor)  # times fp32 / bf16 here, once
+        self.model = model or MirrorModel(editor)  # times fp32 / bf16 (where native) once, in the background
         self.max_streams = max(1, int(max_streams))
         self.per_address = max(1, int(per_address))
         self.seconds = seconds
