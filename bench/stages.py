@@ -1,0 +1,91 @@
+"""Where an upload's first edit goes: the page's /prepare handler, stage by stage, in this process.
+
+`python -m bench.stages` prints one JSON object as its last line: for photos of a few sizes (the
+astronaut at 512 px, a 12-megapixel phone photo's working size), the median milliseconds of each stage
+of `SmileApp.prepare` — reading the file, face detection and alignment, the encode, the decode of every
+live strength, the decoder's flow and the change, the full-size less / more photos, the live frames'
+face views, their JPEG data URIs, and the PNG files written for the page — and the CPU's flags.
+`python -m bench.app` measures the same path as a person sees it, in Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vae.editor import SmileEditor
+from vae.preprocess import crop_and_resize, load_image, to_tensor
+from vae.runtime import cpu_summary
+from web.live import frames_json, live_strengths
+from web.results import ResultFiles
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
+
+
+def photo_bytes(side: int, seed: int) -> bytes:
+    """The astronaut at `side` px on the longer side as a JPEG, nudged by `seed` so that nothing is cached."""
+    image = Image.open(PHOTO).convert("RGB").resize((side, side * 3 // 4 if side > 1024 else side), Image.Resampling.BICUBIC)
+    image = image.point(lambda v: min(255, v + seed % 5))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def stages(editor: SmileEditor, data: bytes, results: ResultFiles) -> dict[str, float]:
+    """Milliseconds of each stage of the page's first edit of `data`, in the order the handler runs them."""
+    times: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        start = time.perf_counter()
+        out = fn()
+        times[name] = (time.perf_counter() - start) * 1000
+        return out
+
+    settings = editor.settings
+    strength = settings.default_strength
+    frames = live_strengths(settings.max_strength)
+    photo = timed("read_photo", lambda: load_image(data, max_side=2048, min_side=32))
+    aligned = timed("detect_and_align", lambda: editor.aligner.align(photo))
+    crop = timed("crop", lambda: crop_and_resize(aligned.frame))
+    with torch.inference_mode():
+        timed("encode", lambda: editor.model.encode(to_tensor(crop)[None].contiguous(memory_format=torch.channels_last)))
+    prepared = editor.prepare(data)  # the same again, as one call, for the stages after it
+    edits = timed("decode_all_strengths", lambda: editor.edits(prepared, sorted(set(frames) | {-strength, strength})))
+    timed("flow_and_change", lambda: edits.changes)
+    less, more = timed("less_and_more_photos", lambda: edits.photos([-strength, strength]))
+    views = timed("live_frame_views", lambda: edits.views(frames))
+    timed("live_frames_jpeg", lambda: frames_json(frames, views))
+    timed("png_files", lambda: [results.image(image, name) for image, name in ((less, "less"), (more, "more"))])
+    times["total"] = sum(times.values())
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--sides", type=int, nargs="*", default=[512, 2048])
+    args = p.parse_args(argv)
+    editor = SmileEditor.from_pretrained(ROOT / "assets")
+    editor.aligner.warm_up()
+    result: dict = {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "stages_ms": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        results = ResultFiles(Path(tmp))
+        for side in args.sides:
+            runs = [stages(editor, photo_bytes(side, seed), results) for seed in range(args.repeats + 1)][1:]
+            result["stages_ms"][f"{side}px"] = {name: round(statistics.median(r[name] for r in runs), 1) for name in runs[0]}
+            print(side, json.dumps(result["stages_ms"][f"{side}px"]), flush=True)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
