@@ -1,0 +1,160 @@
+"""The mouth-interior renderer (issue 31, route 1): refills the region between the lips at the photo's scale.
+
+The VAE decides *what* the mouth does (how far it opens, where teeth show); its 128-px decode cannot draw
+it sharply. The renderer is a small U-Net that, in a fixed-size patch around the mouth, gets
+
+- the photo with a hole over the inner lips (an ellipse from MTCNN's two mouth corners, feathered),
+- a hint: a VAE decode warped into the patch (at training time the photo's own reconstruction, at edit
+  time decode(z + alpha * step), so the opening it asks for is the edit's),
+- the hole itself,
+
+and paints the hole. Everything outside the hole is the photo's own pixels, exactly:
+out = hole * net + (1 - hole) * photo. It is trained by `python -m train.renderer` on real photos
+(self-supervised: the hidden mouth is the target); training only uses a frozen ImageNet network for its
+feature loss and critic, nothing of that is needed here.
+
+Geometry: the patch is PATCH_SIZE (w, h) pixels, upright along the eye line, EYE_PX patch px per eye
+distance, centred on the midpoint of the mouth corners.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .align import warp
+from .files import atomic_path, atomic_write_text
+
+RENDERER_WEIGHTS = "renderer.safetensors"
+RENDERER_CONFIG = "renderer.json"
+PATCH_SIZE = (96, 64)  # (w, h) patch px; the U-Net halves three times, so both divide by 8
+EYE_PX = 48.0  # patch px per eye distance: CelebA-HQ 256 faces (~68 px) are sampled down, CelebA's (~37 px) up
+HOLE_RADII = (0.55, 0.2)  # semi-axes of the hole along and across the mouth-corner line, in corner distances
+HOLE_FEATHER = 0.3  # the hole fades to exactly 0 over this share of its radius
+
+
+def patch_to_photo(landmarks: np.ndarray, size: tuple[int, int] = PATCH_SIZE, eye_px: float = EYE_PX) -> np.ndarray:
+    """3x3 from patch px to photo px for MTCNN's five points (eyes, nose, mouth corners): upright along the
+    eye line, `eye_px` patch px per eye distance, the mouth corners' midpoint at the patch's centre."""
+    left_eye, right_eye = landmarks[0], landmarks[1]
+    mouth = (landmarks[3] + landmarks[4]) / 2
+    across = right_eye - left_eye
+    scale = float(np.hypot(*across)) / eye_px  # photo px per patch px
+    c, s = across / np.hypot(*across) * scale
+    rotate = np.array([[c, -s], [s, c]])
+    centre = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
+    m = np.eye(3)
+    m[:2, :2] = rotate
+    m[:2, 2] = mouth - rotate @ centre
+    return m
+
+
+def to_patch(points: np.ndarray, patch_to_image: np.ndarray) -> np.ndarray:
+    """(K, 2) image px -> patch px."""
+    inverse = np.linalg.inv(patch_to_image)
+    return points @ inverse[:2, :2].T + inverse[:2, 2]
+
+
+def hole_mask(
+    corners: torch.Tensor,
+    size: tuple[int, int] = PATCH_SIZE,
+    radii: tuple[float, float] | torch.Tensor = HOLE_RADII,
+    shift: torch.Tensor | None = None,
+    feather: float = HOLE_FEATHER,
+) -> torch.Tensor:
+    """(N, 1, h, w): 1 over the inner lips, fading to exactly 0 at the ellipse's edge.
+
+    corners: (N, 2, 2) the two mouth corners (x, y) in patch px. The ellipse is centred on their midpoint
+    (plus `shift`, (N, 2) patch px), its axes along and across their line, its semi-axes `radii` ((2,) or
+    (N, 2)) times their distance.
+    """
+    corners = corners.double()
+    n = len(corners)
+    centre = corners.mean(1) + (0 if shift is None else shift.double())
+    along = corners[:, 1] - corners[:, 0]
+    distance = along.norm(dim=1).clamp_min(1e-6)
+    unit = along / distance[:, None]
+    radii = torch.as_tensor(radii, dtype=torch.float64).expand(n, 2) * distance[:, None]
+    ys, xs = torch.meshgrid(torch.arange(size[1], dtype=torch.float64), torch.arange(size[0], dtype=torch.float64), indexing="ij")
+    dx = xs[None] - centre[:, 0, None, None]
+    dy = ys[None] - centre[:, 1, None, None]
+    u = dx * unit[:, 0, None, None] + dy * unit[:, 1, None, None]
+    v = -dx * unit[:, 1, None, None] + dy * unit[:, 0, None, None]
+    radius = torch.sqrt((u / radii[:, 0, None, None]) ** 2 + (v / radii[:, 1, None, None]) ** 2)
+    return ((1 - radius) / feather).clamp(0, 1).float()[:, None]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, True), nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2, True)
+    )
+
+
+@dataclass(frozen=True)
+class RendererConfig:
+    width: int = 20  # 0.76 M parameters
+    patch_size: tuple[int, int] = PATCH_SIZE
+    eye_px: float = EYE_PX
+    hole_radii: tuple[float, float] = HOLE_RADII
+    hole_feather: float = HOLE_FEATHER
+
+
+class MouthRenderer(nn.Module):
+    """A U-Net (three halvings, bilinear upsampling + conv, no transposed convs): the holed photo, the hint and
+    the hole in, the patch with its hole painted out; pixels where the hole is 0 are the photo's exactly."""
+
+    def __init__(self, config: RendererConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or RendererConfig()
+        w = self.config.width
+        self.down = nn.ModuleList([_block(7, w), _block(w, 2 * w), _block(2 * w, 4 * w), _block(4 * w, 8 * w)])
+        self.up = nn.ModuleList([_block(12 * w, 4 * w), _block(6 * w, 2 * w), _block(3 * w, w)])
+        self.out = nn.Conv2d(w, 3, 3, padding=1)
+
+    def paint(self, photo: torch.Tensor, hint: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w): what the net draws over the whole patch (only its hole is used)."""
+        skips, h = [], torch.cat([photo * (1 - hole), hint, hole], dim=1)
+        for i, block in enumerate(self.down):
+            h = block(h if i == 0 else F.avg_pool2d(h, 2))
+            skips.append(h)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], dim=1))
+        return self.out(h)
+
+    def forward(self, photo: torch.Tensor, hint: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """photo, hint (N, 3, h, w) in [0, 1] and hole (N, 1, h, w) -> hole * painted + (1 - hole) * photo."""
+        painted = self.paint(photo, hint, hole).to(photo.dtype)
+        return hole * painted + (1 - hole) * photo
+
+    def save(self, folder: str | os.PathLike, extra: dict | None = None) -> None:
+        """renderer.safetensors (fp32) and renderer.json (its config, plus `extra`, e.g. the training step)."""
+        folder = Path(folder)
+        with atomic_path(folder / RENDERER_WEIGHTS) as tmp:
+            save_file({k: v.detach().float().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        atomic_write_text(folder / RENDERER_CONFIG, json.dumps(asdict(self.config) | (extra or {}), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> MouthRenderer | None:
+        """The renderer of a folder, or None when it has none; a weights file missing or adding a tensor is refused."""
+        folder = Path(folder)
+        if not (folder / RENDERER_WEIGHTS).exists():
+            return None
+        body = json.loads((folder / RENDERER_CONFIG).read_text())
+        fields = RendererConfig.__dataclass_fields__
+        config = RendererConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in body.items() if k in fields})
+        model = cls(config)
+        model.load_state_dict(load_file(str(folder / RENDERER_WEIGHTS)), strict=True)
+        return model.eval()
+
+
+def cut_patch(images: torch.Tensor, patch_to_image: np.ndarray, size: tuple[int, int] = PATCH_SIZE) -> torch.Tensor:
+    """(N, C, h, w): images (N, C, H, W) in [0, 1] sampled into the patch (bicubic: the photo's own detail)."""
+    return warp(images, patch_to_image, size, mode="bicubic")
