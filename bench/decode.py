@@ -38,7 +38,7 @@ FILES = {  # name: (format, mode, size, save options)
 MEASURE = """
 import json, sys, threading, time
 from vae.editor import SmileEditor
-from vae.preprocess import load_image
+from vae.image_file import load_image
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 editor = SmileEditor.from_pretrained("assets")

@@ -75,3 +75,30 @@ def tiny_pngs(count: int, seed: int = 0) -> list[bytes]:
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
         files.append(buffer.getvalue())
     return files
+
+
+def overlapping_exif_jpeg(tags: int = 900, claimed: int = 60_000) -> bytes:
+    """A small JPEG whose EXIF has `tags` tags each claiming the same `claimed` bytes (Pillow copies each)."""
+    entries = b"".join(struct.pack("<HHII", 0x9000 + k, 7, claimed, 8) for k in range(tags))
+    tiff = b"II*\x00" + struct.pack("<IH", 8, tags) + entries + b"\0\0\0\0"
+    segment = b"Exif\0\0" + tiff.ljust(min(65_000, len(tiff) + 1024), b"\0")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(jpeg, "JPEG")
+    data = jpeg.getvalue()
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[2:]
+
+
+def empty_comments_gif(count: int = 20_000) -> bytes:
+    """A small GIF with `count` empty comment extensions (Pillow joins them with `+=`)."""
+    gif = comment_gif(0)
+    first_picture = gif.index(b"\x2c", 13 + 6)
+    return gif[:first_picture] + b"\x21\xfe\x00" * count + gif[first_picture:]
+
+
+def rle_bmp(side: int = 6000) -> bytes:
+    """A side x side RLE8 BMP whose every row is an end-of-line code (Pillow pads each row in Python)."""
+    rows = b"\x00\x00" * side + b"\x00\x01"
+    palette = b"".join(bytes((k, k, k, 0)) for k in range(256))
+    header = struct.pack("<IiiHHIIiiII", 40, side, side, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
+    offset = 14 + len(header) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + header + palette + rows

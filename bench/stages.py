@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from vae.editor import SmileEditor
-from vae.preprocess import crop_and_resize, load_image, to_tensor
+from vae.image_file import load_image
+from vae.preprocess import crop_and_resize, to_tensor
 from vae.runtime import cpu_summary
 from web.live import frames_json, live_strengths
 from web.results import ResultFiles

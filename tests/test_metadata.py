@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from bench.hostile_files import comment_gif, strip_table_tiff, text_bomb_png
+from bench.hostile_files import (
+    comment_gif,
+    empty_comments_gif,
+    overlapping_exif_jpeg,
+    rle_bmp,
+    strip_table_tiff,
+    text_bomb_png,
+)
+from vae.image_file import ImageError, load_image
 from vae.metadata import MetadataError, check_metadata
-from vae.preprocess import ImageError, load_image
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -26,6 +33,15 @@ def progressive_with_scans(scans: int) -> bytes:
     return jpeg[:-2] + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" * scans + jpeg[-2:]
 
 
+def raw_exif_png() -> bytes:
+    """A PNG whose compressed text chunk holds, as hex, an EXIF of overlapping tags: Pillow's getexif() reads it."""
+    exif = overlapping_exif_jpeg(tags=900, claimed=60_000)
+    block = exif[exif.index(b"Exif") : exif.index(b"Exif") + 64_000]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", "\nexif\n" + str(len(block)) + "\n" + block.hex(), zip=True)
+    return encoded(Image.new("RGB", (8, 8)), "PNG", pnginfo=info)
+
+
 @pytest.mark.parametrize(
     "data, named",
     [
@@ -34,8 +50,27 @@ def progressive_with_scans(scans: int) -> bytes:
         (text_bomb_png(chunks=70, inflated=10), "PNG text chunks"),
         (strip_table_tiff(100_000), "TIFF tag 273"),
         (progressive_with_scans(150), "progressive JPEG scans"),
+        (overlapping_exif_jpeg(), "EXIF tags whose values add up"),
+        (empty_comments_gif(), "GIF extension blocks"),
+        (rle_bmp(), "RLE-compressed BMP"),
+        (
+            encoded(Image.new("RGB", (8, 8)), "JPEG")[:2] + b"\xff" * 500 + encoded(Image.new("RGB", (8, 8)), "JPEG")[2:],
+            "stray bytes",
+        ),
+        (raw_exif_png(), "EXIF"),
     ],
-    ids=["gif comment", "png text inflated", "png text chunks", "tiff strip table", "jpeg scans"],
+    ids=[
+        "gif comment",
+        "png text inflated",
+        "png text chunks",
+        "tiff strip table",
+        "jpeg scans",
+        "overlapping exif values",
+        "gif empty comments",
+        "rle bmp",
+        "jpeg fill bytes",
+        "png raw exif profile",
+    ],
 )
 def test_costly_metadata_is_refused_in_milliseconds_with_a_message(data, named):
     started = time.perf_counter()

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vae.preprocess import ImageError, center_crop, load_image, preprocess
+from vae.image_file import ImageError, load_image
+from vae.preprocess import center_crop, preprocess
 
 
 def gradient(size=(200, 120)) -> Image.Image:
@@ -245,7 +246,7 @@ def test_a_pil_image_is_never_returned_as_the_same_object():
 
 PEAK_SCRIPT = """
 import resource, sys
-from vae.preprocess import load_image
+from vae.image_file import load_image
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 image = load_image(data, max_side=2048)

@@ -2,6 +2,7 @@
 loop, a visitor's share counts the megapixels it asks for, a mirror stream's time is wall time, and the
 upload folder is bounded in files. Each test reproduces an attack that once stopped or slowed everyone."""
 
+import os
 import socket
 import threading
 import time
@@ -85,7 +86,8 @@ def test_another_address_edits_promptly_while_one_fills_its_share_with_40_megapi
         gifs = upload_bytes(url, {f"flat_{k}.gif": flat_gif(shade=k) for k in range(16)}, attacker)
         before = app_process.rss_mb()
         sessions = [uuid.uuid4().hex for _ in gifs]
-        answers = [join(url, edit, [{"path": p}, 2.0, False, ATTRIBUTE], s, attacker) for p, s in zip(gifs, sessions)]
+        spelled = [p if k % 2 else os.path.join(os.path.dirname(p), ".", os.path.basename(p)) for k, p in enumerate(gifs)]
+        answers = [join(url, edit, [{"path": p}, 2.0, False, ATTRIBUTE], s, attacker) for p, s in zip(spelled, sessions)]
     refused = [a for a in answers if a.status_code != 200]
     assert len(refused) >= 12, [a.status_code for a in answers]  # 16 were queued before: 24-28 s for everyone else
     assert all(a.status_code == 429 and "Too much work at once from your address" in a.text for a in refused)
@@ -139,6 +141,11 @@ def test_odd_paths_and_foreign_pages_get_our_answers(app_server):
     assert "Only files uploaded to this app" in edit_error(app_server, "/tmp/x\x00.png")
     foreign = httpx.post(f"{app_server}mirror/start", headers={"Origin": "https://evil.example"}, timeout=30)
     assert foreign.status_code == 403 and "its own page" in foreign.json()["detail"]
+    nested = [[[[[[[[[[[]]]]]]]]]]] * 60  # Python's recursion once answered "Something went wrong"
+    status, answer = raw_call(app_server, "edit", [nested, 2.0, True, ATTRIBUTE])
+    assert status == "error" and "not of the kind it takes" in answer["error"]
+    not_multipart = httpx.post(f"{app_server}gradio_api/upload", content=b"photo", timeout=30)
+    assert not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["detail"]
 
 
 @pytest.fixture(scope="module")

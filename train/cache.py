@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from train.data import CelebAIndex, load_index
 from vae.align import FRAME_SIZE, FaceAligner
-from vae.preprocess import CROP_FRACTION, IMAGE_SIZE, crop_and_resize, load_image
+from vae.image_file import load_image
+from vae.preprocess import CROP_FRACTION, IMAGE_SIZE, crop_and_resize
 
 CACHE_VERSION = 2  # 2: meta.json carries the identities the split needs
 ALIGN_MODES = ("auto", "always", "never")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .editor import SmileEditor
 from .files import atomic_save, save_gif, strip_image
 from .hub import ModelLoadError
-from .preprocess import ImageError
+from .image_file import ImageError
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets"
 

@@ -21,8 +21,9 @@ from PIL import Image
 
 from .align import AlignedFace, FaceAligner, crop_to_frame
 from .hub import ModelLoadError, resolve_model_source
+from .image_file import ImageInput, load_image
 from .model import SmileVAE
-from .preprocess import ImageInput, crop_and_resize, load_image, to_image, to_pixels, to_tensor
+from .preprocess import crop_and_resize, to_image, to_pixels, to_tensor
 from .refiner import MouthRefiner, refine_mouths
 from .settings import EditorSettings, SettingsError, TransferSettings
 from .transfer import CropChange, apply_changes, crop_changes

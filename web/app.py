@@ -17,7 +17,7 @@ from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from vae.editor import EditResult, Prepared, SmileEditor
+from vae.editor import MIN_PHOTO_SIDE, PHOTO_MAX_SIDE, EditResult, Prepared, SmileEditor
 from vae.files import strip_image
 
 from .blocks import SmileBlocks
@@ -27,6 +27,7 @@ from .live import LIVE_STEP, frames_json, live_strengths
 from .mirror import mirror_routes, mirror_view
 from .photos import PreparedCache, RecentKeys
 from .results import ResultFiles
+from .sandbox import Sandbox
 from .uploads import UploadStore
 
 UI = Path(__file__).resolve().parent / "ui"
@@ -64,7 +65,8 @@ class SmileApp:
         self.results = ResultFiles(self.work_dir / "results")
         self.photos = PreparedCache(lambda data, align: editor.prepare(data, align=align), max_bytes=PHOTO_CACHE_BYTES)
         self.upload_root = upload_root
-        self.uploads = UploadStore()
+        self.sandbox = Sandbox()  # test-decodes every upload in child processes, bounded in time and memory
+        self.uploads = UploadStore(functools.partial(self.sandbox.inspect, max_side=PHOTO_MAX_SIDE, min_side=MIN_PHOTO_SIDE))
         self.strips_due = RecentKeys(KEYS_KEPT)  # session -> the photo key its strip is for
         self.read_keys = RecentKeys(KEYS_KEPT)  # upload path -> the key of the photo read from it
         self.frames = live_strengths(editor.settings.max_strength)

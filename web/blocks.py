@@ -2,8 +2,9 @@
 
 Gradio answers an exception it did not expect with a bare `{"error": null}` (refused paths, missing
 arguments, a strength of "2" on /render all did), or, with show_error, with whatever the exception
-says, server paths included. `SmileBlocks.process_api` refuses a call with too few arguments and a
-file payload naming a URL (Gradio would download it, with no size bound) before Gradio sees them, lets
+says, server paths included. `SmileBlocks.process_api` refuses a call with too few arguments, values
+nested deeper than any payload, and a file payload naming a URL (Gradio would download it, with no size
+bound) or holding a NUL byte before Gradio sees them, lets
 our own messages (gr.Error) through, answers a file path Gradio refuses and a payload of the wrong type
 with messages of ours, and logs anything else and answers it with a generic message; after each call
 the freed memory goes back to the system (web/memory.py). `launch` adds the request bounds of web/limits.py,
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from starlette.middleware import Middleware
 
 from .fair_queue import share_queue
-from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS, names_a_foreign_path, upload_path
+from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS, names_a_foreign_path, too_deep, upload_path
 from .limits import limit_bodies, use_deadline_protocol
 from .memory import MemoryReleaser
 from .uploads import UploadStore, track_uploads
@@ -56,6 +57,8 @@ class SmileBlocks(gr.Blocks):
         try:
             if len(inputs) < len(fn.inputs):
                 raise gr.Error(f"This endpoint takes {len(fn.inputs)} inputs and got {len(inputs)}.")
+            if too_deep(inputs):  # before any recursive look at them
+                raise gr.Error(WRONG_KIND)
             if names_a_foreign_path(inputs):
                 raise gr.Error(OUTSIDE_UPLOADS)
             return await super().process_api(block_fn, inputs, *args, **kwargs)

@@ -13,7 +13,7 @@ import stat
 
 from gradio_client.utils import is_http_url_like
 
-from vae.preprocess import ImageError
+from vae.image_file import ImageError
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 40-megapixel JPEG is ~15 MB
 OUTSIDE_UPLOADS = "Only files uploaded to this app can be edited: upload the photo again."
@@ -26,6 +26,21 @@ def upload_path(payload: object) -> object:
 
 class UploadGone(ImageError):
     """The path was an upload, but its file has been removed (Gradio's cache lifetime, the upload bound)."""
+
+
+MAX_NESTING = 8  # a file payload is a dict in a list: deeper values are no payload of ours
+
+
+def too_deep(inputs: object, limit: int = MAX_NESTING) -> bool:
+    """Whether lists and dicts nest deeper than `limit` in a request's inputs (walked without recursion)."""
+    stack = [(inputs, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, tuple, dict)):
+            if depth >= limit:
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def names_a_foreign_path(inputs: object) -> bool:

@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vae.editor import SmileEditor
+from vae.metadata import MetadataError, check_metadata
 from vae.mirror import Mirror, MirrorModel
 
 from .blocks import SERVER_FAILED
@@ -211,7 +212,11 @@ class MirrorStreams:
 
 
 def decode_frame(body: bytes) -> np.ndarray:
-    """The pixels of a JPEG frame (H, W, 3) uint8, its size and kind checked from the header before it is decoded."""
+    """The pixels of a JPEG frame (H, W, 3) uint8, its metadata's cost, size and kind checked before it is decoded."""
+    try:
+        check_metadata(body)  # an EXIF block of overlapping tags costs Pillow's open hundreds of MB
+    except MetadataError as err:
+        raise MirrorRefused(400, str(err)) from err
     try:
         image = Image.open(io.BytesIO(body), formats=["JPEG"])
     except Image.DecompressionBombError as err:  # a header that declares an enormous picture

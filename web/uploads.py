@@ -1,46 +1,51 @@
-"""The upload folder, bounded: files that are not images, or whose header is over the pixel limit, are
+"""The upload folder, bounded: files that are not photos we can decode within the sandbox's bounds are
 removed at once; the rest are bounded in bytes and in files, for each address and in all.
 
 Gradio stores every upload (up to the per-file limit) and keeps it for its cache lifetime, so ten 25 MB
 uploads of random bytes sat on disk for 30 minutes. `UploadStore.add` is called with the paths that
-Gradio's upload route has just stored (see `track_uploads`): a file whose bytes are not one of the
-accepted formats is deleted and remembered with the message its edit would have given; beyond
-`max_bytes` or `max_files` of uploads the oldest of the address that holds the most of them is deleted,
-and beyond `per_address_files` the address's own oldest (a photo, once prepared, stays in the photo
-cache), so a client that floods the folder pushes out its own files, not a visitor's whose edit is
-still waiting in the queue. Each kept upload's pixel count is remembered: the queue's shares count work
-in megapixels (web/fair_queue.py).
+Gradio's upload route has just stored (see `track_uploads`): each is inspected (by the server's
+sandbox, web/sandbox.py: its metadata bounded, its header checked, then decoded at the working size in
+a child process with a time and a memory bound), and a file that fails is deleted and remembered with
+the message its edit would have given; beyond `max_bytes` or `max_files` of uploads the oldest of the
+address that holds the most of them is deleted, and beyond `per_address_files` the address's own oldest
+(a photo, once prepared, stays in the photo cache), so a client that floods the folder pushes out its
+own files, not a visitor's whose edit is still waiting in the queue. Each kept upload's pixel count is
+remembered: the queue's shares count work in megapixels (web/fair_queue.py). Paths are kept resolved
+(`os.path.realpath`), so another spelling of a path names the same upload.
 
-The check reads a file's header (vae.preprocess.check_file bounds its metadata first) in a worker
-thread, a few at a time, never on the event loop: a crafted GIF comment once held every other request
-for 25 s. A request whose files are not all checked within CHECK_SECONDS has the rest refused.
+The checks run in worker threads, never on the event loop (a crafted GIF comment once held every other
+request for 25 s), one request at a time per address (so one visitor's slow files delay only its own),
+and all of a request's files within REQUEST_SECONDS; the rest are refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 import anyio
-from PIL import UnidentifiedImageError
 from starlette.requests import Request
 
-from vae.preprocess import FORMAT_NAMES, ImageError, check_file
+from vae.image_file import inspect_file
 
 from .fair_queue import client_address, trusted_proxies
 
 UPLOADS_MAX_BYTES = 200 * 2**20  # README, "What the server accepts"
 UPLOADS_MAX_FILES = 2000
 UPLOADS_PER_ADDRESS_FILES = 200
-CHECK_SECONDS = 10.0  # one upload request's header checks, all its files together
-CHECKS_AT_ONCE = 2  # worker threads checking headers at once: the rest wait their turn, off the event loop
+REQUEST_SECONDS = 30.0  # one upload request's checks, all its files together, from when its turn comes
+WAIT_SECONDS = 20.0  # for a free checker, before the request's files are refused as BUSY
 REMEMBERED = 4096  # refused uploads whose message is kept
 TOO_SLOW = "The upload took too long to check: send a smaller photo, or fewer files at once."
+BUSY = "The server is checking many uploads right now: try again in a moment."
 
 log = logging.getLogger(__name__)
 
@@ -51,46 +56,32 @@ class Kept(NamedTuple):
     pixels: int  # from the header
 
 
-def inspect(path: str) -> tuple[str | None, int]:
-    """(why the file at `path` cannot be a photo, or None; its pixel count), from its header only."""
-    try:
-        if os.path.getsize(path) == 0:
-            return "The file is empty.", 0
-        _, (width, height) = check_file(path)
-        return None, width * height
-    except ImageError as err:
-        return str(err), 0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return f"The upload is not an image we can read: the accepted formats are {FORMAT_NAMES}.", 0
-    except Exception:  # whatever else a crafted header raises: refused, never a 500 that leaves files behind
-        log.exception("upload header check failed: %s", path)
-        return f"The upload is not an image we can read: the accepted formats are {FORMAT_NAMES}.", 0
-
-
 class UploadStore:
-    """The uploads Gradio stored for clients, in arrival order, bounded in bytes and files, in all and per address."""
+    """The uploads Gradio stored for clients, in arrival order, bounded in bytes and files, in all and per address.
+
+    `inspect(path)` says why a file is refused (or None) and its pixel count: `vae.image_file.inspect_file`
+    in this process by default, the sandbox's child processes on the server.
+    """
 
     def __init__(
         self,
+        inspect: Callable[[str], tuple[str | None, int]] = inspect_file,
         max_bytes: int = UPLOADS_MAX_BYTES,
         max_files: int = UPLOADS_MAX_FILES,
         per_address_files: int = UPLOADS_PER_ADDRESS_FILES,
     ) -> None:
+        self.inspect = inspect
         self.max_bytes, self.max_files, self.per_address_files = max_bytes, max_files, per_address_files
-        self.kept: OrderedDict[str, Kept] = OrderedDict()  # oldest first
+        self.kept: OrderedDict[str, Kept] = OrderedDict()  # resolved path -> what is known of it, oldest first
         self.kept_bytes = 0
-        self.refused: OrderedDict[str, str] = OrderedDict()  # path -> the message for its edit
-        self._abandoned: set[str] = set()  # refused while their check still ran (past the deadline)
+        self.refused: OrderedDict[str, str] = OrderedDict()  # resolved path -> the message for its edit
         self._lock = threading.Lock()
 
     def add(self, paths: list[str], address: str = "unknown", deadline: float = float("inf")) -> None:
-        """Check and keep (or delete) each of `paths`; those not reached by `deadline` (time.monotonic) are refused."""
-        for path in paths:
-            reason, pixels = inspect(path) if time.monotonic() < deadline else (TOO_SLOW, 0)
+        """Inspect and keep (or delete) each of `paths`; those not reached by `deadline` (time.monotonic) are refused."""
+        for path in map(os.path.realpath, paths):
+            reason, pixels = self.inspect(path) if time.monotonic() < deadline else (TOO_SLOW, 0)
             with self._lock:
-                if path in self._abandoned:  # refused meanwhile: its check ran past the deadline
-                    self._abandoned.discard(path)
-                    reason = reason or TOO_SLOW
                 if reason is not None:
                     self._refuse(path, reason)
                     continue
@@ -101,11 +92,10 @@ class UploadStore:
                 self._bound(spare=path)
 
     def refuse(self, paths: list[str], reason: str) -> None:
-        """Delete `paths` and answer their edits with `reason` (a check that did not finish in time)."""
+        """Delete `paths`, unless kept, and answer their edits with `reason`."""
         with self._lock:
-            for path in paths:
+            for path in map(os.path.realpath, paths):
                 if path not in self.kept:
-                    self._abandoned.add(path)
                     self._refuse(path, reason)
 
     def _refuse(self, path: str, reason: str) -> None:
@@ -140,12 +130,12 @@ class UploadStore:
 
     def why_refused(self, path: str) -> str | None:
         with self._lock:
-            return self.refused.get(path)
+            return self.refused.get(os.path.realpath(path))
 
     def pixels(self, path: str) -> int | None:
         """The pixel count of a kept upload's header, or None when it is not (or no longer) kept."""
         with self._lock:
-            kept = self.kept.get(path)
+            kept = self.kept.get(os.path.realpath(path))
             return kept.pixels if kept else None
 
     def files(self, address: str | None = None) -> int:
@@ -162,12 +152,14 @@ def _remove(path: str) -> None:
         pass
 
 
-def track_uploads(store: UploadStore):
-    """ASGI middleware: Gradio's upload route answers only after `store` has checked what it stored.
+def track_uploads(store: UploadStore, checkers: int = 2):
+    """ASGI middleware: Gradio's upload route answers only after `store` has inspected what it stored.
 
-    The checks run in worker threads (CHECKS_AT_ONCE at a time); the event loop only waits for them.
+    The checks run in worker threads (`checkers` at a time), one request at a time per client address; the
+    event loop only waits for them. Gradio's own refusals of an upload request get messages of ours.
     """
-    limiter = anyio.CapacityLimiter(CHECKS_AT_ONCE)
+    limiter = anyio.CapacityLimiter(checkers)
+    turns = AddressTurns()
 
     def middleware(app):
         async def tracked(scope, receive, send):
@@ -178,9 +170,13 @@ def track_uploads(store: UploadStore):
             async def holding_send(message):
                 held.append(message)
                 if message["type"] == "http.response.body" and not message.get("more_body", False):
-                    if held[0]["status"] == 200:
+                    status = held[0]["status"]
+                    if status == 200:
                         address = client_address(Request(scope), trusted_proxies())
-                        await _check(store, b"".join(m.get("body", b"") for m in held[1:]), address, limiter)
+                        async with turns.of(address):
+                            await _check(store, b"".join(m.get("body", b"") for m in held[1:]), address, limiter)
+                    elif status in UPLOAD_REFUSALS:
+                        held[:] = _answer(status, UPLOAD_REFUSALS[status])
                     for each in held:
                         await send(each)
 
@@ -191,15 +187,52 @@ def track_uploads(store: UploadStore):
     return middleware
 
 
+UPLOAD_REFUSALS = {  # Gradio's own answers to a bad upload request (too many files, no multipart, a file too large)
+    400: "The upload could not be read: send the photo as multipart/form-data, at most 1,000 files at once.",
+    413: "The upload is too large: a photo may be up to 25 MB.",
+}
+
+
+def _answer(status: int, message: str) -> list[dict]:
+    body = json.dumps({"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return [{"type": "http.response.start", "status": status, "headers": headers}, {"type": "http.response.body", "body": body}]
+
+
+class AddressTurns:
+    """One turn at a time per client address (an asyncio lock each, dropped when nobody holds or awaits it)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def of(self, address: str):
+        lock, users = self._locks.get(address, (asyncio.Lock(), 0))
+        self._locks[address] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[address]
+            if users == 1:
+                del self._locks[address]
+            else:
+                self._locks[address] = (lock, users - 1)
+
+
 async def _check(store: UploadStore, body: bytes, address: str, limiter: anyio.CapacityLimiter) -> None:
-    """Check the files an upload answer names, off the event loop; those unchecked after CHECK_SECONDS are refused."""
+    """Inspect the files an upload answer names, in a worker thread; those not reached in time are refused."""
     try:
         paths = [p for p in json.loads(body) if isinstance(p, str)]
     except (ValueError, TypeError):
         log.warning("unexpected upload answer: %.80r", body)
         return
-    deadline = time.monotonic() + CHECK_SECONDS
-    with anyio.move_on_after(CHECK_SECONDS + 0.5) as scope:  # the thread itself stops at the deadline, file by file
-        await anyio.to_thread.run_sync(store.add, paths, address, deadline, limiter=limiter, abandon_on_cancel=True)
-    if scope.cancelled_caught:
-        store.refuse(paths, TOO_SLOW)
+    with anyio.move_on_after(WAIT_SECONDS) as waiting:
+        await limiter.acquire()
+    if waiting.cancelled_caught:
+        store.refuse(paths, BUSY)
+        return
+    try:  # each file's check is bounded by the sandbox, so the thread ends soon after the deadline
+        await anyio.to_thread.run_sync(store.add, paths, address, time.monotonic() + REQUEST_SECONDS)
+    finally:
+        limiter.release()
