@@ -72,7 +72,7 @@ VARIANTS = {
     ),
     "flattened, lower face, along the flow, mouth x1.5": TransferSettings(lower_face=True, follow_flow=True, mouth_gain=0.5),
 }
-COMPARED = (  # the seventh sweep (issue 15): the flow, pushed harder over the mouth, and a refiner when one is given
+COMPARED = (  # the flow, pushed harder over the mouth, and a refiner when one is given
     "flattened, lower face, along the flow",
     "flattened, lower face, along the flow, mouth x1.5",
     "flattened, lower face, along the flow, mouth refiner",
@@ -301,7 +301,7 @@ def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
     among them the one that meets more of the two judged targets (the independent judge's flips, realism),
     then the one whose worst margin to them is best (a new sample of photos moves both; a smaller strength is
     no merit of its own). Counting the targets met first keeps a row that meets one from losing to a row
-    that meets neither on the other's noise (the seventh sweep: every row misses realism by about 0.3)."""
+    that meets neither on the other's noise (on validation every row once missed realism by about 0.3)."""
 
     def score(item):
         _, summary = item

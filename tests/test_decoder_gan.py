@@ -1,4 +1,4 @@
-"""Route 1 of issue 15: the decoder fine-tuned alone (train.decoder_gan), end to end on the synthetic dataset."""
+"""The decoder fine-tuned alone (train.decoder_gan), end to end on the synthetic dataset."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Fine-tune the decoder alone into a sharper generator for the same latent (issue 15, route 1):
+"""Fine-tune the decoder alone into a sharper generator for the same latent:
 `python -m train.decoder_gan --model assets --data DIR ... --out runs/decoder_gan`.
 
 The encoder is frozen, so z, the attribute vectors and the split stay valid (the VAE-GAN idea, as a
@@ -47,9 +47,9 @@ MODEL_FILES = (
 
 @dataclass
 class Config:
-    steps: int = 1500  # the README's route-1 run
+    steps: int = 1500  # the run measured in docs/evaluation.md
     batch: int = 16  # faces per step, and as many edits
-    lr: float = 2e-4  # the decoder's (the README's route-1 run)
+    lr: float = 2e-4  # the decoder's (the run measured in docs/evaluation.md)
     lr_critic: float = 2e-4
     width: int = 32
     l1_weight: float = 20.0

@@ -1,4 +1,4 @@
-"""What the two adversarial fine-tunes of issue 15 share (train.refiner, train.decoder_gan): the patch
+"""What the two adversarial fine-tunes share (train.refiner, train.decoder_gan): the patch
 critic, its step and its region-weighted losses, the command line made from a Config, checkpoints that
 resume, the log, bf16 autocast where the CPU has it natively, and the grid of validation images to look at.
 """

@@ -35,7 +35,7 @@ def _number(name: str, value: object, low: float, high: float) -> None:
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """How the decoded change is put on the photo (`vae.transfer`); the variants that lost are in the README."""
+    """How the decoded change is put on the photo (`vae.transfer`); the variants that lost are in docs/evaluation.md."""
 
     flatten_sigma: float = 16.0  # px of the 128-px crop: wider than a mouth, narrower than the face; 0 = plain difference
     mouth_gain: float = 0.0  # extra weight over the mouth and cheeks (raised: more flips, the person lost sooner)

@@ -13,7 +13,7 @@ its own pixels and only the change that the edit makes is added, mapped back thr
   outside it: every pixel outside that region comes back byte for byte, and the eyes and brows, what
   recognising a person rests on most, stay the photo's. (It can also be raised over the mouth and
   cheeks; on validation photos that flipped more smiles but cost the person, so the shipped gain is 0.)
-- `follow_flow` (route 3 of issue 15): the decoder's change is mostly shape, lips and cheeks moving, so
+- `follow_flow`: the decoder's change is mostly shape, lips and cheeks moving, so
   the photo's own pixels are moved along the optical flow from decode(z) to decode(z + a * step) (they
   stay as sharp as the photo), and only what the flow cannot explain (teeth appearing, shading) is added;
   with m = weight * flow in the crop and A the crop -> photo scale and rotation:
@@ -21,8 +21,7 @@ its own pixels and only the change that the edit makes is added, mapped back thr
       photo(x + A warp(m)) + warp(weight * flatten(decode(z + a * step) - decode(z)(x + m)))
 
 Which variant runs is a `TransferSettings` in the model's editor.json (written by `evaluation.photos`;
-the shipped one follows the flow); the variants that lost are measured in the README's "Whole-photo
-edits" section.
+the shipped one follows the flow); the variants that lost are measured in docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Functions first (`SmileApp`: one method per event, each a plain function of the request's values,
 testable in-process), then the Blocks wiring (`create_app`). Nothing runs at import; `app.py` at the
-repository root loads the model and launches. Named API endpoints (see README): /edit, /prepare, /render.
+repository root loads the model and launches. Named API endpoints (docs/api.md): /edit, /prepare, /render.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .uploads import UploadStore
 
 UI = Path(__file__).resolve().parent / "ui"
 EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"
-PHOTO_CACHE_BYTES = 512 * 2**20  # every prepared photo's pixels, frame and crop (README: the memory bound)
+PHOTO_CACHE_BYTES = 512 * 2**20  # every prepared photo's pixels, frame and crop (docs/benchmarks.md: the memory bound)
 KEYS_KEPT = 4096  # sessions whose upload still owes its strip; upload paths whose photo key is known
 
 
@@ -273,7 +273,7 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
         gr.api(app.edit, api_name="edit")
         demo.http_routes += mirror_routes(mirror_view(editor))  # the webcam, smiling live (web/mirror.py)
         gr.Markdown(
-            "Model card, API and training: see the project README. Code MIT; weights for non-commercial research "
+            "Model card, API and training: see the project README and docs/. Code MIT; weights for non-commercial research "
             "only (CelebA's terms)."
         )
     demo.queue(default_concurrency_limit=2, max_size=64, api_open=False)  # /run/ would skip the queue and its shares

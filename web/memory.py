@@ -4,7 +4,7 @@ memory follows what it holds.
 An edit of a 2048-px photo allocates and frees arrays of 12-50 MB. glibc raises its mmap threshold to
 the size of a freed block (up to 32 MB), so later blocks of that size come from its heaps, and heaps
 fragmented by them do not shrink: 28 flat 2048x2048 photos took the server 1,228 MB above its start
-against a photo cache of 512 MB (README, "The memory bound"). A trim costs 5-10 ms; a fixed 8 MB mmap
+against a photo cache of 512 MB (docs/benchmarks.md, "The memory bound"). A trim costs 5-10 ms; a fixed 8 MB mmap
 threshold held memory as well but made every edit 12-25 % slower (each large array faulted in anew).
 """
 

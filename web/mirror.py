@@ -6,7 +6,7 @@ soon as the last edited one has come back (one frame at the server: nothing wait
 one round trip); the server edits it (`vae.mirror.Mirror`, one per stream) and answers with the edited
 JPEG, which the page shows in `#mirror_out` from a blob URL. Gradio's own streaming, used before,
 carried the same frames as base64 data URIs through its queue and event stream: 8.2 fps and 345 ms
-from capture to screen against 16 fps and 75-84 ms here (README, "The mirror"). It needs nothing a
+from capture to screen against 16 fps and 75-84 ms here (docs/mirror.md). It needs nothing a
 Space lacks (no WebRTC relay) and no package.
 
 Limits: POST /mirror/start opens a stream (a random token) for MIRROR_SECONDS, at most MIRROR_STREAMS

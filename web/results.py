@@ -26,7 +26,7 @@ from PIL import Image
 
 from vae.files import atomic_save, save_gif
 
-RESULT_LIFETIME_S = 600  # README, "What the server accepts"
+RESULT_LIFETIME_S = 600  # docs/api.md, "What the server accepts"
 RESULTS_MAX_BYTES = 4 * 2**30
 RESULTS_MAX_BYTES_EACH = RESULTS_MAX_BYTES // 8  # one address's share: ~40 edits of a 2048-px photo
 

@@ -38,7 +38,7 @@ from vae.image_file import inspect_file
 
 from .fair_queue import client_address, trusted_proxies
 
-UPLOADS_MAX_BYTES = 200 * 2**20  # README, "What the server accepts"
+UPLOADS_MAX_BYTES = 200 * 2**20  # docs/api.md, "What the server accepts"
 UPLOADS_MAX_FILES = 2000
 UPLOADS_PER_ADDRESS_FILES = 200
 REQUEST_SECONDS = 30.0  # one upload request's checks, all its files together, from when its turn comes
