@@ -244,7 +244,7 @@ class Config:
     band_weight: float = 0.5  # the same on a band just outside the hole, so the seam continues what is there
     feature_weight: float = 1.0  # EfficientNet-Lite0 feature L1 (0: no feature network at all)
     adv_weight: float = 0.05
-    gan_start: int = 5000  # steps of L1 + features alone before the projected critic joins
+    gan_start: int = 3000  # steps of L1 + features alone before the projected critic joins
     hole_jitter: float = 0.2  # the hole's semi-axes vary by up to this share in training
     hint_mirror: float = 0.5  # share of batches whose hint is the mirrored face's reconstruction
     hint_shift: int = 2  # patch px the hint moves at most
