@@ -131,8 +131,8 @@ def test_one_address_cannot_fill_the_upload_folder_with_files(app_process, astro
     (visitor,) = upload_bytes(url, {"visitor.jpg": astronaut_path.read_bytes()})
     with from_address("127.0.0.3") as flooder:
         for start in range(0, 400, 200):
-            upload_bytes(url, {f"flood_{start + k}.png": data for k, data in enumerate(tiny_pngs(200, seed=start))}, flooder)
-    kept = list(Path(app_process.uploads).rglob("flood_*.png"))
+            upload_bytes(url, {f"swarm_{start + k}.png": data for k, data in enumerate(tiny_pngs(200, seed=start))}, flooder)
+    kept = list(Path(app_process.uploads).rglob("swarm_*.png"))
     assert len(kept) <= UPLOADS_PER_ADDRESS_FILES, len(kept)  # 1,000 a request were all kept before
     assert Path(visitor).exists()
 
