@@ -1,6 +1,6 @@
 """Soak benchmark: `python -m bench.soak` prints one JSON object as its last line.
 
-N clients use the real app (`python app.py`, offline) for M minutes as scripts and pages do, over
+N clients, each at a loopback address of its own, use the real app (`python app.py`, offline) for M minutes as scripts and pages do, over
 plain HTTP: upload a new photo and edit it, edit a photo already sent at another strength (the
 server reuses its encoding), download a result some seconds after it was promised (results live 10
 minutes whatever others do), and now and then upload a file that is not an image (removed at once).
@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from bench.app import distinct_photo, percentiles
-from bench.appserver import AppServer, from_address, raw_call, upload, upload_bytes
+from bench.appserver import AppServer, from_address, raw_call, upload_bytes
 from bench.hostile_files import comment_gif, flat_gif, strip_table_tiff, text_bomb_png, tiny_pngs
 
 ATTRIBUTE = "Smiling"
@@ -55,6 +55,7 @@ class Soak:
         self.promised: list[tuple[float, str]] = []  # (when, server path) of results not yet downloaded
         self.lock = threading.Lock()
         self.next_photo = 0
+        self.http = threading.local()  # each client thread's httpx client, bound to its own address
 
     def record(self, kind: str, started: float, failure: str | None) -> None:
         with self.lock:
@@ -67,7 +68,7 @@ class Soak:
     def edit(self, kind: str, path: str, strength: float) -> None:
         started = time.perf_counter()
         try:
-            answer, body = raw_call(self.server.url, "edit", [{"path": path}, strength, True, ATTRIBUTE], timeout=300)
+            answer, body = raw_call(self.server.url, "edit", [{"path": path}, strength, True, ATTRIBUTE], 300, self.http.client)
         except httpx.HTTPError as err:
             return self.record(kind, started, type(err).__name__)
         if answer != "complete":
@@ -81,7 +82,7 @@ class Soak:
             k, self.next_photo = self.next_photo, self.next_photo + 1
         started = time.perf_counter()
         try:
-            path = upload(self.server.url, distinct_photo(k, self.folder))
+            path = self.upload(distinct_photo(k, self.folder))
         except (httpx.HTTPError, ValueError) as err:
             return self.record("upload", started, type(err).__name__)
         self.record("upload", started, None)
@@ -103,7 +104,7 @@ class Soak:
             promised_at, path = self.promised.pop(rng.randrange(len(self.promised)))
         started = time.perf_counter()
         try:
-            answer = httpx.get(f"{self.server.url}gradio_api/file={path}", timeout=60)
+            answer = self.http.client.get(f"{self.server.url}gradio_api/file={path}", timeout=60)
         except httpx.HTTPError as err:
             return self.record("download", started, type(err).__name__)
         age = time.monotonic() - promised_at
@@ -114,17 +115,22 @@ class Soak:
         junk.write_bytes(rng.randbytes(2 * 2**20))
         started = time.perf_counter()
         try:
-            path = upload(self.server.url, junk)
+            path = self.upload(junk)
         except (httpx.HTTPError, ValueError) as err:
             return self.record("junk_upload", started, type(err).__name__)
         self.record("junk_upload", started, "kept on disk" if Path(path).exists() else None)
 
+    def upload(self, path: Path) -> str:
+        return upload_bytes(self.server.url, {path.name: path.read_bytes()}, self.http.client)[0]
+
     def client(self, seed: int) -> None:
+        """One visitor, at an address of its own (127.0.0.10 + seed): its shares are its own, as on a Space."""
         rng = random.Random(seed)
         names, weights = zip(*ACTIONS.items(), strict=True)
-        while time.monotonic() < self.deadline:
-            getattr(self, rng.choices(names, weights)[0])(rng)
-            time.sleep(rng.uniform(0, 1))  # a person or a script between two requests
+        with from_address(f"127.0.0.{10 + seed}") as self.http.client:
+            while time.monotonic() < self.deadline:
+                getattr(self, rng.choices(names, weights)[0])(rng)
+                time.sleep(rng.uniform(0, 1))  # a person or a script between two requests
 
     def hostile(self) -> None:
         """Costly files and 40-megapixel edits, one after another, from HOSTILE_ADDRESS (recorded as `hostile_*`)."""

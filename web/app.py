@@ -103,14 +103,13 @@ class SmileApp:
             )
         return prepared
 
-    def _faces(self, result: EditResult, address: str) -> list[str]:
-        """The four 128x128 faces of "under the hood": crop, reconstruction, decoded less, decoded more."""
-        return [
-            self.results.image(result.crop, "crop", address),
-            self.results.image(result.reconstruction, "reconstruction", address),
-            self.results.image(result.decoded_less, "decoded_less", address),
-            self.results.image(result.decoded_more, "decoded_more", address),
-        ]
+    def _pictures(self, result: EditResult, address: str) -> list[str]:
+        """The whole photo with less and more smile, then the four 128x128 faces of "under the hood" (crop,
+        reconstruction, decoded less, decoded more), written side by side."""
+        named = [(result.less, "less"), (result.more, "more"), (result.crop, "crop"), (result.reconstruction, "reconstruction")]
+        return self.results.images(
+            [*named, (result.decoded_less, "decoded_less"), (result.decoded_more, "decoded_more")], address
+        )
 
     @clear_error
     def prepare(self, payload: dict | None, align: bool, attribute: str, request: gr.Request = None):
@@ -124,13 +123,10 @@ class SmileApp:
         key, prepared, _ = self._upload(payload, align)
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
         self.strips_due.set(request.session_hash if request else None, key)
-        address = owner(request)
         return (
             key,
             frames_json(result.frame_strengths, result.frames),
-            self.results.image(result.less, "less", address),
-            self.results.image(result.more, "more", address),
-            *self._faces(result, address),
+            *self._pictures(result, owner(request)),
             frames_json(result.frame_strengths, result.frame_decodes),
         )
 
@@ -173,16 +169,8 @@ class SmileApp:
         attribute = self.editor.check_attribute(attribute)
         _, prepared, cached = self._upload(image, align)
         result = self.editor.edit(prepared, strength, attribute)
-        address = owner(request)
-        crop, recon, decoded_less, decoded_more = self._faces(result, address)
-        files = [
-            self.results.image(result.less, "less", address),
-            self.results.image(result.more, "more", address),
-            recon,
-            crop,
-            decoded_less,
-            decoded_more,
-        ]
+        less, more, crop, recon, decoded_less, decoded_more = self._pictures(result, owner(request))
+        files = [less, more, recon, crop, decoded_less, decoded_more]
         return (*[FileData(path=f) for f in files], {**result.info.to_dict(), "reused_encoding": cached})
 
     def example_files(self) -> list[str]:
