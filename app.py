@@ -28,7 +28,7 @@ def load_editor() -> SmileEditor:
         editor = SmileEditor.from_pretrained(source)
     except ModelLoadError as err:
         sys.exit(f"SMILE cannot start: {err}\nSet SMILE_MODEL to a model folder or Hub repo id (see README).")
-    threading.Thread(target=editor.aligner.warm_up, name="warm-up", daemon=True).start()  # the page is up meanwhile
+    threading.Thread(target=editor.aligner.warm_up, name="warm-up").start()  # the page is up meanwhile; joined at exit
     return editor
 
 

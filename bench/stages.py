@@ -27,7 +27,7 @@ from vae.image_file import load_image
 from vae.preprocess import crop_and_resize, to_tensor
 from vae.runtime import cpu_summary
 from web.live import frames_json, live_strengths
-from web.results import ResultFiles
+from web.server.results import ResultFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"

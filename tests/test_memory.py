@@ -1,4 +1,4 @@
-"""web/memory.py gives the C heap's free pages back to the system (glibc), and trims one at a time."""
+"""web/server/memory.py gives the C heap's free pages back to the system (glibc), and trims one at a time."""
 
 import asyncio
 import ctypes
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from web.memory import MemoryReleaser
+from web.server.memory import MemoryReleaser
 
 
 def has_glibc() -> bool:
@@ -22,7 +22,7 @@ needs_glibc = pytest.mark.skipif(not has_glibc(), reason="malloc_trim is glibc's
 
 PROBE = """
 import threading
-from web.memory import release_freed_memory
+from web.server.memory import release_freed_memory
 
 def rss_mb():
     for line in open("/proc/self/status"):

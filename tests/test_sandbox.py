@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from bench.hostile_files import flat_gif
-from web.sandbox import TOO_SLOW, Sandbox
+from web.server.sandbox import TOO_SLOW, Sandbox
 
 
 @pytest.fixture

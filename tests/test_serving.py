@@ -20,12 +20,12 @@ from vae.editor import SmileEditor
 from vae.hub import ModelLoadError
 from vae.image_file import ImageError
 from vae.settings import EditorSettings, SettingsError, TransferSettings
-from web import limits
-from web.fair_queue import client_address
-from web.guards import read_upload
 from web.photos import PreparedCache
-from web.results import ResultFiles, ResultsFull
-from web.uploads import UploadStore
+from web.server import limits
+from web.server.fair_queue import client_address
+from web.server.guards import read_upload
+from web.server.results import ResultFiles, ResultsFull
+from web.server.uploads import UploadStore
 
 
 @pytest.fixture
@@ -348,8 +348,8 @@ def test_strengths_must_be_finite_and_in_range(editor):
 
 
 def test_gradio_telemetry_is_off_unless_asked_for(monkeypatch):
-    from web.blocks import SmileBlocks
-    from web.uploads import UploadStore
+    from web.server.blocks import SmileBlocks
+    from web.server.uploads import UploadStore
 
     monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)  # Gradio's own default would be on
     assert SmileBlocks(uploads=UploadStore()).analytics_enabled is False

@@ -20,7 +20,7 @@ from test_mirror_server import camera_frame
 
 from bench.appserver import completed, endpoint_index, from_address, join, raw_call, upload_bytes
 from bench.hostile_files import comment_gif, flat_gif, strip_table_tiff, text_bomb_png, tiny_pngs
-from web.uploads import UPLOADS_PER_ADDRESS_FILES
+from web.server.uploads import UPLOADS_PER_ADDRESS_FILES
 
 ATTRIBUTE = "Smiling"
 TOO_LARGE_METADATA = "metadata is too large to read safely"
@@ -230,7 +230,7 @@ def test_a_stream_answers_only_the_address_that_opened_it(short_streams, astrona
 
 
 def test_a_header_check_past_its_deadline_refuses_the_file(tmp_path):
-    from web.uploads import TOO_SLOW, UploadStore
+    from web.server.uploads import TOO_SLOW, UploadStore
 
     folder = tmp_path / "late"
     folder.mkdir()

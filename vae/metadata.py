@@ -10,7 +10,7 @@ decoded in Python. `check_metadata` walks the file's structure itself,
 with a bounded number of steps, and refuses a file whose metadata is beyond what any photo carries,
 so that what Pillow then reads is bounded too. Pixel data is not looked at: its cost follows the
 image's size, which `vae.image_file.check_size` bounds from the header. (The server also test-decodes
-every upload in a process of its own with a time and memory bound: web/sandbox.py.)
+every upload in a process of its own with a time and memory bound: web/server/sandbox.py.)
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ class MirrorModel:
             self._decided()
         else:
             self.precision = {"encoder": "fp32", "decoder": "fp32"}
-            threading.Thread(target=self._choose, args=(repeats, candidates), name="mirror-precision", daemon=True).start()
+            # not a daemon: torch must not be torn down mid-timing at exit (C++ aborts the process)
+            threading.Thread(target=self._choose, args=(repeats, candidates), name="mirror-precision").start()
 
     def _choose(self, repeats: int, candidates: tuple[str, ...]) -> None:
         self.bf16 = copy.deepcopy(self.fp32).to(torch.bfloat16)

@@ -20,15 +20,15 @@ from PIL import Image
 from vae.editor import MIN_PHOTO_SIDE, PHOTO_MAX_SIDE, EditResult, Prepared, SmileEditor
 from vae.files import strip_image
 
-from .blocks import SmileBlocks
-from .fair_queue import client_address, trusted_proxies
-from .guards import UploadGone, checked_align, read_upload, upload_path
 from .live import LIVE_STEP, frames_json, live_strengths
 from .mirror import mirror_routes, mirror_view
 from .photos import PreparedCache, RecentKeys
-from .results import ResultFiles
-from .sandbox import Sandbox
-from .uploads import UploadStore
+from .server.blocks import SmileBlocks
+from .server.fair_queue import client_address, trusted_proxies
+from .server.guards import UploadGone, checked_align, read_upload, upload_path
+from .server.results import ResultFiles
+from .server.sandbox import Sandbox
+from .server.uploads import UploadStore
 
 UI = Path(__file__).resolve().parent / "ui"
 EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "examples" / "astronaut.jpg"

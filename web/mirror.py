@@ -15,7 +15,7 @@ when the soonest stream ends), so one visitor cannot hold every place; a stream 
 IDLE_SECONDS, or was stopped, has ended and frees its place; a stream has at most IN_FLIGHT frames at the
 server (409 otherwise; the page's pipelined variant uses 2), edited in order, at most MAX_FPS per second;
 the token and the strength are checked before the body is read; a frame is a baseline JPEG of at most
-MAX_FRAME_PIXELS, MAX_ASPECT and web/limits.py's FRAME_BODY_BYTES. Every answer but a frame is JSON
+MAX_FRAME_PIXELS, MAX_ASPECT and web/server/limits.py's FRAME_BODY_BYTES. Every answer but a frame is JSON
 `{"detail": message}`, a failure on the server included (500, logged). SMILE_MIRROR_SECONDS,
 SMILE_MIRROR_STREAMS and SMILE_MIRROR_PER_ADDRESS set the first three.
 """
@@ -46,8 +46,8 @@ from vae.editor import SmileEditor
 from vae.metadata import MetadataError, check_metadata
 from vae.mirror import Mirror, MirrorModel
 
-from .blocks import SERVER_FAILED
-from .fair_queue import client_address, trusted_proxies
+from .server.blocks import SERVER_FAILED
+from .server.fair_queue import client_address, trusted_proxies
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def mirror_routes(streams: MirrorStreams) -> list[Route]:
             return _refusal(err)
         try:
             deadline = streams.body_deadline(stream)
-            try:  # web/limits.py has bounded its size; its time ends with the stream's
+            try:  # web/server/limits.py has bounded its size; its time ends with the stream's
                 body = await asyncio.wait_for(request.body(), deadline)
             except TimeoutError:
                 message = TOO_SLOW.format(seconds=streams.idle_seconds)

@@ -7,8 +7,8 @@ nested deeper than any payload, and a file payload naming a URL (Gradio would do
 bound) or holding a NUL byte before Gradio sees them, lets
 our own messages (gr.Error) through, answers a file path Gradio refuses and a payload of the wrong type
 with messages of ours, and logs anything else and answers it with a generic message; after each call
-the freed memory goes back to the system (web/memory.py). `launch` adds the request bounds of web/limits.py,
-web/uploads.py and web/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' state.
+the freed memory goes back to the system (web/server/memory.py). `launch` adds the request bounds of web/server/limits.py,
+web/server/uploads.py and web/server/fair_queue.py, and keeps at most SESSIONS_KEPT sessions' state.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from gradio.exceptions import InvalidPathError
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 
-from .fair_queue import share_queue
 from .guards import MAX_UPLOAD_BYTES, OUTSIDE_UPLOADS, names_a_foreign_path, too_deep, upload_path
-from .limits import limit_bodies, use_deadline_protocol
+from .limits import limit_bodies
 from .memory import MemoryReleaser
+from .patches import share_queue, use_deadline_protocol
 from .uploads import UploadStore, track_uploads
 
 log = logging.getLogger(__name__)

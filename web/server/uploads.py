@@ -4,13 +4,13 @@ removed at once; the rest are bounded in bytes and in files, for each address an
 Gradio stores every upload (up to the per-file limit) and keeps it for its cache lifetime, so ten 25 MB
 uploads of random bytes sat on disk for 30 minutes. `UploadStore.add` is called with the paths that
 Gradio's upload route has just stored (see `track_uploads`): each is inspected (by the server's
-sandbox, web/sandbox.py: its metadata bounded, its header checked, then decoded at the working size in
+sandbox, web/server/sandbox.py: its metadata bounded, its header checked, then decoded at the working size in
 a child process with a time and a memory bound), and a file that fails is deleted and remembered with
 the message its edit would have given; beyond `max_bytes` or `max_files` of uploads the oldest of the
 address that holds the most of them is deleted, and beyond `per_address_files` the address's own oldest
 (a photo, once prepared, stays in the photo cache), so a client that floods the folder pushes out its
 own files, not a visitor's whose edit is still waiting in the queue. Each kept upload's pixel count is
-remembered: the queue's shares count work in megapixels (web/fair_queue.py). Paths are kept resolved
+remembered: the queue's shares count work in megapixels (web/server/fair_queue.py). Paths are kept resolved
 (`os.path.realpath`), so another spelling of a path names the same upload.
 
 The checks run in worker threads, never on the event loop (a crafted GIF comment once held every other

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKERS = 2  # child processes: uploads checked at once
 CHECK_SECONDS = 4.0  # one file's check; a 40 MP PNG decodes in ~0.7 s on a quiet 2-core machine
 CHECK_MEMORY_BYTES = 512 * 2**20  # a 40 MP decode at the working size needs ~250 MB (python -m bench.decode)

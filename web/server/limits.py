@@ -14,7 +14,6 @@ import re
 import time
 
 import h11
-import uvicorn.config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .guards import MAX_UPLOAD_BYTES
@@ -113,9 +112,3 @@ class DeadlineH11Protocol(H11Protocol):
     def connection_lost(self, exc) -> None:
         self._watch.cancel()
         super().connection_lost(exc)
-
-
-def use_deadline_protocol() -> None:
-    """Make uvicorn (which Gradio's launch() configures with its defaults) serve HTTP with DeadlineH11Protocol."""
-    for name in ("auto", "h11"):
-        uvicorn.config.HTTP_PROTOCOLS[name] = f"{__name__}:DeadlineH11Protocol"
