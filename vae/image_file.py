@@ -221,12 +221,14 @@ def inspect_file(path: str | os.PathLike, max_side: int | None = None, min_side:
 
 def serve(memory_bytes: int) -> None:
     """`inspect_file` for each JSON request read from stdin ({"path", "max_side", "min_side"}), answered as one
-    JSON line ({"refusal", "pixels"}), with at most `memory_bytes` more memory than this process holds now:
+    JSON line ({"refusal", "pixels"}) after a first line {"ready": true}, with at most `memory_bytes` more memory than this process holds now:
     the server's sandbox (web/server/sandbox.py) runs this in processes of their own and kills one that runs too long."""
     status = Path("/proc/self/status")
     if status.exists():
         in_use = int(status.read_text().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes, in_use + memory_bytes))
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")  # imports done: what follows is timed per file
+    sys.stdout.flush()
     for line in sys.stdin:
         request = json.loads(line)
         refusal, pixels = inspect_file(request["path"], request.get("max_side"), request.get("min_side"))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKERS = 2  # child processes: uploads checked at once
-CHECK_SECONDS = 4.0  # one file's check; a 40 MP PNG decodes in ~0.7 s on a quiet 2-core machine
+CHECK_SECONDS = 5.0  # one file's check; a 40 MP PNG or GIF decodes in ~0.7-1.1 s on a quiet 2-core machine
+STARTUP_SECONDS = 60.0  # a child's imports, not charged to the first file it checks
 CHECK_MEMORY_BYTES = 512 * 2**20  # a 40 MP decode at the working size needs ~250 MB (python -m bench.decode)
 TOO_SLOW = "The photo took too long to read: save it again as a plain JPEG or PNG."
 TOO_LARGE = "The photo needs too much memory to read: save it again as a plain JPEG or PNG."
@@ -37,6 +38,7 @@ class _Checker:
         self._start()
 
     def _start(self) -> None:
+        self.ready = False
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vae.image_file", "--serve", "--memory-mb", str(self.memory_bytes // 2**20)],
@@ -49,6 +51,9 @@ class _Checker:
     def inspect(self, path: str, max_side: int | None, min_side: int | None) -> tuple[str | None, int]:
         if self.proc.poll() is not None:
             self._start()
+        if not self.ready and not self._wait_until_ready():
+            self._replace()
+            return BUSY, 0
         try:
             self.proc.stdin.write(json.dumps({"path": path, "max_side": max_side, "min_side": min_side}).encode() + b"\n")
             self.proc.stdin.flush()
@@ -61,6 +66,12 @@ class _Checker:
             return (TOO_SLOW if line is None else TOO_LARGE), 0
         answer = json.loads(line)
         return answer["refusal"], answer["pixels"]
+
+    def _wait_until_ready(self) -> bool:
+        """Wait for the child's first line (its imports done), so that a busy machine's start is not charged to a file."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_SECONDS)
+        self.ready = bool(ready) and json.loads(self.proc.stdout.readline() or b"{}").get("ready", False)
+        return self.ready
 
     def _replace(self) -> None:
         self.proc.kill()
