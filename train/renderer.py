@@ -1,4 +1,4 @@
-"""Train the mouth-interior renderer (`vae.renderer`, issue 31 route 1) on real photos, self-supervised.
+"""Train the mouth-interior renderer (`vae.renderer`) on real photos, self-supervised.
 
 The command the background run uses (from the repository root; `--resume` goes on from the committed state):
 

@@ -1,4 +1,4 @@
-"""The mouth-interior renderer (issue 31, route 1): refills the region between the lips at the photo's scale.
+"""The mouth-interior renderer: refills the region between the lips at the photo's scale.
 
 The VAE decides *what* the mouth does (how far it opens, where teeth show); its 128-px decode cannot draw
 it sharply. The renderer is a small U-Net that, in a fixed-size patch around the mouth, gets
