@@ -26,29 +26,42 @@ ATTRIBUTE = "Smiling"
 TOO_LARGE_METADATA = "metadata is too large to read safely"
 
 
-class Latency:
-    """GET /config over and over from another client while the block runs; the slowest answer, in seconds."""
+class Sampling:
+    """`sample()` every 50 ms in a thread while the block runs."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.worst, self.count = url, 0.0, 0
+    def __init__(self) -> None:
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._probe, daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _probe(self) -> None:
-        with httpx.Client(timeout=120) as client:
-            while not self._done.is_set():
-                started = time.monotonic()
-                assert client.get(f"{self.url}config").status_code == 200
-                self.worst, self.count = max(self.worst, time.monotonic() - started), self.count + 1
-                time.sleep(0.05)
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            self.sample()
+            time.sleep(0.05)
 
-    def __enter__(self) -> "Latency":
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._done.set()
         self._thread.join()
+
+
+class Latency(Sampling):
+    """GET /config over and over from another client while the block runs; the slowest answer, in seconds."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url, self.worst, self.count = url, 0.0, 0
+        self.client = httpx.Client(timeout=120)
+
+    def sample(self) -> None:
+        started = time.monotonic()
+        assert self.client.get(f"{self.url}config").status_code == 200
+        self.worst, self.count = max(self.worst, time.monotonic() - started), self.count + 1
 
 
 def edit_error(url: str, path: str) -> str:
@@ -104,26 +117,15 @@ def test_another_address_edits_promptly_while_one_fills_its_share_with_40_megapi
     assert memory.peak - before < 400, (before, memory.peak)  # one 40 MP GIF at a time, converted a band at a time
 
 
-class Peak:
-    """The server's peak RSS (MB) while the block runs, sampled every 50 ms."""
+class Peak(Sampling):
+    """The server's peak RSS (MB) while the block runs."""
 
     def __init__(self, server) -> None:
+        super().__init__()
         self.server, self.peak = server, server.rss_mb()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _sample(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, self.server.rss_mb())
-            time.sleep(0.05)
-
-    def __enter__(self) -> "Peak":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.server.rss_mb())
 
 
 def test_one_address_cannot_fill_the_upload_folder_with_files(app_process, astronaut_path):
