@@ -1,7 +1,8 @@
 """Mirror benchmark: `python -m bench.mirror` prints one JSON object as its last line.
 
-In process (no browser), on the stamped astronaut clip of `tests/fakecam.py` (swaying, then still with
-sensor-like noise), 640x480: per-frame time p50/p95 of `vae.mirror.Mirror` for fp32 and bf16, the tracking
+In process (no browser), on the stamped astronaut clip of `bench/fakecam.py` (swaying, then still with
+sensor-like noise), 640x480: per-frame time p50/p95 of `vae.mirror.Mirror` in each precision this CPU runs
+natively (fp32, and bf16 where native), the tracking
 scheme against detecting and encoding every frame, detections per frame, and flicker: on the still part,
 the edited region's mean frame-to-frame change over the input's in the same pixels (1.0 = no flicker added).
 
@@ -9,7 +10,9 @@ In Chromium with the fake camera playing that clip against the real app (`python
 second in #mirror_out with one viewer and with two, capture -> shown latency p50/p95 (the frame number
 stamped at the clip's left edge, read back from the camera's <video> when it is presented and from the
 shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run;
-then the page's default (one frame at the server at a time) against the pipelined variant (two in flight).
+then the page's default (one frame at the server at a time) against the pipelined variant (two in flight),
+and one viewer of a clip whose face moves in every frame (nothing to reuse: every frame is encoded and
+decoded). The CPU's flags and the precision chosen come first in the output.
 """
 
 from __future__ import annotations
@@ -219,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
                 result["browser_unedited_strength_0"] = plain
                 if viewer["flicker_shown"] and unedited["flicker_shown"]:
                     result["browser_flicker_ratio"] = round(viewer["flicker_shown"] / unedited["flicker_shown"], 3)
+                moving = write_y4m(Path(tmp) / "moving.y4m", astronaut_frames(300))  # the face moves in every frame
+                result["browser_one_viewer_always_moving"] = browser(server.url, moving, 300, args.seconds, 1, STRENGTH)
                 result["browser_one_viewer_two_in_flight"] = browser(server.url, clip, still_from, args.seconds, 1, STRENGTH, 2)
                 if not args.no_two:
                     time.sleep(3.5)  # the last streams' places are free again (IDLE_SECONDS)
