@@ -17,9 +17,10 @@ resolution they would measure the upsampling. So the shipped model is measured o
 - outside unchanged: every pixel outside the face region identical to the photo;
 - independent judge: flips by an expression model this project did not train (evaluation.expression,
   fer's mini-Xception), conditioned on its own verdict on the original photo, overall and by gender x age;
-- realism: a classifier two-sample test on the mouth (evaluation.realism): real smiling mouths against
-  "more" mouths made from photos labelled not smiling, real non-smiling ones against "less" mouths made
-  from smiling ones, with its baselines in the same run (nothing edited, real vs real, degraded copies).
+- realism: a classifier two-sample test (evaluation.realism) on the mouth and on the lower face: real smiling
+  mouths against "more" mouths made from photos labelled not smiling, real non-smiling ones against "less"
+  mouths made from smiling ones, with its baselines in the same run (nothing edited, real vs real,
+  degraded copies, and real transplants: real mouths of the other class pasted into these faces).
 `--select` compares the transfer variants at several strengths on the validation part and chooses the
 variant and the default strength (first what keeps the person, the detail and the colour, then how many
 of the independent judge's flip target and the realism target it meets, then the best margin to them) (with --update-model both go into the model's editor.json); the test
@@ -45,7 +46,7 @@ from evaluation.expression import ExpressionJudge, independent_verdicts
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import flips
-from evaluation.realism import CLASSIFIER, RealMouths, mouth_patches
+from evaluation.realism import CLASSIFIER, REGIONS, RealMouths, region_patches
 from evaluation.report import EVALUATION_FILE, merge_json
 from train.data import load_index, run_command
 from train.model_folder import resolve_model_dir
@@ -131,8 +132,9 @@ class Measures:
     outside_same: list[bool] = field(default_factory=list)
     cells: list[str] = field(default_factory=list)
     independent: dict[str, list[bool]] = field(default_factory=lambda: {"zero": [], "plus": [], "minus": []})
-    made_more: list[np.ndarray] = field(default_factory=list)  # mouth patches of "more" on photos labelled not smiling
-    made_less: list[np.ndarray] = field(default_factory=list)  # and of "less" on photos labelled smiling
+    made_more: dict[str, list[np.ndarray]] = field(default_factory=lambda: {r: [] for r in REGIONS})  # region patches
+    made_less: dict[str, list[np.ndarray]] = field(default_factory=lambda: {r: [] for r in REGIONS})  # of "more" on photos
+    # labelled not smiling, and of "less" on photos labelled smiling
 
     def independent_summary(self) -> dict:
         """The independent judge's flips (conditioned on its own verdict on the original), overall and by group."""
@@ -234,9 +236,8 @@ def measure_photo(
             m.independent["zero"].append(independent_zero)
             m.independent["plus"].append(bool(verdicts[0]))
             m.independent["minus"].append(bool(verdicts[1]))
-            (m.made_less if smiling else m.made_more).append(
-                mouth_patches(edited[1 if smiling else 0][None], prepared.crop_to_photo)[0]
-            )
+            for part, patch in region_patches(edited[1 if smiling else 0], prepared.crop_to_photo).items():
+                (m.made_less if smiling else m.made_more)[part].append(patch)
             for side, k in (("plus", 0), ("minus", 1)):
                 m.p_smile[side].append(float(p_smile[k]))
                 m.distance[side].append(
@@ -268,10 +269,15 @@ def published_figures(editor: SmileEditor, folder: Path, side: int = 320) -> Non
 
 
 def with_realism(measures: Measures, mouths: RealMouths, baselines: dict) -> dict:
-    """One row's summary with the independent judge's flips and the realism test (and its baselines) added;
-    `realism.n` counts the real mouths of each class and the made ones ("more" made from non-smilers)."""
+    """One row's summary with the independent judge's flips and the realism test (and its baselines) added, per
+    region; `realism.<region>.n` counts the real mouths of each class, the transplants and the made ones ("more"
+    made from non-smilers)."""
     scores = mouths.scores(measures.made_more, measures.made_less)
-    realism = {**scores, **baselines, "n": {**baselines["n"], **scores["n"]}, "classifier": CLASSIFIER}
+    realism: dict = {
+        region: {**scores[region], **baselines[region], "n": {**baselines[region]["n"], **scores[region]["n"]}}
+        for region in REGIONS
+    }
+    realism["classifier"] = CLASSIFIER
     return {**measures.summary(), "independent_judge": measures.independent_summary(), "realism": realism}
 
 
@@ -281,7 +287,8 @@ def worst_independent_flip(summary: dict) -> float:
 
 
 def worst_realism(summary: dict) -> float:
-    realism = summary["realism"]
+    """The worse of "more" and "less" on the mouth region (the region the selection's target was set on)."""
+    realism = summary["realism"]["mouth"]
     return max(realism["more"] or 1, realism["less"] or 1)
 
 
@@ -412,7 +419,12 @@ def main(argv: list[str] | None = None) -> dict:
                     }
                     | {
                         "independent_flip": summary["independent_judge"]["flip"],
-                        "realism": {k: summary["realism"][k] for k in ("more", "less", "nothing_edited", "real_vs_real")},
+                        "realism": {
+                            region: {
+                                k: summary["realism"][region][k] for k in ("more", "less", "real_transplant", "nothing_edited")
+                            }
+                            for region in REGIONS
+                        },
                     }
                 )
             )

@@ -8,8 +8,13 @@ are written here and say what a viewer looks at in a mouth:
   grid, as logs: how sharp each part is (blur, JPEG, a painted blob all move these);
 - the mean and spread of each colour channel on a 2 x 3 grid: the colour of lips, teeth and skin.
 Patches are cut from the photo at its own resolution, axis-aligned in the model's crop (so every mouth
-sits at the same place), and resampled to PATCH_SIZE. The score is reported with its baselines in the same
-run: the two classes unedited (how strong the test is: it must see a smile) and real against real (~0.5).
+sits at the same place), and resampled to the region's patch size, for two regions (`REGIONS`): the
+mouth (lips, what lies between them, the corners) and the lower face (nose to chin, cheek to cheek: a
+real smile also lifts the cheeks and deepens the folds beside the nose). The score is reported with its
+baselines in the same run: the two classes unedited (how strong the test is: it must see a smile), real
+against real (~0.5), degraded copies, and real transplants: each face given the mouth of the nearest-
+looking face of the other class, warped through both alignments, its colour matched on the skin around
+it and feathered in (real teeth and lips, the best a mouth-only paste could do: what an edit is held to).
 """
 
 from __future__ import annotations
@@ -31,8 +36,23 @@ from sklearn.preprocessing import StandardScaler
 from vae.align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
 from vae.transfer import gaussian_blur
 
-PATCH_SIZE = (96, 64)  # width, height: about a CelebA-HQ mouth at 256 px, 1:1
-PATCH_CROP_PX = (56.0, 37.3)  # the patch's extent in the model's 128-px crop: the mouth, its corners and the lip line
+
+@dataclass(frozen=True)
+class Region:
+    """A patch axis-aligned in the model's 128-px crop, around CelebA's mouth point."""
+
+    patch_size: tuple[int, int]  # width, height of the patch, px
+    crop_px: tuple[float, float]  # its extent in the crop
+    up: float = 0.0  # crop px its centre lies above the mouth point
+
+
+REGIONS = {
+    "mouth": Region((96, 64), (56.0, 37.3)),  # about a CelebA-HQ mouth at 256 px, 1:1: the lips, corners, lip line
+    "lower_face": Region((96, 64), (84.0, 56.0), 6.0),  # nose to chin, cheek to cheek
+}
+PATCH_SIZE = REGIONS["mouth"].patch_size
+TRANSPLANT_RADII = (20.0, 11.0)  # crop px: the pasted ellipse, lips and corners (the mouth is ~35 px wide)
+TRANSPLANT_FEATHER = 4.0  # crop px over which the paste fades in
 FOLDS = 5
 FEATURE_KINDS = ("shape (HOG)", "sharpness (band-pass energy)", "colour")  # the keys of `feature_parts`, in order
 CLASSIFIER = (
@@ -42,26 +62,63 @@ CLASSIFIER = (
 )
 
 
-def patch_to_photo(crop_to_photo: np.ndarray) -> np.ndarray:
-    """3x3 from mouth-patch pixels to photo pixels."""
+def mouth_point() -> np.ndarray:
+    """CelebA's mouth point in the model's crop, px."""
     frame_to_crop = np.linalg.inv(crop_to_frame(FRAME_SIZE))
-    mouth = (frame_to_crop @ np.append(FRAME_POINTS[2], 1.0))[:2]
-    sx, sy = PATCH_CROP_PX[0] / PATCH_SIZE[0], PATCH_CROP_PX[1] / PATCH_SIZE[1]
+    return (frame_to_crop @ np.append(FRAME_POINTS[2], 1.0))[:2]
+
+
+def patch_to_photo(crop_to_photo: np.ndarray, region: str = "mouth") -> np.ndarray:
+    """3x3 from a region's patch pixels to photo pixels."""
+    shape = REGIONS[region]
+    mouth = mouth_point()
+    sx, sy = shape.crop_px[0] / shape.patch_size[0], shape.crop_px[1] / shape.patch_size[1]
     patch_to_crop = np.array(
         [
-            [sx, 0, mouth[0] - PATCH_CROP_PX[0] / 2 + sx / 2 - 0.5],
-            [0, sy, mouth[1] - PATCH_CROP_PX[1] / 2 + sy / 2 - 0.5],
+            [sx, 0, mouth[0] - shape.crop_px[0] / 2 + sx / 2 - 0.5],
+            [0, sy, mouth[1] - shape.up - shape.crop_px[1] / 2 + sy / 2 - 0.5],
             [0, 0, 1],
         ]
     )
     return crop_to_photo @ patch_to_crop
 
 
-def mouth_patches(photos: np.ndarray, crop_to_photo: np.ndarray) -> np.ndarray:
-    """(K, 64, 96, 3) uint8 mouth patches of K (H, W, 3) uint8 photos that share one alignment."""
+def mouth_patches(photos: np.ndarray, crop_to_photo: np.ndarray, region: str = "mouth") -> np.ndarray:
+    """(K, h, w, 3) uint8 patches of `region` of K (H, W, 3) uint8 photos that share one alignment."""
     tensor = torch.from_numpy(np.array(photos)).permute(0, 3, 1, 2).float() / 255
-    patches = warp(tensor, patch_to_photo(crop_to_photo), PATCH_SIZE, mode="bilinear")
+    patches = warp(tensor, patch_to_photo(crop_to_photo, region), REGIONS[region].patch_size, mode="bilinear")
     return (patches.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def region_patches(photo: np.ndarray, crop_to_photo: np.ndarray) -> dict[str, np.ndarray]:
+    """Each region's (h, w, 3) patch of one photo."""
+    return {region: mouth_patches(photo[None], crop_to_photo, region)[0] for region in REGIONS}
+
+
+def _crop_ellipse(radii: tuple[float, float], feather: float) -> torch.Tensor:
+    """(1, 1, 128, 128) weights in the crop: 1 inside an ellipse around the mouth point, fading out over `feather` px."""
+    mouth = mouth_point()
+    ys, xs = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    radius = torch.sqrt(((xs - mouth[0]) / radii[0]) ** 2 + ((ys - mouth[1]) / radii[1]) ** 2)
+    return ((1 + feather / min(radii) - radius) * min(radii) / feather).clamp(0, 1)[None, None]
+
+
+def transplant(target: np.ndarray, target_map: np.ndarray, donor: np.ndarray, donor_map: np.ndarray) -> np.ndarray:
+    """`target` (H, W, 3) uint8 with `donor`'s mouth pasted in: warped through both photos' crop -> photo maps,
+    its mean colour matched to the target's on a ring of skin around the mouth, and feathered in."""
+    height, width = target.shape[:2]
+    to_crop = np.linalg.inv(target_map)
+    donor_px = torch.from_numpy(donor).permute(2, 0, 1).float() / 255
+    moved = warp(donor_px, donor_map @ to_crop, (width, height), mode="bicubic")
+    inner = warp(_crop_ellipse(TRANSPLANT_RADII, TRANSPLANT_FEATHER), to_crop, (width, height), padding="zeros")[0]
+    outer = (TRANSPLANT_RADII[0] + 2 * TRANSPLANT_FEATHER, TRANSPLANT_RADII[1] + 2 * TRANSPLANT_FEATHER)
+    ring = (warp(_crop_ellipse(outer, TRANSPLANT_FEATHER), to_crop, (width, height), padding="zeros")[0] - inner).clamp(0, 1)
+    base = torch.from_numpy(target).permute(2, 0, 1).float() / 255
+    if float(ring.sum()) > 0:
+        shift = ((base - moved) * ring).sum((1, 2), keepdim=True) / ring.sum()
+        moved = moved + shift
+    out = base * (1 - inner) + moved.clamp(0, 1) * inner
+    return (out.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def feature_parts(patches: np.ndarray) -> dict[str, np.ndarray]:
@@ -137,47 +194,87 @@ DEGRADATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 @dataclass
 class RealMouths:
-    """Mouth patches of the unedited photos by their dataset label, and of degraded copies of the smiling ones."""
+    """Each region's patches of the unedited photos by their dataset label, of degraded copies of the smiling
+    ones, and the photos themselves (for the real transplants)."""
 
-    patches: dict[bool, list[np.ndarray]] = field(default_factory=lambda: {True: [], False: []})
-    degraded: dict[str, list[np.ndarray]] = field(default_factory=lambda: {name: [] for name in DEGRADATIONS})
+    patches: dict[str, dict[bool, list[np.ndarray]]] = field(
+        default_factory=lambda: {region: {True: [], False: []} for region in REGIONS}
+    )
+    degraded: dict[str, dict[str, list[np.ndarray]]] = field(
+        default_factory=lambda: {region: {name: [] for name in DEGRADATIONS} for region in REGIONS}
+    )
+    faces: list[tuple[np.ndarray, np.ndarray, bool]] = field(default_factory=list)  # (photo, crop_to_photo, smiling)
 
     def add(self, photo: np.ndarray, crop_to_photo: np.ndarray, smiling: bool) -> None:
-        self.patches[smiling].append(mouth_patches(photo[None], crop_to_photo)[0])
+        for region, patch in region_patches(photo, crop_to_photo).items():
+            self.patches[region][smiling].append(patch)
+        self.faces.append((photo, crop_to_photo, smiling))
         if smiling:
             image = Image.fromarray(photo)
             for name, degrade in DEGRADATIONS.items():
-                self.degraded[name].append(mouth_patches(np.asarray(degrade(image))[None], crop_to_photo)[0])
+                for region, patch in region_patches(np.asarray(degrade(image)), crop_to_photo).items():
+                    self.degraded[region][name].append(patch)
+
+    def transplants(self) -> dict[bool, dict[str, list[np.ndarray]]]:
+        """Region patches of every face given the mouth of the nearest-looking face of the other class (by the
+        lower face's mean colour): True holds smiling mouths in non-smiling faces ("more"'s yardstick)."""
+        looks = [
+            mouth_patches(photo[None], to_photo, "lower_face")[0].reshape(-1, 3).mean(0) for photo, to_photo, _ in self.faces
+        ]
+        out: dict[bool, dict[str, list[np.ndarray]]] = {True: {r: [] for r in REGIONS}, False: {r: [] for r in REGIONS}}
+        for k, (photo, to_photo, smiling) in enumerate(self.faces):
+            donors = [j for j, face in enumerate(self.faces) if face[2] != smiling]
+            if not donors:
+                continue
+            j = min(donors, key=lambda d: float(np.abs(looks[d] - looks[k]).sum()))
+            pasted = transplant(photo, to_photo, self.faces[j][0], self.faces[j][1])
+            for region, patch in region_patches(pasted, to_photo).items():
+                out[not smiling][region].append(patch)
+        return out
 
     def baselines(self) -> dict:
-        """The test's strength (nothing edited), its chance level (real vs real) and its scale (degraded copies)."""
-        smiling, plain = (features_of(self.patches[k]) for k in (True, False))
-        first, second = halves(np.arange(len(smiling)))
-        return {
-            "nothing_edited": two_sample_auc(smiling, plain),
-            "real_vs_real": {
-                "smiling": two_sample_auc(*(smiling[h] for h in (first, second))),
-                "not_smiling": two_sample_auc(*(plain[h] for h in halves(np.arange(len(plain))))),
-            },
-            "real_smiling_vs_degraded": {
-                name: two_sample_auc(smiling[first], features_of(patches)[second]) if patches else None
-                for name, patches in self.degraded.items()
-            },
-            "n": {"smiling": len(smiling), "not_smiling": len(plain)},
-        }
+        """Per region: the test's strength (nothing edited), its chance level (real vs real), its scale
+        (degraded copies) and what a real mouth pasted in scores (real transplants)."""
+        pasted = self.transplants()
+        out = {}
+        for region in REGIONS:
+            smiling, plain = (features_of(self.patches[region][k]) for k in (True, False))
+            first, second = halves(np.arange(len(smiling)))
+            out[region] = {
+                "nothing_edited": two_sample_auc(smiling, plain),
+                "real_vs_real": {
+                    "smiling": two_sample_auc(*(smiling[h] for h in (first, second))),
+                    "not_smiling": two_sample_auc(*(plain[h] for h in halves(np.arange(len(plain))))),
+                },
+                "real_smiling_vs_degraded": {
+                    name: two_sample_auc(smiling[first], features_of(patches)[second]) if patches else None
+                    for name, patches in self.degraded[region].items()
+                },
+                "real_transplant": {
+                    "more": two_sample_auc(smiling, features_of(pasted[True][region])),
+                    "less": two_sample_auc(plain, features_of(pasted[False][region])),
+                },
+                "n": {"smiling": len(smiling), "not_smiling": len(plain), "transplants": len(pasted[True][region])},
+            }
+        return out
 
-    def scores(self, made_more: list[np.ndarray], made_less: list[np.ndarray]) -> dict:
-        """AUC of real smiling mouths vs made ones ("more"), and of real non-smiling ones vs made ones ("less");
-        `by_features`: the same, and nothing edited, with one kind of feature at a time (what gives a made mouth away)."""
-        parts = [parts_of(p) for p in (self.patches[True], self.patches[False], made_more, made_less)]
-        smiling, plain, more, less = (np.concatenate(list(p.values()), 1) for p in parts)
-        pairs = {"more": (0, 2), "less": (1, 3), "nothing_edited": (0, 1)}
-        by_features = {
-            kind: {k: two_sample_auc(parts[a][kind], parts[b][kind]) for k, (a, b) in pairs.items()} for kind in FEATURE_KINDS
-        }
-        return {
-            "more": two_sample_auc(smiling, more),
-            "less": two_sample_auc(plain, less),
-            "by_features": by_features,
-            "n": {"more": len(made_more), "less": len(made_less)},
-        }
+    def scores(self, made_more: dict[str, list[np.ndarray]], made_less: dict[str, list[np.ndarray]]) -> dict:
+        """Per region: AUC of real smiling mouths vs made ones ("more"), and of real non-smiling ones vs made ones
+        ("less"); `by_features`: the same, and nothing edited, with one kind of feature at a time (what gives a
+        made mouth away)."""
+        out = {}
+        for region in REGIONS:
+            real = self.patches[region]
+            parts = [parts_of(p) for p in (real[True], real[False], made_more[region], made_less[region])]
+            smiling, plain, more, less = (np.concatenate(list(p.values()), 1) for p in parts)
+            pairs = {"more": (0, 2), "less": (1, 3), "nothing_edited": (0, 1)}
+            out[region] = {
+                "more": two_sample_auc(smiling, more),
+                "less": two_sample_auc(plain, less),
+                "by_features": {
+                    kind: {k: two_sample_auc(parts[a][kind], parts[b][kind]) for k, (a, b) in pairs.items()}
+                    for kind in FEATURE_KINDS
+                },
+                "n": {"more": len(made_more[region]), "less": len(made_less[region])},
+            }
+        return out

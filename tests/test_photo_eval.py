@@ -42,7 +42,7 @@ def summary(flips: float, realism: float, identity: float = 0.99) -> dict:
     """A row of the selection table with what `choose` reads."""
     return {
         "independent_judge": {"flip": {"plus": flips, "minus": flips}},
-        "realism": {"more": realism, "less": realism},
+        "realism": {"mouth": {"more": realism, "less": realism}},
         "identity_kept": identity,
         "detail_ratio_median": 1.0,
         "colour_shift_max": 2.0,

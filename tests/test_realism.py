@@ -4,7 +4,17 @@ must not invent one."""
 import numpy as np
 from PIL import Image, ImageFilter
 
-from evaluation.realism import PATCH_SIZE, RealMouths, features, halves, mouth_patches, two_sample_auc
+from evaluation.realism import (
+    PATCH_SIZE,
+    REGIONS,
+    RealMouths,
+    features,
+    halves,
+    mouth_patches,
+    region_patches,
+    transplant,
+    two_sample_auc,
+)
 
 
 def textures(count: int, seed: int, blur: float = 0.0) -> np.ndarray:
@@ -51,26 +61,44 @@ def test_patches_are_cut_around_the_mouth_of_the_crop_and_baselines_name_their_p
     for k in range(24):
         mouths.add(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), crop_to_photo, smiling=k % 2 == 0)
     baselines = mouths.baselines()
-    assert set(baselines) == {"nothing_edited", "real_vs_real", "real_smiling_vs_degraded", "n"}
-    assert baselines["n"] == {"smiling": 12, "not_smiling": 12}
-    assert set(baselines["real_smiling_vs_degraded"]) == {"half resolution", "JPEG quality 40", "blur 1 px"}
+    assert set(baselines) == set(REGIONS) == {"mouth", "lower_face"}
+    for region in REGIONS:
+        assert set(baselines[region]) == {"nothing_edited", "real_vs_real", "real_smiling_vs_degraded", "real_transplant", "n"}
+        assert baselines[region]["n"] == {"smiling": 12, "not_smiling": 12, "transplants": 12}
+        assert set(baselines[region]["real_smiling_vs_degraded"]) == {"half resolution", "JPEG quality 40", "blur 1 px"}
+        assert set(baselines[region]["real_transplant"]) == {"more", "less"}
 
 
 def test_by_features_names_what_gives_a_made_mouth_away():
     """A colour shift only: the colour features see it, shape and sharpness do not."""
     mouths = RealMouths()
     crop_to_photo = np.diag([2.0, 2.0, 1.0])
-    shifted = []
+    shifted: dict[str, list[np.ndarray]] = {region: [] for region in REGIONS}
     for k, patch in enumerate(np.concatenate([textures(100, 4), textures(100, 5)])):  # 100 a side: AUC noise ~0.04
         photo = np.asarray(Image.fromarray(patch).resize((256, 256)))
         mouths.add(photo, crop_to_photo, smiling=k < 100)
         if k >= 100:  # "more" made from the non-smiling ones: the same mouths, redder
-            shifted.append(mouth_patches((photo + np.array([40, 0, 0])).clip(0, 255).astype(np.uint8)[None], crop_to_photo)[0])
+            redder = (photo + np.array([40, 0, 0])).clip(0, 255).astype(np.uint8)
+            for region, made in region_patches(redder, crop_to_photo).items():
+                shifted[region].append(made)
     scores = mouths.scores(shifted, shifted)
-    by = scores["by_features"]
+    assert set(scores) == set(REGIONS)
+    by = scores["mouth"]["by_features"]
     assert set(by) == {"shape (HOG)", "sharpness (band-pass energy)", "colour"}
     # "more": the smiling draws against the other draws made redder (not against the very same mouths, which
     # cross-validation would score below chance)
     assert by["colour"]["more"] > 0.9
     assert 0.25 < by["shape (HOG)"]["more"] < 0.75 and 0.25 < by["sharpness (band-pass energy)"]["more"] < 0.75
     assert 0.25 < by["colour"]["nothing_edited"] < 0.75
+
+
+def test_a_transplant_pastes_the_donors_mouth_in_its_colour_and_leaves_the_rest():
+    crop_to_photo = np.diag([2.0, 2.0, 1.0])  # a 256-px photo of an aligned face
+    target = np.full((256, 256, 3), 100, np.uint8)
+    donor = np.full((256, 256, 3), 160, np.uint8)
+    donor[200:214, 104:152] = 250  # its teeth, where the crop puts the mouth
+    pasted = transplant(target, crop_to_photo, donor, crop_to_photo).astype(int)
+    assert np.array_equal(pasted[:120], target[:120])  # the eyes and everything far from the mouth are the target's
+    assert abs(pasted[200:214, 110:146].mean() - (250 - 60)) < 4  # the teeth, moved to the target's skin tone
+    assert abs(pasted[180:186, 128].mean() - 100) < 4  # the skin the paste covers has the target's colour
+    assert mouth_patches(pasted.astype(np.uint8)[None], crop_to_photo)[0].max() > 180
