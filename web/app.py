@@ -66,13 +66,16 @@ class SmileApp:
         self.photos = PreparedCache(lambda data, align: editor.prepare(data, align=align), max_bytes=PHOTO_CACHE_BYTES)
         self.upload_root = upload_root
         self.sandbox = Sandbox()  # test-decodes every upload in child processes, bounded in time and memory
-        self.uploads = UploadStore(functools.partial(self.sandbox.inspect, max_side=PHOTO_MAX_SIDE, min_side=MIN_PHOTO_SIDE))
+        self.uploads = UploadStore(
+            functools.partial(self.sandbox.inspect, max_side=PHOTO_MAX_SIDE, min_side=MIN_PHOTO_SIDE), root=upload_root
+        )
         self.strips_due = RecentKeys(KEYS_KEPT)  # session -> the photo key its strip is for
         self.read_keys = RecentKeys(KEYS_KEPT)  # upload path -> the key of the photo read from it
         self.frames = live_strengths(editor.settings.max_strength)
 
-    def _upload(self, payload: object, align: object) -> tuple[str, Prepared, bool]:
-        """(key, prepared, cached) for the uploaded file: aligned and encoded once per content."""
+    def _upload(self, payload: object, align: object, address: str) -> tuple[str, Prepared, bool]:
+        """(key, prepared, cached) for the uploaded file: aligned and encoded once per content. A file whose check
+        has not answered yet (still waiting its turn, or an example Gradio cached itself) is checked first, here."""
         path = upload_path(payload)
         refused = self.uploads.why_refused(path) if isinstance(path, str) else None
         if refused:
@@ -86,6 +89,11 @@ class SmileApp:
             if prepared is None:
                 raise
             return key, prepared, True
+        if self.uploads.pixels(path) is None:  # never decoded in this process before the sandbox has said yes
+            self.uploads.add([path], address)
+            refused = self.uploads.why_refused(path)
+            if refused or self.uploads.pixels(path) is None:
+                raise ValueError(refused or "The upload could not be checked: upload the photo again.")
         key, prepared, cached = self.photos.get(data, align)
         self.read_keys.set(path, key)
         for note in prepared.notes:
@@ -120,7 +128,7 @@ class SmileApp:
         if not payload:
             return None, "", None, None, None, None, None, None, ""
         attribute = self.editor.check_attribute(attribute)
-        key, prepared, _ = self._upload(payload, align)
+        key, prepared, _ = self._upload(payload, align, owner(request))
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
         self.strips_due.set(request.session_hash if request else None, key)
         return (
@@ -167,7 +175,7 @@ class SmileApp:
         its crop and the raw decoded faces (less, more), and an info dict."""
         strength = self.editor.check_strength(strength)
         attribute = self.editor.check_attribute(attribute)
-        _, prepared, cached = self._upload(image, align)
+        _, prepared, cached = self._upload(image, align, owner(request))
         result = self.editor.edit(prepared, strength, attribute)
         less, more, crop, recon, decoded_less, decoded_more = self._pictures(result, owner(request))
         files = [less, more, recon, crop, decoded_less, decoded_more]

@@ -17,12 +17,13 @@ import queue
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKERS = 2  # child processes: uploads checked at once
 CHECK_SECONDS = 5.0  # one file's check; a 40 MP PNG or GIF decodes in ~0.7-1.1 s on a quiet 2-core machine
-STARTUP_SECONDS = 60.0  # a child's imports, not charged to the first file it checks
+STARTUP_SECONDS = 20.0  # a child's imports, not charged to the first file it checks
 CHECK_MEMORY_BYTES = 512 * 2**20  # a 40 MP decode at the working size needs ~250 MB (python -m bench.decode)
 TOO_SLOW = "The photo took too long to read: save it again as a plain JPEG or PNG."
 TOO_LARGE = "The photo needs too much memory to read: save it again as a plain JPEG or PNG."
@@ -44,6 +45,7 @@ class _Checker:
             [sys.executable, "-m", "vae.image_file", "--serve", "--memory-mb", str(self.memory_bytes // 2**20)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            bufsize=0,  # read with os.read: nothing may wait in a Python buffer
             cwd=ROOT,
             env=env,
         )
@@ -51,27 +53,43 @@ class _Checker:
     def inspect(self, path: str, max_side: int | None, min_side: int | None) -> tuple[str | None, int]:
         if self.proc.poll() is not None:
             self._start()
-        if not self.ready and not self._wait_until_ready():
-            self._replace()
-            return BUSY, 0
+        if not self.ready:
+            self.ready = self._read_line(STARTUP_SECONDS).get("ready", False)
+            if not self.ready:
+                self._replace()
+                return BUSY, 0
         try:
             self.proc.stdin.write(json.dumps({"path": path, "max_side": max_side, "min_side": min_side}).encode() + b"\n")
             self.proc.stdin.flush()
-            ready, _, _ = select.select([self.proc.stdout], [], [], self.seconds)
-            line = self.proc.stdout.readline() if ready else None
         except OSError:  # the child died meanwhile
-            line = b""
-        if not line:
             self._replace()
-            return (TOO_SLOW if line is None else TOO_LARGE), 0
-        answer = json.loads(line)
+            return TOO_LARGE, 0
+        answer = self._read_line(self.seconds)
+        if "refusal" not in answer or not isinstance(answer.get("pixels"), int):  # past its time, dead, or garbled
+            timed_out = answer.get("timed_out", False)
+            self._replace()
+            return (TOO_SLOW if timed_out else TOO_LARGE), 0
         return answer["refusal"], answer["pixels"]
 
-    def _wait_until_ready(self) -> bool:
-        """Wait for the child's first line (its imports done), so that a busy machine's start is not charged to a file."""
-        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_SECONDS)
-        self.ready = bool(ready) and json.loads(self.proc.stdout.readline() or b"{}").get("ready", False)
-        return self.ready
+    def _read_line(self, seconds: float) -> dict:
+        """The child's next JSON line within `seconds` (poll(), which takes any descriptor number, unlike select());
+        {"timed_out": True} past them, {} if the child ended or wrote something else."""
+        fd, buffer, deadline = self.proc.stdout.fileno(), b"", time.monotonic() + seconds
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not buffer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return {"timed_out": True}
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return {}
+            buffer += chunk
+        try:
+            answer = json.loads(buffer)
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     def _replace(self) -> None:
         self.proc.kill()

@@ -44,6 +44,8 @@ UPLOADS_PER_ADDRESS_FILES = 200
 REQUEST_SECONDS = 30.0  # one upload request's checks, all its files together, from when its turn comes
 WAIT_SECONDS = 20.0  # for a free checker, before the request's files are refused as BUSY
 REMEMBERED = 4096  # refused uploads whose message is kept
+STRAY_SECONDS = 180.0  # a loose file at the top of the upload folder older than a body's deadline (120 s) is Gradio's leftover
+SWEEP_EVERY_S = 60.0
 TOO_SLOW = "The upload took too long to check: send a smaller photo, or fewer files at once."
 BUSY = "The server is checking many uploads right now: try again in a moment."
 
@@ -60,17 +62,19 @@ class UploadStore:
     """The uploads Gradio stored for clients, in arrival order, bounded in bytes and files, in all and per address.
 
     `inspect(path)` says why a file is refused (or None) and its pixel count: `vae.image_file.inspect_file`
-    in this process by default, the sandbox's child processes on the server.
+    in this process by default, the sandbox's child processes on the server. `root()` is the upload folder,
+    swept of what Gradio leaves at its top.
     """
 
     def __init__(
         self,
         inspect: Callable[[str], tuple[str | None, int]] = inspect_file,
+        root: Callable[[], str] | None = None,
         max_bytes: int = UPLOADS_MAX_BYTES,
         max_files: int = UPLOADS_MAX_FILES,
         per_address_files: int = UPLOADS_PER_ADDRESS_FILES,
     ) -> None:
-        self.inspect = inspect
+        self.inspect, self.root, self._swept = inspect, root, 0.0
         self.max_bytes, self.max_files, self.per_address_files = max_bytes, max_files, per_address_files
         self.kept: OrderedDict[str, Kept] = OrderedDict()  # resolved path -> what is known of it, oldest first
         self.kept_bytes = 0
@@ -78,25 +82,48 @@ class UploadStore:
         self._lock = threading.Lock()
 
     def add(self, paths: list[str], address: str = "unknown", deadline: float = float("inf")) -> None:
-        """Inspect and keep (or delete) each of `paths`; those not reached by `deadline` (time.monotonic) are refused."""
+        """Inspect and keep (or delete) each of `paths`; those not reached by `deadline` (time.monotonic) are refused.
+        A path already kept is the same content again (Gradio names uploads by it): it keeps its first owner."""
         for path in map(os.path.realpath, paths):
-            reason, pixels = self.inspect(path) if time.monotonic() < deadline else (TOO_SLOW, 0)
+            with self._lock:
+                if path in self.kept:
+                    continue
+            try:
+                reason, pixels = self.inspect(path) if time.monotonic() < deadline else (TOO_SLOW, 0)
+                size = os.path.getsize(path) if reason is None else 0
+            except Exception:  # a check that failed in a way of its own: the file is refused, never left unchecked
+                log.exception("upload check failed: %s", path)
+                reason, pixels = BUSY, 0
             with self._lock:
                 if reason is not None:
                     self._refuse(path, reason)
                     continue
                 self.refused.pop(path, None)
-                self._forget(path)  # Gradio names an upload by its content: the same file again
-                self.kept[path] = Kept(os.path.getsize(path), address, pixels)
-                self.kept_bytes += self.kept[path].size
+                self.kept[path] = Kept(size, address, pixels)
+                self.kept_bytes += size
                 self._bound(spare=path)
+        self.sweep()
 
     def refuse(self, paths: list[str], reason: str) -> None:
-        """Delete `paths`, unless kept, and answer their edits with `reason`."""
+        """Delete `paths`, unless kept or refused already, and answer their edits with `reason`."""
         with self._lock:
             for path in map(os.path.realpath, paths):
-                if path not in self.kept:
+                if path not in self.kept and path not in self.refused:
                     self._refuse(path, reason)
+
+    def sweep(self) -> None:
+        """Delete files Gradio left at the top of the upload folder (a body cut off, a file sent under another field
+        name): real uploads live in folders of their own, and these would sit there for Gradio's 30-minute cache."""
+        if self.root is None or time.monotonic() - self._swept < SWEEP_EVERY_S:
+            return
+        self._swept = time.monotonic()
+        try:
+            with os.scandir(self.root()) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False) and time.time() - entry.stat().st_mtime > STRAY_SECONDS:
+                        _remove_file(entry.path)
+        except OSError:
+            pass
 
     def _refuse(self, path: str, reason: str) -> None:
         _remove(path)
@@ -144,6 +171,13 @@ class UploadStore:
             return sum(address is None or kept.address == address for kept in self.kept.values())
 
 
+def _remove_file(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def _remove(path: str) -> None:
     try:
         os.remove(path)
@@ -173,8 +207,7 @@ def track_uploads(store: UploadStore, checkers: int = 2):
                     status = held[0]["status"]
                     if status == 200:
                         address = client_address(Request(scope), trusted_proxies())
-                        async with turns.of(address):
-                            await _check(store, b"".join(m.get("body", b"") for m in held[1:]), address, limiter)
+                        await _check_in_turn(store, b"".join(m.get("body", b"") for m in held[1:]), address, turns, limiter)
                     elif status in UPLOAD_REFUSALS:
                         held[:] = _answer(status, UPLOAD_REFUSALS[status])
                     for each in held:
@@ -206,12 +239,16 @@ class AddressTurns:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def of(self, address: str):
+    async def of(self, address: str, wait_s: float):
+        """The address's turn; TimeoutError after `wait_s` without it (its earlier requests still hold it)."""
         lock, users = self._locks.get(address, (asyncio.Lock(), 0))
         self._locks[address] = (lock, users + 1)
         try:
-            async with lock:
+            await asyncio.wait_for(lock.acquire(), wait_s)
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[address]
             if users == 1:
@@ -220,17 +257,29 @@ class AddressTurns:
                 self._locks[address] = (lock, users - 1)
 
 
-async def _check(store: UploadStore, body: bytes, address: str, limiter: anyio.CapacityLimiter) -> None:
-    """Inspect the files an upload answer names, in a worker thread; those not reached in time are refused."""
+async def _check_in_turn(
+    store: UploadStore, body: bytes, address: str, turns: AddressTurns, limiter: anyio.CapacityLimiter
+) -> None:
+    """`_check` once the address's earlier uploads are checked; every file not kept by then is refused."""
     try:
         paths = [p for p in json.loads(body) if isinstance(p, str)]
     except (ValueError, TypeError):
         log.warning("unexpected upload answer: %.80r", body)
         return
+    try:
+        async with turns.of(address, WAIT_SECONDS):
+            await _check(store, paths, address, limiter)
+    except TimeoutError:
+        pass
+    finally:  # a turn not had in time, a cancelled request: nothing stays on disk unchecked
+        store.refuse(paths, BUSY)
+
+
+async def _check(store: UploadStore, paths: list[str], address: str, limiter: anyio.CapacityLimiter) -> None:
+    """Inspect `paths` in a worker thread, once a checker is free (WAIT_SECONDS at most)."""
     with anyio.move_on_after(WAIT_SECONDS) as waiting:
         await limiter.acquire()
     if waiting.cancelled_caught:
-        store.refuse(paths, BUSY)
         return
     try:  # each file's check is bounded by the sandbox, so the thread ends soon after the deadline
         await anyio.to_thread.run_sync(store.add, paths, address, time.monotonic() + REQUEST_SECONDS)
