@@ -108,12 +108,12 @@ def transplant(target: np.ndarray, target_map: np.ndarray, donor: np.ndarray, do
     its mean colour matched to the target's on a ring of skin around the mouth, and feathered in."""
     height, width = target.shape[:2]
     to_crop = np.linalg.inv(target_map)
-    donor_px = torch.from_numpy(donor).permute(2, 0, 1).float() / 255
+    donor_px = torch.from_numpy(np.array(donor)).permute(2, 0, 1).float() / 255
     moved = warp(donor_px, donor_map @ to_crop, (width, height), mode="bicubic")
     inner = warp(_crop_ellipse(TRANSPLANT_RADII, TRANSPLANT_FEATHER), to_crop, (width, height), padding="zeros")[0]
     outer = (TRANSPLANT_RADII[0] + 2 * TRANSPLANT_FEATHER, TRANSPLANT_RADII[1] + 2 * TRANSPLANT_FEATHER)
     ring = (warp(_crop_ellipse(outer, TRANSPLANT_FEATHER), to_crop, (width, height), padding="zeros")[0] - inner).clamp(0, 1)
-    base = torch.from_numpy(target).permute(2, 0, 1).float() / 255
+    base = torch.from_numpy(np.array(target)).permute(2, 0, 1).float() / 255
     if float(ring.sum()) > 0:
         shift = ((base - moved) * ring).sum((1, 2), keepdim=True) / ring.sum()
         moved = moved + shift
