@@ -117,11 +117,11 @@ class MirrorModel:
 
     def _encode(self, x: torch.Tensor, dtype: str) -> torch.Tensor:
         model = self.bf16 if dtype == "bf16" else self.fp32
-        return model.z_mean(model.encoder(x.to(next(model.parameters()).dtype))).float()
+        return model.encode(x.to(next(model.parameters()).dtype))[0]  # the posterior mean
 
     def _decode(self, z: torch.Tensor, dtype: str) -> torch.Tensor:
         model = self.bf16 if dtype == "bf16" else self.fp32
-        return model.decoder(model.decoder_input(z.to(next(model.parameters()).dtype))).float()
+        return model.decode(z.to(next(model.parameters()).dtype))
 
     def encode(self, crop: np.ndarray) -> torch.Tensor:
         """(1, latent_dim) posterior mean of a 128x128x3 uint8 crop."""
