@@ -54,10 +54,11 @@ from train.split import PARTS, Split
 from vae.align import FRAME_SIZE, warp
 from vae.editor import Prepared, SmileEditor
 from vae.files import atomic_save
+from vae.filters import gaussian_blur
 from vae.preprocess import IMAGE_SIZE, crop_and_resize, pil_to_tensor, to_image, to_tensor
 from vae.refiner import REFINER_WEIGHTS, MouthRefiner
 from vae.settings import EditorSettings, TransferSettings
-from vae.transfer import face_region, gaussian_blur
+from vae.transfer import face_region
 
 VARIANTS = {
     "difference only (prototype)": TransferSettings(flatten_sigma=0.0, mouth_gain=0.0, lower_face=False),

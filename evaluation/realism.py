@@ -34,7 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vae.align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
-from vae.transfer import gaussian_blur
+from vae.filters import gaussian_blur
 
 
 @dataclass(frozen=True)

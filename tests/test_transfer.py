@@ -8,8 +8,9 @@ from conftest import cartoon_face
 from PIL import Image
 
 from vae.align import AlignedFace, crop_to_frame
+from vae.filters import gaussian_blur
 from vae.settings import TransferSettings
-from vae.transfer import apply_changes, crop_changes, decoder_flow, face_region, gaussian_blur, moved, region_weights
+from vae.transfer import apply_changes, crop_changes, decoder_flow, face_region, moved, region_weights
 
 RESIDUAL = TransferSettings()  # the code's default: the flattened residual alone (editor.json ships the flow)
 FLOW = TransferSettings(follow_flow=True)

@@ -33,9 +33,10 @@ from train.model_folder import encode_rows, open_model_split, resolve_model_dir,
 from train.split import SplitRows
 from vae.editor import SmileEditor
 from vae.files import atomic_path
+from vae.filters import gaussian_blur
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
-from vae.transfer import gaussian_blur, region_weights
+from vae.transfer import region_weights
 
 MODEL_FILES = (
     "attribute_vectors.npz",

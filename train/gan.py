@@ -19,9 +19,9 @@ from PIL import Image
 from torch import nn
 
 from vae.files import atomic_path, atomic_save
+from vae.filters import gaussian_blur
 from vae.preprocess import to_pixels
 from vae.runtime import cpu_has_native_bf16
-from vae.transfer import gaussian_blur
 
 
 class PatchDiscriminator(nn.Module):

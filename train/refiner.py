@@ -46,9 +46,9 @@ from train.model_folder import resolve_model_dir
 from train.split import Split
 from vae.editor import SmileEditor
 from vae.files import atomic_path
+from vae.filters import gaussian_blur
 from vae.preprocess import IMAGE_SIZE, to_pixels
 from vae.refiner import MouthRefiner, MouthWindow, refiner_input
-from vae.transfer import gaussian_blur
 
 WINDOW = (96, 96)
 

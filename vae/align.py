@@ -140,3 +140,15 @@ class FaceAligner:
         aligned = align_to_frame(photo, faces[0])
         aligned.faces_found = len(faces)
         return aligned
+
+
+def covered_box(
+    to_image: np.ndarray, source_size: tuple[int, int], image_size: tuple[int, int], margin: int = 0
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels of an image that a width x height source mapped by `to_image` covers
+    (plus `margin` px each side), clipped to the image."""
+    (w, h), (width, height) = source_size, image_size
+    corners = to_image @ np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]], dtype=float)
+    x0, y0 = np.floor(corners[:2].min(1)).astype(int) - margin
+    x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + margin
+    return max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))

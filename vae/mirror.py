@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, crop_to_frame, similarity_transform
+from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, covered_box, crop_to_frame, similarity_transform
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
 from .runtime import cpu_summary, inference_precisions
-from .transfer import CropChange, apply_changes, covered_box, crop_changes
+from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import edit
 
 log = logging.getLogger(__name__)

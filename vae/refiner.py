@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .align import warp
+from .align import covered_box, warp
 from .files import atomic_path, atomic_write_text
-from .transfer import covered_box, crop_landmarks, gaussian_blur
+from .filters import gaussian_blur
+from .transfer import crop_landmarks
 
 REFINER_WEIGHTS = "refiner.safetensors"
 REFINER_CONFIG = "refiner.json"

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import FRAME_POINTS, FRAME_SIZE, crop_to_frame, warp
+from .align import FRAME_POINTS, FRAME_SIZE, covered_box, crop_to_frame, warp
+from .filters import gaussian_blur
 from .preprocess import IMAGE_SIZE, to_pixels, to_tensor
 from .settings import TransferSettings
 
@@ -80,17 +81,6 @@ def region_weights(transfer: TransferSettings, size: int = IMAGE_SIZE) -> torch.
         rows = torch.arange(size, dtype=torch.float32)[:, None]
         weights = weights * ((rows - top) / (bottom - top)).clamp(0, 1)
     return weights
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = int(3 * sigma)
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    padded = F.pad(images, (radius,) * 4, mode="replicate")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
 
 
 @dataclass(frozen=True)
@@ -167,18 +157,6 @@ def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSe
         carried = 0 if motion is None else (base - recon.float()).sum((-2, -1), keepdim=True)  # what moving shifts
         diff = diff - ((diff * weights).sum((-2, -1), keepdim=True) + carried) / weights.sum()
     return CropChange(diff * weights, motion)
-
-
-def covered_box(
-    to_image: np.ndarray, source_size: tuple[int, int], image_size: tuple[int, int], margin: int = 0
-) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the pixels of an image that a width x height source mapped by `to_image` covers
-    (plus `margin` px each side), clipped to the image."""
-    (w, h), (width, height) = source_size, image_size
-    corners = to_image @ np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]], dtype=float)
-    x0, y0 = np.floor(corners[:2].min(1)).astype(int) - margin
-    x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + margin
-    return max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))
 
 
 def _warp_into_box(maps: torch.Tensor, crop_to_image: np.ndarray, image_size: tuple[int, int]):

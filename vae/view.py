@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .align import covered_box
 from .preprocess import IMAGE_SIZE
-from .transfer import covered_box
 
 VIEW_MAX_SIDE = 512
 VIEW_MARGIN = 1.6  # the view shows this many times the model's crop around the face
