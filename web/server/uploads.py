@@ -37,6 +37,7 @@ from starlette.requests import Request
 from vae.image_file import inspect_file
 
 from .fair_queue import client_address, trusted_proxies
+from .sandbox import BUSY
 
 UPLOADS_MAX_BYTES = 200 * 2**20  # docs/api.md, "What the server accepts"
 UPLOADS_MAX_FILES = 2000
@@ -47,7 +48,7 @@ REMEMBERED = 4096  # refused uploads whose message is kept
 STRAY_SECONDS = 180.0  # a loose file at the top of the upload folder older than a body's deadline (120 s) is Gradio's leftover
 SWEEP_EVERY_S = 60.0
 TOO_SLOW = "The upload took too long to check: send a smaller photo, or fewer files at once."
-BUSY = "The server is checking many uploads right now: try again in a moment."
+
 
 log = logging.getLogger(__name__)
 
