@@ -50,9 +50,9 @@ from evaluation.realism import CLASSIFIER, REGIONS, RealMouths, region_patches
 from evaluation.report import EVALUATION_FILE, merge_json
 from train.data import load_index, run_command
 from train.model_folder import resolve_model_dir
-from train.split import PARTS, Split
+from train.split import Split
 from vae.align import FRAME_SIZE, warp
-from vae.editor import Prepared, SmileEditor
+from vae.editor import RENDERER_FOLDER, Prepared, SmileEditor
 from vae.files import atomic_save
 from vae.filters import gaussian_blur
 from vae.preprocess import IMAGE_SIZE, crop_and_resize, pil_to_tensor, to_image, to_tensor
@@ -73,11 +73,19 @@ VARIANTS = {
         lower_face=True, follow_flow=True, refine_mouth=True
     ),
     "flattened, lower face, along the flow, mouth x1.5": TransferSettings(lower_face=True, follow_flow=True, mouth_gain=0.5),
+    "flattened, lower face, along the flow, renderer for more": TransferSettings(
+        lower_face=True, follow_flow=True, render_mouth="more"
+    ),
+    "flattened, lower face, along the flow, renderer both ways": TransferSettings(
+        lower_face=True, follow_flow=True, render_mouth="both"
+    ),
 }
-COMPARED = (  # the flow, pushed harder over the mouth, and a refiner when one is given
+COMPARED = (  # the flow, pushed harder over the mouth, and a refiner or a renderer when the model has one
     "flattened, lower face, along the flow",
     "flattened, lower face, along the flow, mouth x1.5",
     "flattened, lower face, along the flow, mouth refiner",
+    "flattened, lower face, along the flow, renderer for more",
+    "flattened, lower face, along the flow, renderer both ways",
 )
 STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {
@@ -178,12 +186,12 @@ class Measures:
         }
 
 
-def photo_folders(split: Split, index, skip: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The split's data folders whose photos are edited, and why each other one of them is left out."""
-    folders = sorted({key.split("/")[0] for part in PARTS for key in getattr(split, part)})
+def photo_folders(keys: list[str], index, skip: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The data folders of `keys` whose photos are edited, and why each other one of them is left out."""
+    folders = sorted({key.split("/")[0] for key in keys})
     unknown = sorted(set(skip) - set(folders))
     if unknown:
-        raise SystemExit(f"--skip-folder {', '.join(unknown)}: not a folder of this model's split ({', '.join(folders)}).")
+        raise SystemExit(f"--skip-folder {', '.join(unknown)}: not a folder of the photos edited ({', '.join(folders)}).")
     first = {}
     for key, path in zip(index.keys, index.paths):
         first.setdefault(key.split("/")[0], path)
@@ -250,6 +258,19 @@ def measure_photo(
                 m.detail.append(high_frequency_energy(edited[k], region) / max(base_energy, 1e-6))
                 m.outside_same.append(bool(np.array_equal(edited[k][~region], photo[~region])))
     return True
+
+
+def part_keys(model_dir: Path, photos_of: str, part: str) -> list[str]:
+    """The keys of the photos edited for `part`: the VAE's split's part, or the renderer's own held-out faces of that
+    part less any the VAE trained on or holds in its other part (no photo plays a part in a choice and in the report)."""
+    split = Split.load(model_dir)
+    if photos_of == "model":
+        return getattr(split, part)
+    path = model_dir / RENDERER_FOLDER / "split.json"
+    if not path.exists():
+        raise SystemExit(f"--photos-of renderer: {path} is missing (python -m train.renderer writes it).")
+    other = set(split.test if part == "validation" else split.validation) | set(split.train)
+    return [k for k in json.loads(path.read_text())[part] if k not in other]
 
 
 def published_figures(editor: SmileEditor, folder: Path, side: int = 320) -> None:
@@ -336,6 +357,13 @@ def main(argv: list[str] | None = None) -> dict:
         "--data", action="append", default=[], required=True, metavar="DIR", help="every folder the split was made from"
     )
     p.add_argument("--part", choices=("validation", "test"), default="test")
+    p.add_argument(
+        "--photos-of",
+        choices=("model", "renderer"),
+        default="model",
+        help="whose held-out part is edited: the VAE's split (default), or the mouth renderer's own "
+        "(<model>/renderer/split.json: faces neither model trained on, less those in the VAE's other held-out part)",
+    )
     p.add_argument("--limit", type=int, default=400, help="photos (seeded sample of the part; 0 = all)")
     p.add_argument("--exclude", type=Path, help="file of keys to leave out (photos looked at while designing)")
     p.add_argument("--skip-folder", action="append", default=[], metavar="NAME", help="a data folder to leave out (repeatable)")
@@ -360,14 +388,21 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--refiner {args.refiner}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
         editor = SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner)
     with_refiner = editor.refiner is not None
+    with_renderer = editor.renderer is not None
     judge = AttributeJudge.load(args.judge)
     identity = IdentityModel()
     expression = ExpressionJudge()
     mouths = RealMouths()
     index = load_index(args.data)
-    split = Split.load(model_dir)
-    rows = getattr(split.rows(index), args.part)
-    folders, left_out = photo_folders(split, index, args.skip_folder)
+    keys = part_keys(model_dir, args.photos_of, args.part)
+    position = {key: i for i, key in enumerate(index.keys)}
+    if args.photos_of == "model":
+        rows = getattr(Split.load(model_dir).rows(index), args.part)
+    elif set(keys) - set(position):
+        raise SystemExit(f"The renderer's {args.part} faces are not all in --data: give every folder its split names.")
+    else:
+        rows = sorted(position[k] for k in keys)
+    folders, left_out = photo_folders(keys, index, args.skip_folder)
     for folder, why in left_out.items():
         print(f"Leaving out {folder}: {why}")
     excluded = set(args.exclude.read_text().split()) if args.exclude else set()
@@ -383,7 +418,11 @@ def main(argv: list[str] | None = None) -> dict:
     male, young, smiling = (index.attribute(n) for n in ("Male", "Young", "Smiling"))
     shipped = variant_name(editor.settings.transfer)
     variants = (
-        {n: VARIANTS[n] for n in COMPARED if with_refiner or not VARIANTS[n].refine_mouth}
+        {
+            n: VARIANTS[n]
+            for n in COMPARED
+            if (with_refiner or not VARIANTS[n].refine_mouth) and (with_renderer or VARIANTS[n].render_mouth == "off")
+        }
         if args.select
         else {shipped: editor.settings.transfer}
     )

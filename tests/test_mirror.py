@@ -146,3 +146,17 @@ def test_bf16_is_timed_only_where_this_cpu_computes_it_natively(model):
     timed_bf16 = any(key.endswith("bf16") for key in model.timings_ms)
     assert timed_bf16 == cpu_has_native_bf16()  # emulated bf16 took ~20 s of an AVX2 machine's start
     assert (model.bf16 is not None) == ("bf16" in model.precision.values())
+
+
+@pytest.mark.parametrize("which", ["more", "both"])
+def test_the_renderer_paints_the_mirror_s_mouth_on_the_sides_it_is_set_for(editor, model, astronaut, which):
+    transfer = dataclasses.replace(editor.settings.transfer, render_mouth=which)
+    rendering = editor.with_settings(editor.settings.replace(transfer=transfer))
+    frame = video_frame(astronaut)
+    for strength in (STRENGTH, -STRENGTH):
+        mirror = Mirror(rendering, model)
+        plain, painted = Mirror(editor, model).edit(frame, strength), mirror.edit(frame, strength)
+        changed = (painted.image != plain.image).any(axis=2)
+        assert changed.any() == (strength > 0 or which == "both")
+        region = face_region(mirror.crop_to_frame, (640, 480))
+        assert not (changed & ~region).any() and not ((painted.image != frame).any(axis=2) & ~region).any()

