@@ -52,8 +52,8 @@ def train_rates(batch: int, steps: int) -> dict:
 
 def cache_rate(data: Path | None, count: int) -> float | None:
     """Images/s of building a fresh cache for `count` images of a real CelebA-layout folder."""
-    from train.cache import build_cache
-    from train.data import load_index
+    from celeba.cache import build_cache
+    from celeba.reader import load_index
 
     if data is None or not (data / "list_attr_celeba.txt").exists():
         return None

@@ -61,7 +61,7 @@ def stages(editor: SmileEditor, data: bytes, results: ResultFiles) -> dict[str, 
     with torch.inference_mode():
         timed("encode", lambda: editor.model.encode(to_tensor(crop)[None].contiguous(memory_format=torch.channels_last)))
     prepared = editor.prepare(data)  # the same again, as one call, for the stages after it
-    edits = timed("decode_all_strengths", lambda: editor.edits(prepared, sorted(set(frames) | {-strength, strength})))
+    edits = timed("decode_all_strengths", lambda: editor.decode_strengths(prepared, sorted(set(frames) | {-strength, strength})))
     timed("flow_and_change", lambda: edits.changes)
     less, more = timed("less_and_more_photos", lambda: edits.photos([-strength, strength]))
     views = timed("live_frame_views", lambda: edits.views(frames))

@@ -22,8 +22,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from train.data import load_index, run_command
-from train.split import Split
+from celeba.reader import load_index, run_command
+from celeba.split import Split
 from vae.align import warp
 from vae.editor import Prepared, SmileEditor
 from vae.preprocess import IMAGE_SIZE

@@ -31,19 +31,27 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
+from celeba.cache import FaceCache, add_data_args
+from celeba.model_folder import encode_rows, open_model_split, resolve_model_dir
+from celeba.reader import run_command
+from celeba.split import SplitRows, sample_rows, split_units
 from evaluation.judge import AttributeJudge
-from evaluation.metrics import FLIP_DEFINITION, drift, flips, luminance, psnr, reconstruct, ssim, terciles
+from evaluation.metrics import FLIP_DEFINITION, drift, flips, luminance, ssim, terciles
 from evaluation.report import EVALUATION_FILE, merge_json
-from train.cache import FaceCache, add_data_args
-from train.data import run_command
-from train.model_folder import encode_rows, open_model_split, resolve_model_dir
-from train.split import SplitRows, sample_rows, split_units
-from train.vectors import compute_vectors, projection_auc
 from vae.files import atomic_path
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
+from vae.reconstruction import psnr, reconstruct
 from vae.settings import SETTINGS_FILE, EditorSettings
-from vae.vectors import AttributeVectors, balanced_weights, mean_difference, project_out, projection_std
+from vae.vectors import (
+    AttributeVectors,
+    balanced_weights,
+    compute_vectors,
+    mean_difference,
+    project_out,
+    projection_auc,
+    projection_std,
+)
 
 ALPHAS = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
 STRENGTHS = (1.0, 2.0, 3.0)

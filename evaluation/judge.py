@@ -23,9 +23,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from train.cache import add_data_args
-from train.data import run_command
-from train.model_folder import open_model_split, resolve_model_dir
+from celeba.cache import add_data_args
+from celeba.model_folder import open_model_split, resolve_model_dir
+from celeba.reader import run_command
 from vae.files import atomic_files, atomic_write_text
 from vae.preprocess import to_tensor
 

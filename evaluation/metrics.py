@@ -1,8 +1,8 @@
 """Every number the project reports, each with one definition, used by training and evaluation alike.
 
 - Reconstruction uses the posterior mean mu (never a sampled z) in eval mode; PSNR is computed per
-  image and then averaged, never the PSNR of a mean MSE; KL is `train.loss.kl_divergence`; PSNR and the
-  posterior-mean reconstruction live in `train.loss` too, since training scores every epoch with them.
+  image and then averaged, never the PSNR of a mean MSE; the three live in `vae.reconstruction`, since
+  training scores every epoch with them.
 - SSIM uses the standard Gaussian window (sigma = 1.5, Wang et al. 2004), per image, then averaged.
 - A flip is conditioned on the judge's verdict at alpha = 0 (FLIP_DEFINITION): a face the judge
   already calls smiling cannot "flip" to smiling, so the baseline never sits inside the rate.
@@ -15,8 +15,6 @@ import math
 
 import numpy as np
 from skimage.metrics import structural_similarity
-
-from train.loss import psnr, reconstruct  # noqa: F401  (one definition, shared with training)
 
 FLIP_DEFINITION = (
     "Flips are conditioned on the judge's verdict at alpha=0 (the unedited mu reconstruction): 'plus' is, among "

@@ -42,15 +42,15 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from celeba.model_folder import resolve_model_dir
+from celeba.reader import load_index, run_command
+from celeba.split import Split
 from evaluation.expression import ExpressionJudge, independent_verdicts
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
 from evaluation.metrics import flips
 from evaluation.realism import CLASSIFIER, REGIONS, RealMouths, region_patches
 from evaluation.report import EVALUATION_FILE, merge_json
-from train.data import load_index, run_command
-from train.model_folder import resolve_model_dir
-from train.split import Split
 from vae.align import FRAME_SIZE, warp
 from vae.editor import RENDERER_FOLDER, Prepared, SmileEditor
 from vae.files import atomic_save
@@ -145,6 +145,16 @@ class Measures:
     made_less: dict[str, list[np.ndarray]] = field(default_factory=lambda: {r: [] for r in REGIONS})  # of "more" on photos
     # labelled not smiling, and of "less" on photos labelled smiling
 
+    def extend(self, other: Measures) -> None:
+        """Append another photo's measures (every list field, and every list of the dict fields)."""
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for key, values in theirs.items():
+                    mine[key].extend(values)
+            else:
+                mine.extend(theirs)
+
     def independent_summary(self) -> dict:
         """The independent judge's flips (conditioned on its own verdict on the original), overall and by group."""
         zero, plus, minus = (np.array(self.independent[k]) for k in ("zero", "plus", "minus"))
@@ -206,58 +216,101 @@ def photo_folders(keys: list[str], index, skip: list[str]) -> tuple[list[str], d
     return [f for f in folders if f not in left_out], left_out
 
 
-def measure_photo(
-    editor: SmileEditor,
-    judge: AttributeJudge,
-    identity: IdentityModel,
-    path: Path,
-    strengths: list[float],
-    variants: dict[str, TransferSettings],
-    results: dict,
-    cell: str,
-    expression: ExpressionJudge,
-    mouths: RealMouths,
-    smiling: bool,
-) -> bool:
-    """Edit one photo at +-each strength with each variant and append the measures; False if no face was found.
-    `smiling` is the photo's dataset label: it decides which real mouths it adds to and which made mouth is compared."""
-    prepared = editor.prepare(path)
+@dataclass(frozen=True)
+class Judges:
+    """What measures an edit, none of it trained on edits: the attribute judge, the face recogniser (dlib), the
+    independent expression judge, and the real mouths the realism test compares made ones with (filled as
+    photos go by)."""
+
+    attribute: AttributeJudge
+    identity: IdentityModel
+    expression: ExpressionJudge
+    mouths: RealMouths
+
+    @classmethod
+    def load(cls, judge_folder: Path) -> Judges:
+        return cls(AttributeJudge.load(judge_folder), IdentityModel(), ExpressionJudge(), RealMouths())
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One held-out photo: its file, its gender x age cell, and its dataset label, which decides which real mouths
+    it adds to and which of its edits the realism test compares ("more" of non-smilers, "less" of smilers)."""
+
+    path: Path
+    cell: str
+    smiling: bool
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What every photo is edited with: each variant at -+ each strength."""
+
+    variants: dict[str, TransferSettings]
+    strengths: list[float]
+
+
+def measure_photo(editor: SmileEditor, judges: Judges, photo: Photo, sweep: Sweep) -> dict[tuple[str, float], Measures] | None:
+    """The photo's measures per (variant, strength), or None when no face was found; its real mouths go to the judges'."""
+    prepared = editor.prepare(photo.path)
     if not prepared.aligned.found:
-        return False
-    photo = prepared.photo
-    p_zero = float(judge.probabilities(to_tensor(np.asarray(prepared.crop))[None])[0, 0])
-    independent_zero = bool(independent_verdicts(expression, photo[None], prepared)[0])
-    mouths.add(photo, prepared.crop_to_photo, smiling)
-    face = identity.locate(photo)
-    reference = identity.descriptor(photo, face) if face is not None else None
-    region = face_region(prepared.crop_to_photo, (photo.shape[1], photo.shape[0]))
-    base_energy = high_frequency_energy(photo, region)
-    for name, transfer in variants.items():
+        return None
+    original = prepared.photo
+    p_zero = float(judges.attribute.probabilities(to_tensor(np.asarray(prepared.crop))[None])[0, 0])
+    independent_zero = bool(independent_verdicts(judges.expression, original[None], prepared)[0])
+    judges.mouths.add(original, prepared.crop_to_photo, photo.smiling)
+    identity = judges.identity
+    face = identity.locate(original)
+    reference = identity.descriptor(original, face) if face is not None else None
+    region = face_region(prepared.crop_to_photo, (original.shape[1], original.shape[0]))
+    base_energy = high_frequency_energy(original, region)
+    measured: dict[tuple[str, float], Measures] = {}
+    for name, transfer in sweep.variants.items():
         variant = editor.with_settings(editor.settings.replace(transfer=transfer))
-        for strength in strengths:
+        for strength in sweep.strengths:
             result = variant.edit(prepared, strength)
             edited = np.stack([result.more, result.less])
-            p_smile = judge.probabilities(aligned_crops(edited, prepared))[:, 0].numpy()
-            m = results.setdefault((name, strength), Measures())
+            p_smile = judges.attribute.probabilities(aligned_crops(edited, prepared))[:, 0].numpy()
+            m = measured[(name, strength)] = Measures()
             m.p_smile["zero"].append(p_zero)
-            m.cells.append(cell)
-            verdicts = independent_verdicts(expression, edited, prepared)
+            m.cells.append(photo.cell)
+            verdicts = independent_verdicts(judges.expression, edited, prepared)
             m.independent["zero"].append(independent_zero)
             m.independent["plus"].append(bool(verdicts[0]))
             m.independent["minus"].append(bool(verdicts[1]))
-            for part, patch in region_patches(edited[1 if smiling else 0], prepared.crop_to_photo).items():
-                (m.made_less if smiling else m.made_more)[part].append(patch)
+            for part, patch in region_patches(edited[1 if photo.smiling else 0], prepared.crop_to_photo).items():
+                (m.made_less if photo.smiling else m.made_more)[part].append(patch)
             for side, k in (("plus", 0), ("minus", 1)):
                 m.p_smile[side].append(float(p_smile[k]))
                 m.distance[side].append(
                     identity.distance(reference, identity.descriptor(edited[k], face)) if face is not None else float("nan")
                 )
-                change = edited[k].astype(np.float32) - photo
+                change = edited[k].astype(np.float32) - original
                 m.colour.append(float(np.abs(change[region].mean(0)).max()))
                 m.local_colour.append(local_colour_change(change, region))
                 m.detail.append(high_frequency_energy(edited[k], region) / max(base_energy, 1e-6))
-                m.outside_same.append(bool(np.array_equal(edited[k][~region], photo[~region])))
-    return True
+                m.outside_same.append(bool(np.array_equal(edited[k][~region], original[~region])))
+    return measured
+
+
+def measure_sweep(editor: SmileEditor, judges: Judges, photos: list[Photo], sweep: Sweep, part: str) -> tuple[dict, int]:
+    """({variant: {strength: summary with the independent judge's flips and realism}}, photos with no face found)."""
+    results = {(name, s): Measures() for name in sweep.variants for s in sweep.strengths}
+    no_face = 0
+    for photo in tqdm(photos, desc=f"Editing {part} photos", unit="photo"):
+        measured = measure_photo(editor, judges, photo, sweep)
+        if measured is None:
+            no_face += 1
+            continue
+        for key, m in measured.items():
+            results[key].extend(m)
+    if no_face == len(photos):
+        raise SystemExit(f"No face found in any of the {len(photos)} {part} photos: nothing to measure.")
+    baselines = judges.mouths.baselines()
+    table = {
+        name: {s: with_realism(results[(name, s)], judges.mouths, baselines) for s in sweep.strengths} for name in sweep.variants
+    }
+    return table, no_face
 
 
 def part_keys(model_dir: Path, photos_of: str, part: str) -> list[str]:
@@ -347,7 +400,7 @@ def choose(table: dict[str, dict[float, dict]]) -> tuple[str, float, bool]:
     return name, strength, all(meets(summary).values())
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m evaluation.photos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -379,20 +432,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.select and args.part != "validation":
         raise SystemExit("--select chooses on the validation part only: the test part is reported, never chosen on.")
-    model_dir = resolve_model_dir(args.model)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return args
+
+
+def load_editor(model_dir: Path, refiner_folder: Path | None) -> SmileEditor:
+    """The model folder's editor, with the refiner of `refiner_folder` when one is given."""
     editor = SmileEditor.from_pretrained(model_dir)
-    if args.refiner:
-        refiner = MouthRefiner.load(args.refiner)
-        if refiner is None:
-            raise SystemExit(f"--refiner {args.refiner}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
-        editor = SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner)
-    with_refiner = editor.refiner is not None
-    with_renderer = editor.renderer is not None
-    judge = AttributeJudge.load(args.judge)
-    identity = IdentityModel()
-    expression = ExpressionJudge()
-    mouths = RealMouths()
+    if refiner_folder is None:
+        return editor
+    refiner = MouthRefiner.load(refiner_folder)
+    if refiner is None:
+        raise SystemExit(f"--refiner {refiner_folder}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
+    return SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner, editor.renderer)
+
+
+def held_out_photos(args: argparse.Namespace, model_dir: Path) -> tuple[list[Photo], dict]:
+    """The photos of the part asked for (less the excluded, a seeded sample of --limit) and what the report says of
+    how they were chosen."""
     index = load_index(args.data)
     keys = part_keys(model_dir, args.photos_of, args.part)
     position = {key: i for i, key in enumerate(index.keys)}
@@ -416,85 +472,79 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit and len(rows) > args.limit:
         rows = sorted(np.random.default_rng(args.seed).choice(rows, args.limit, replace=False))
     male, young, smiling = (index.attribute(n) for n in ("Male", "Young", "Smiling"))
-    shipped = variant_name(editor.settings.transfer)
-    variants = (
-        {
-            n: VARIANTS[n]
-            for n in COMPARED
-            if (with_refiner or not VARIANTS[n].refine_mouth) and (with_renderer or VARIANTS[n].render_mouth == "off")
-        }
-        if args.select
-        else {shipped: editor.settings.transfer}
-    )
-    strengths = list(args.strengths) if args.select else [editor.settings.default_strength]
-    results: dict = {}
-    no_face = 0
-    for row in tqdm(rows, desc=f"Editing {args.part} photos", unit="photo"):
-        cell = f"{'male' if male[row] else 'female'}_{'young' if young[row] else 'old'}"
-        no_face += not measure_photo(
-            editor, judge, identity, index.paths[row], strengths, variants, results, cell, expression, mouths, bool(smiling[row])
-        )
-    if no_face == len(rows):
-        raise SystemExit(f"No face found in any of the {len(rows)} {args.part} photos: nothing to measure.")
-    baselines = mouths.baselines()
-    table = {name: {s: with_realism(results[(name, s)], mouths, baselines) for s in strengths} for name in variants}
-    common = {
-        "part": args.part,
-        "photos": len(rows) - no_face,
-        "no_face_found": no_face,
-        "excluded_while_designing": len(excluded),
-        "folders": folders,
-        "folders_left_out": left_out,
-        "flip_definition": PHOTO_FLIP_DEFINITION,
-        "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv),
+    photos = [
+        Photo(index.paths[r], f"{'male' if male[r] else 'female'}_{'young' if young[r] else 'old'}", bool(smiling[r]))
+        for r in rows
+    ]
+    chosen = {"excluded_while_designing": len(excluded), "folders": folders, "folders_left_out": left_out}
+    return photos, chosen
+
+
+def plan_sweep(editor: SmileEditor, args: argparse.Namespace) -> Sweep:
+    """With --select, every compared variant the model folder can run, at each --strengths; else the shipped settings."""
+    if not args.select:
+        return Sweep({variant_name(editor.settings.transfer): editor.settings.transfer}, [editor.settings.default_strength])
+    runnable = {
+        n: VARIANTS[n]
+        for n in COMPARED
+        if (editor.refiner is not None or not VARIANTS[n].refine_mouth)
+        and (editor.renderer is not None or VARIANTS[n].render_mouth == "off")
     }
+    return Sweep(runnable, list(args.strengths))
+
+
+def print_table(table: dict[str, dict[float, dict]]) -> None:
+    """One line per (variant, strength) with the numbers the choice rests on."""
     for name, per_strength in table.items():
         for s, summary in per_strength.items():
-            print(
-                f"{name:32s} a={s:.1f}: "
-                + json.dumps(
-                    {
-                        k: summary[k]
-                        for k in ("flip", "identity_kept", "detail_ratio_median", "colour_shift_max", "outside_unchanged")
-                    }
-                    | {
-                        "independent_flip": summary["independent_judge"]["flip"],
-                        "realism": {
-                            region: {
-                                k: summary["realism"][region][k] for k in ("more", "less", "real_transplant", "nothing_edited")
-                            }
-                            for region in REGIONS
-                        },
-                    }
-                )
-            )
-    if args.select:
-        name, strength, complete = choose(table)
-        report = {
-            **common,
-            "chosen": {"variant": name, "strength": strength, "meets_every_target": complete},
-            "targets": TARGETS,
-            "table": {
-                n: {
-                    str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
-                    for s, summary in rows_.items()
-                }
-                for n, rows_ in table.items()
-            },
-        }
-        print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
-        if args.update_model:  # the app, the command line and the test report then use this variant and strength
-            merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
-            if VARIANTS[name].refine_mouth and args.refiner and args.refiner.resolve() != model_dir.resolve():
-                editor.refiner.save(model_dir)  # the chosen refiner ships with the model
-            EditorSettings.load(model_dir).replace(default_strength=strength, transfer=VARIANTS[name]).save(model_dir)
-        return report
-    summary = table[shipped][strengths[0]]
-    report = {
+            shown = {
+                k: summary[k] for k in ("flip", "identity_kept", "detail_ratio_median", "colour_shift_max", "outside_unchanged")
+            }
+            shown["independent_flip"] = summary["independent_judge"]["flip"]
+            shown["realism"] = {
+                region: {k: summary["realism"][region][k] for k in ("more", "less", "real_transplant", "nothing_edited")}
+                for region in REGIONS
+            }
+            print(f"{name:32s} a={s:.1f}: " + json.dumps(shown))
+
+
+def select(table: dict[str, dict[float, dict]], common: dict) -> dict:
+    """The validation report: every row, and the variant and strength `choose` takes."""
+    name, strength, complete = choose(table)
+    print(f"Chosen on validation: {name!r} at strength {strength}" + ("" if complete else " (no row met every target)"))
+    return {
+        **common,
+        "chosen": {"variant": name, "strength": strength, "meets_every_target": complete},
+        "targets": TARGETS,
+        "table": {
+            n: {
+                str(s): {k: v for k, v in summary.items() if k not in ("flip_detail", "flip_by_group")}
+                for s, summary in rows.items()
+            }
+            for n, rows in table.items()
+        },
+    }
+
+
+def ship_choice(report: dict, editor: SmileEditor, model_dir: Path, refiner_folder: Path | None) -> None:
+    """Write the chosen variant and strength into the model folder: the app, the command line and the test report
+    then use them."""
+    name, strength = report["chosen"]["variant"], report["chosen"]["strength"]
+    merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
+    if VARIANTS[name].refine_mouth and refiner_folder and refiner_folder.resolve() != model_dir.resolve():
+        editor.refiner.save(model_dir)  # the chosen refiner ships with the model
+    EditorSettings.load(model_dir).replace(default_strength=strength, transfer=VARIANTS[name]).save(model_dir)
+
+
+def shipped_report(table: dict[str, dict[float, dict]], common: dict, editor: SmileEditor) -> dict:
+    """The report on the model's own settings (the test part's, reported once)."""
+    shipped, strength = variant_name(editor.settings.transfer), editor.settings.default_strength
+    summary = table[shipped][strength]
+    return {
         **common,
         "variant": shipped,
         "transfer": dataclasses.asdict(editor.settings.transfer),
-        "strength": strengths[0],
+        "strength": strength,
         **summary,
         "identity": {
             "measure": IdentityModel.measure,
@@ -504,6 +554,31 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "selection": {"subset": "validation", "key": "photo_selection"},
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    model_dir = resolve_model_dir(args.model)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    editor = load_editor(model_dir, args.refiner)
+    photos, chosen = held_out_photos(args, model_dir)
+    sweep = plan_sweep(editor, args)
+    table, no_face = measure_sweep(editor, Judges.load(args.judge), photos, sweep, args.part)
+    common = {
+        "part": args.part,
+        "photos": len(photos) - no_face,
+        "no_face_found": no_face,
+        **chosen,
+        "flip_definition": PHOTO_FLIP_DEFINITION,
+        "command": "python -m evaluation.photos " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    print_table(table)
+    if args.select:
+        report = select(table, common)
+        if args.update_model:
+            ship_choice(report, editor, model_dir, args.refiner)
+        return report
+    report = shipped_report(table, common, editor)
     if args.update_model:
         merge_json(model_dir / EVALUATION_FILE, {"photo": report})
         published_figures(editor, model_dir / "figures")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import ATTR_NAMES, write_celeba
 
-from train.cache import build_cache, load_cache, open_cache
-from train.data import DatasetError, load_index
-from train.split import make_split
+from celeba.cache import build_cache, load_cache, open_cache
+from celeba.reader import DatasetError, load_index
+from celeba.split import make_split
 
 
 def test_reads_the_official_layout(tiny_celeba):
@@ -99,7 +99,7 @@ def test_data_errors_in_a_command_are_one_line_messages(tmp_path):
     from conftest import ROOT
 
     (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
-    for command in (["train.split", "--out", str(tmp_path / "out")], ["train", "--out", str(tmp_path / "run")]):
+    for command in (["celeba.split", "--out", str(tmp_path / "out")], ["train", "--out", str(tmp_path / "run")]):
         done = subprocess.run(
             [sys.executable, "-m", *command, "--data", str(tmp_path / "celeba")],
             cwd=ROOT,
@@ -112,7 +112,7 @@ def test_data_errors_in_a_command_are_one_line_messages(tmp_path):
 
 
 def test_subset_links_images_and_keeps_their_annotation_rows(tiny_celeba, tmp_path):
-    from train.subset import main as subset_main
+    from celeba.subset import main as subset_main
 
     names = subset_main(["--data", str(tiny_celeba), "--out", str(tmp_path / "small"), "--count", "10", "--seed", "1"])
     full, small = load_index([tiny_celeba]), load_index([tmp_path / "small"])

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import SMOKE_TRAIN
 
+from celeba.split import SplitRows
 from evaluation.faces import ALPHAS, Faces, choose_default, edit_report, person_in_train, settle_default
 from evaluation.faces import main as evaluate_main
 from evaluation.judge import main as judge_main
 from evaluation.report import merge_json
-from train.split import SplitRows
 from train.train import main as train_main
 from train.vectors import main as vectors_main
 from vae.editor import SmileEditor

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from celeba.reader import load_index
+from celeba.split import Split
 from evaluation.expression import EXPRESSIONS, INPUT_SIZE, ExpressionJudge, _max_pool_same, independent_verdicts, weights_file
-from train.data import load_index
-from train.split import Split
 from vae.editor import SmileEditor
 
 

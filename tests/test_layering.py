@@ -7,10 +7,11 @@ import pytest
 from conftest import ROOT
 
 FORBIDDEN = {  # package -> top-level modules it must never import
-    "vae": {"web", "train", "evaluation", "bench", "app", "tests", "gradio", "gradio_client"},
-    "web": {"train", "evaluation", "bench", "app", "tests"},
+    "vae": {"web", "celeba", "train", "evaluation", "bench", "app", "tests", "gradio", "gradio_client", "sklearn"},
+    "web": {"celeba", "train", "evaluation", "bench", "app", "tests"},
+    "celeba": {"web", "train", "evaluation", "bench", "app", "tests", "gradio"},  # the data layer under both
     "train": {"web", "evaluation", "bench", "app", "tests", "gradio"},
-    "evaluation": {"web", "bench", "app", "tests"},
+    "evaluation": {"web", "train", "bench", "app", "tests"},
     "bench": {"tests"},  # the app server and fake camera that tests and benchmarks share live in bench/
 }
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import drift, flips, luminance, proportion, psnr, reconstruct, ssim, terciles, wilson_interval
+from evaluation.metrics import drift, flips, luminance, proportion, ssim, terciles, wilson_interval
 from vae.model import SmileVAE
+from vae.reconstruction import psnr, reconstruct
 
 
 def test_psnr_is_per_image_then_averaged():

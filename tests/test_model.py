@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import ROOT
 
-from train.loss import kl_divergence, vae_loss
+from train.loss import vae_loss
 from vae.model import SmileVAE
+from vae.reconstruction import kl_divergence
 
 
 @pytest.fixture(scope="module")

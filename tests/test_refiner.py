@@ -71,7 +71,7 @@ def test_a_refined_edit_keeps_its_shape_and_every_pixel_outside_the_face(shipped
         assert refined.shape == prepared.photo.shape and refined.dtype == np.uint8
         assert np.array_equal(refined[~region], prepared.photo[~region])
         assert not np.array_equal(refined, residual_only)  # the mouth was redrawn
-    assert np.array_equal(result.frames[1], editor.edits(prepared, [0.0]).views([0.0])[0])
+    assert np.array_equal(result.frames[1], editor.decode_strengths(prepared, [0.0]).views([0.0])[0])
     assert np.array_equal(result.frames[1], prepared.face_view.cut(prepared.photo))  # strength 0 is the photo itself
 
 
@@ -96,7 +96,7 @@ def test_the_training_inputs_carry_the_edit_the_app_makes(shipped, prepared, ast
 
     windows = windows_of(shipped, astronaut_path, 3.0)
     window = MouthWindow.around(prepared.crop_to_photo, size=WINDOW)
-    edited = torch.from_numpy(shipped.edits(prepared, [-3.0, 3.0]).photos([-3.0, 3.0])).permute(0, 3, 1, 2) / 255
+    edited = torch.from_numpy(shipped.decode_strengths(prepared, [-3.0, 3.0]).photos([-3.0, 3.0])).permute(0, 3, 1, 2) / 255
     expected = to_pixels(window.from_photo(edited.float()))
     outside = windows["weights"] == 0
     assert np.array_equal(windows["inputs"][1:][:, outside], expected[:, outside])

@@ -173,7 +173,7 @@ def test_the_committed_split_keeps_validation_and_test_out_of_training():
 
 @pytest.mark.skipif(not SPLIT.exists() or not (SHARED_DATA / "celebahq-256-more").exists(), reason="needs /work/shared/data")
 def test_the_split_is_remade_the_same_from_the_data():
-    from train.split import Split
+    from celeba.split import Split
 
     split = json.loads(SPLIT.read_text())
     remade = training.make_split([SHARED_DATA / f for f in training.FOLDERS], Split.load(ROOT / "assets"), seed=split["seed"])
@@ -254,7 +254,7 @@ def test_a_rendered_edit_paints_the_sides_it_is_set_for_and_keeps_every_pixel_ou
     for image in (painted.less, painted.more):
         assert np.array_equal(image[~region], prepared.photo[~region])
     assert np.array_equal(painted.frames[1], prepared.face_view.cut(prepared.photo))  # strength 0 is never painted
-    assert not np.array_equal(painted.frames[2], plain_view := editor.edits(prepared, [3.0]).views([3.0])[0])
+    assert not np.array_equal(painted.frames[2], plain_view := editor.decode_strengths(prepared, [3.0]).views([3.0])[0])
     assert painted.frames[2].shape == plain_view.shape
 
 

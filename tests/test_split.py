@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, write_celeba
 
-from train.data import load_index
-from train.split import PARTS, Split, make_split, random_parts, sample_rows, split_units
-from train.split import main as split_main
+from celeba.reader import load_index
+from celeba.split import PARTS, Split, make_split, random_parts, sample_rows, split_units
+from celeba.split import main as split_main
 
 ASSETS = ROOT / "assets"
 

@@ -13,8 +13,8 @@ import torch
 from conftest import ROOT
 from safetensors.torch import load_file
 
-from train.split import Split
-from train.train import load_checkpoint
+from celeba.split import Split
+from train.checkpoint import load_checkpoint
 from train.train import main as train_main
 
 # fixed numerics: --precision auto would time the paths and could pick another one per run

@@ -1,4 +1,4 @@
-from train.data import run_command
+from celeba.reader import run_command
 from train.train import main
 
 if __name__ == "__main__":

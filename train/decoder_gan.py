@@ -19,18 +19,17 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from celeba.cache import FaceCache, add_data_args
+from celeba.model_folder import encode_rows, open_model_split, resolve_model_dir, weights_digest
+from celeba.reader import run_command
+from celeba.split import SplitRows
 from train import gan
-from train.cache import FaceCache, add_data_args
-from train.data import run_command
-from train.model_folder import encode_rows, open_model_split, resolve_model_dir, weights_digest
-from train.split import SplitRows
 from vae.editor import SmileEditor
 from vae.files import atomic_path
 from vae.filters import gaussian_blur
@@ -150,43 +149,31 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = args.out / "checkpoint.pt"
     parts = {"decoder": decoder, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     step = gan.resume(checkpoint, parts, {"opt_g": cfg.lr, "opt_d": cfg.lr_critic}) if args.resume and checkpoint.exists() else 0
-    autocast = gan.bf16_autocast()
     region = region_weights(editor.settings.transfer)[None, None]
     weights = region.expand(2 * cfg.batch, -1, -1, -1)
-    rng = gan.batch_rng(cfg.seed, step)
-    started, seen = time.time(), 0
-    with gan.open_log(args.out, step, cfg) as log:
-        while step < cfg.steps:
-            picked = np.sort(rng.choice(len(train_z), cfg.batch, replace=False))
-            x = to_tensor(cache.images[rows.train[picked]])
-            z = train_z[picked]
-            signs = torch.from_numpy(rng.choice([-1.0, 1.0], cfg.batch).astype(np.float32))[:, None]
-            moved = z + signs * cfg.alpha * step_vector
-            with autocast:
-                made = decoder(torch.cat([z, moved]))
-                with torch.no_grad():
-                    drawn = frozen(moved)  # in the same precision as the edits it is compared with
-            recon, edited = made[: cfg.batch], made[cfg.batch :]
-            # the critic: real faces against reconstructions and edits, over the lower face
-            loss_d = gan.train_critic(critic, opt_d, (x, weights[: cfg.batch]), (made, weights), autocast)
-            # the decoder: the person's face back, the frozen decoder's smile kept, real-looking detail
-            adv = gan.adversarial_loss(critic, made, weights, autocast)
-            l1 = (recon - x).abs().mean()
-            keep = gan.masked_l1(gaussian_blur(edited, 2.0), gaussian_blur(drawn, 2.0), weights[: cfg.batch])
-            loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
-            gan.descend(opt_g, loss_g)
-            step += 1
-            seen += 2 * cfg.batch
-            if step % 25 == 0:
-                record = {"step": step, "l1": round(l1.item(), 5), "keep": round(keep.item(), 5), "adv": round(adv.item(), 4)}
-                record.update(loss_d=round(loss_d.item(), 4), decodes_per_s=round(seen / (time.time() - started), 1))
-                gan.write_record(log, record)
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                gan.write_record(log, validate(decoder, frozen, val_x, val_z, region, step))
-                gan.save_checkpoint(checkpoint, parts, step, cfg)
-                save_model_folder(model, model_dir, args.out / "model")
-                grid(decoder, frozen, val_x[:8], val_z[:8], step_vector, cfg.alpha, args.out / f"grid_{step:06d}.png")
-                print(f"step {step}: saved", flush=True)
+
+    def forward(rng: np.random.Generator, autocast) -> gan.Step:
+        picked = np.sort(rng.choice(len(train_z), cfg.batch, replace=False))
+        x = to_tensor(cache.images[rows.train[picked]])
+        z = train_z[picked]
+        signs = torch.from_numpy(rng.choice([-1.0, 1.0], cfg.batch).astype(np.float32))[:, None]
+        moved = z + signs * cfg.alpha * step_vector
+        with autocast:
+            made = decoder(torch.cat([z, moved]))
+            with torch.no_grad():
+                drawn = frozen(moved)  # in the same precision as the edits it is compared with
+        recon, edited = made[: cfg.batch], made[cfg.batch :]
+        # real faces against reconstructions and edits, over the lower face; the person back, the frozen decoder's smile kept
+        keep = gan.masked_l1(gaussian_blur(edited, 2.0), gaussian_blur(drawn, 2.0), weights[: cfg.batch])
+        return gan.Step(x, weights[: cfg.batch], made, weights, (recon - x).abs().mean(), keep)
+
+    def save(step: int) -> None:
+        save_model_folder(model, model_dir, args.out / "model")
+        grid(decoder, frozen, val_x[:8], val_z[:8], step_vector, cfg.alpha, args.out / f"grid_{step:06d}.png")
+
+    gan.fit(
+        cfg, parts, args.out, step, forward, lambda step: validate(decoder, frozen, val_x, val_z, region, step), save, "decodes"
+    )
 
 
 if __name__ == "__main__":

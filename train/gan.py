@@ -1,4 +1,4 @@
-"""What the two adversarial fine-tunes share (train.refiner, train.decoder_gan): the patch
+"""What the two adversarial fine-tunes share (train.refiner, train.decoder_gan): the fit loop, the patch
 critic, its step and its region-weighted losses, the command line made from a Config, checkpoints that
 resume, the log, bf16 autocast where the CPU has it natively, and the grid of validation images to look at.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from dataclasses import asdict
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -158,3 +160,58 @@ def adversarial_loss(critic: PatchDiscriminator, made: torch.Tensor, weights: to
     finally:
         critic.requires_grad_(True)
     return -mouth_mean(scores.float(), weights)
+
+
+@dataclass
+class Step:
+    """One batch's forward pass, as the fit loop needs it: the real images and the made ones (each with the weights
+    the critic scores them over), and the generator's two fidelity losses."""
+
+    real: torch.Tensor
+    real_weights: torch.Tensor
+    made: torch.Tensor
+    made_weights: torch.Tensor
+    l1: torch.Tensor  # the made images against their targets
+    keep: torch.Tensor  # what the edit asked for, kept
+
+
+def fit(
+    cfg,
+    parts: dict[str, object],
+    out: Path,
+    step: int,
+    forward: Callable[[np.random.Generator, object], Step],
+    validate: Callable[[int], dict],
+    save: Callable[[int], None],
+    unit: str,
+) -> None:
+    """The loop both fine-tunes run, from `step` to cfg.steps: per batch (`forward`, drawing from the seeded stream)
+    the critic learns real from made, then the generator descends l1_weight * l1 + keep_weight * keep + adv_weight
+    * adversarial; a log line every 25 steps (with `unit`s made per second), and every cfg.save_every steps and at
+    the end the validation record, the checkpoint (`parts`: the nets and optimisers by name) and `save`'s files."""
+    critic, opt_d, opt_g = parts["critic"], parts["opt_d"], parts["opt_g"]
+    autocast = bf16_autocast()
+    rng = batch_rng(cfg.seed, step)
+    started, seen = time.time(), 0
+    with open_log(out, step, cfg) as log:
+        while step < cfg.steps:
+            batch = forward(rng, autocast)
+            loss_d = train_critic(critic, opt_d, (batch.real, batch.real_weights), (batch.made, batch.made_weights), autocast)
+            adv = adversarial_loss(critic, batch.made, batch.made_weights, autocast)
+            descend(opt_g, cfg.l1_weight * batch.l1 + cfg.keep_weight * batch.keep + cfg.adv_weight * adv)
+            step += 1
+            seen += len(batch.made)
+            if step % 25 == 0:
+                record = {
+                    "step": step,
+                    "l1": round(batch.l1.item(), 5),
+                    "keep": round(batch.keep.item(), 5),
+                    "adv": round(adv.item(), 4),
+                }
+                record.update({"loss_d": round(loss_d.item(), 4), f"{unit}_per_s": round(seen / (time.time() - started), 1)})
+                write_record(log, record)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                write_record(log, validate(step))
+                save_checkpoint(out / "checkpoint.pt", parts, step, cfg)
+                save(step)
+                print(f"step {step}: saved", flush=True)

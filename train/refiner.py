@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,26 +23,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from train.data import load_index, run_command
+from celeba.model_folder import resolve_model_dir
+from celeba.reader import load_index, run_command
+from celeba.split import Split
 from train.gan import (
     PatchDiscriminator,
+    Step,
     add_config_args,
-    adversarial_loss,
-    batch_rng,
-    bf16_autocast,
     config_from,
-    descend,
     fine_detail,
+    fit,
     masked_l1,
-    open_log,
     resume,
-    save_checkpoint,
     save_grid,
-    train_critic,
-    write_record,
 )
-from train.model_folder import resolve_model_dir
-from train.split import Split
 from vae.editor import SmileEditor
 from vae.files import atomic_path
 from vae.filters import gaussian_blur
@@ -74,7 +67,7 @@ def windows_of(editor: SmileEditor, path: Path, alpha: float) -> dict[str, np.nd
     if not prepared.aligned.found:
         return None
     window = MouthWindow.around(prepared.crop_to_photo, size=WINDOW)
-    edits = editor.edits(prepared, [-alpha, alpha])
+    edits = editor.decode_strengths(prepared, [-alpha, alpha])
     photo = torch.from_numpy(np.array(prepared.photo)).permute(2, 0, 1)[None].float() / 255
     photo_win = window.from_photo(photo)
     weights = window.weights()[None]
@@ -190,40 +183,25 @@ def main(argv: list[str] | None = None) -> None:
     parts = {"refiner": refiner, "critic": critic, "opt_g": opt_g, "opt_d": opt_d}
     if args.resume and checkpoint.exists():
         step = resume(checkpoint, parts, {"opt_g": cfg.lr, "opt_d": cfg.lr_critic})
-    autocast = bf16_autocast()
-    rng = batch_rng(cfg.seed, step)
-    started, seen = time.time(), 0
-    with open_log(args.out, step, cfg) as log:
-        while step < cfg.steps:
-            photo, inputs, weights = to_batch(pairs, rng.integers(0, len(pairs["photo"]), cfg.batch), rng)
-            side = torch.from_numpy(rng.integers(1, 3, cfg.batch))  # an edit at -alpha or +alpha
-            edited_in = inputs[torch.arange(cfg.batch), side]
-            x0, x1 = torch.cat([inputs[:, 0], weights], 1), torch.cat([edited_in, weights], 1)
-            with autocast:
-                y = refiner(torch.cat([x0, x1]))
-            y0, y1 = y.float()[: cfg.batch], y.float()[cfg.batch :]
-            # critic: real windows against both kinds of made ones
-            both = torch.cat([weights, weights])
-            loss_d = train_critic(critic, opt_d, (photo, weights), (y.float(), both), autocast)
-            # refiner: sharp and right on the pairs, real-looking everywhere, the edit's shape kept
-            adv = adversarial_loss(critic, y.float(), both, autocast)
-            l1 = masked_l1(y0, photo, weights)
-            keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
-            loss_g = cfg.l1_weight * l1 + cfg.keep_weight * keep + cfg.adv_weight * adv
-            descend(opt_g, loss_g)
-            step += 1
-            seen += 2 * cfg.batch
-            if step % 25 == 0:
-                record = {"step": step, "l1": round(l1.item(), 5), "keep": round(keep.item(), 5), "adv": round(adv.item(), 4)}
-                record.update(loss_d=round(loss_d.item(), 4), windows_per_s=round(seen / (time.time() - started), 1))
-                write_record(log, record)
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                write_record(log, validate(refiner, val, step))
-                save_checkpoint(checkpoint, parts, step, cfg)
-                refiner.save(args.out)
-                grid(refiner.eval(), val, args.out / f"grid_{step:06d}.png")
-                refiner.train()
-                print(f"step {step}: saved", flush=True)
+
+    def forward(rng: np.random.Generator, autocast) -> Step:
+        photo, inputs, weights = to_batch(pairs, rng.integers(0, len(pairs["photo"]), cfg.batch), rng)
+        side = torch.from_numpy(rng.integers(1, 3, cfg.batch))  # an edit at -alpha or +alpha
+        edited_in = inputs[torch.arange(cfg.batch), side]
+        x0, x1 = torch.cat([inputs[:, 0], weights], 1), torch.cat([edited_in, weights], 1)
+        with autocast:
+            y = refiner(torch.cat([x0, x1])).float()
+        y0, y1 = y[: cfg.batch], y[cfg.batch :]
+        # real windows against both kinds of made ones; sharp and right on the pairs, the edit's shape kept
+        keep = masked_l1(gaussian_blur(y1, 2.0), gaussian_blur(edited_in, 2.0), weights)
+        return Step(photo, weights, y, torch.cat([weights, weights]), masked_l1(y0, photo, weights), keep)
+
+    def save(step: int) -> None:
+        refiner.save(args.out)
+        grid(refiner.eval(), val, args.out / f"grid_{step:06d}.png")
+        refiner.train()
+
+    fit(cfg, parts, args.out, step, forward, lambda step: validate(refiner, val, step), save, unit="windows")
 
 
 if __name__ == "__main__":

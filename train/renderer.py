@@ -43,10 +43,10 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from train.data import load_index, run_command
+from celeba.reader import load_index, run_command
+from celeba.split import Split, split_units
 from train.gan import add_config_args, batch_rng, config_from, descend, fine_detail, masked_l1, mouth_mean, save_grid
 from train.speed import cpu_has_native_bf16
-from train.split import Split, split_units
 from vae.align import FaceAligner, align_to_frame, crop_to_frame, warp
 from vae.files import atomic_path, atomic_write_text
 from vae.model import SmileVAE

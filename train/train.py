@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +33,53 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from train.cache import FaceCache, add_data_args, open_cache
-from train.loss import psnr, reconstruct, vae_loss
-from train.speed import SpeedPath, autocast, candidates, fastest
-from train.split import Split, add_split_args, make_split, sample_rows
+from celeba.cache import FaceCache, add_data_args, open_cache
+from celeba.split import Split, add_split_args, make_split, sample_rows
+from train.checkpoint import check_resume, load_checkpoint, save_checkpoint, set_rng_state
+from train.loss import vae_loss
+from train.runtime import Runtime, choose_path, setup_runtime, stop_everywhere
+from train.speed import SpeedPath
 from vae.files import atomic_path, atomic_write_text
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
+from vae.reconstruction import psnr, reconstruct
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run is started with (`python -m train`'s arguments), frozen: built once, passed down, never changed."""
+
+    data: tuple[str, ...]  # CelebA-layout folders
+    cache: str | None  # a built cache instead of data
+    cache_dir: str
+    align: str
+    workers: int | None
+    split: str
+    split_by: str
+    validation_fraction: float
+    test_fraction: float
+    out: str
+    epochs: int
+    batch_size: int  # per process
+    lr: float
+    beta: float  # weight of the KL term
+    latent_dim: int
+    seed: int
+    max_steps: int | None
+    max_minutes: float | None
+    resume: bool
+    device: str
+    precision: str
+    channels_last: str
+    eval_images: int
+    save_fp16: bool
+
+    def to_dict(self) -> dict:
+        """JSON values (the data folders as a list), as args.json and the checkpoint keep them."""
+        return {**asdict(self), "data": list(self.data)}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
     add_split_args(p)
@@ -75,70 +110,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     hw.add_argument("--eval-images", type=int, default=2000, help="validation (and train) images scored each epoch (0 = all)")
     hw.add_argument("--save-fp16", action="store_true", help="store the end model in fp16 (~80 MB instead of ~160 MB)")
-    return p.parse_args(argv)
+    args = vars(p.parse_args(argv))
+    return TrainConfig(**{**args, "data": tuple(args["data"])})
 
 
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int
-    world: int
-    path: SpeedPath = SpeedPath("fp32", False)  # chosen once the first batch exists (choose_path)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def channels_last(self) -> bool:
-        return self.path.channels_last
-
-    def autocast(self):
-        return autocast(self.device, self.path.precision)
-
-
-def setup_runtime(args: argparse.Namespace) -> Runtime:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if args.device == "auto":
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, rank, world)
-
-
-def choose_path(args: argparse.Namespace, rt: Runtime, x: torch.Tensor) -> dict[str, float]:
-    """Set rt.path to the fastest candidate on the first batch (rank 0 times, every rank follows); returns the figures."""
-    paths = candidates(rt.device, args.precision, args.channels_last)
-    chosen, rates = fastest(paths, x, latent_dim=args.latent_dim) if rt.main else (paths[0], {})
-    if rt.world > 1:
-        index = torch.tensor([paths.index(chosen)], device=rt.device)
-        dist.broadcast(index, 0)
-        chosen = paths[int(index)]
-    rt.path = chosen
-    if rates and rt.main:
-        print(
-            "Training speed on the first batch: "
-            + ", ".join(f"{n} {r:.1f} img/s" for n, r in rates.items())
-            + f" -> {chosen.name}"
-        )
-    return rates
-
-
-def get_cache(args: argparse.Namespace, rt: Runtime) -> FaceCache:
+def get_cache(config: TrainConfig, rt: Runtime) -> FaceCache:
     """Rank 0 builds the cache (once, reused later); the other ranks wait and open it."""
+    data = list(config.data)
     if rt.main:
-        cache = open_cache(args.data, args.cache, args.cache_dir, args.align, args.workers)
+        cache = open_cache(data, config.cache, config.cache_dir, config.align, config.workers)
     if rt.world > 1:
         dist.barrier()
-    return cache if rt.main else open_cache(args.data, args.cache, args.cache_dir, args.align)
+    return cache if rt.main else open_cache(data, config.cache, config.cache_dir, config.align)
 
 
 class Batches:
@@ -205,63 +188,6 @@ def save_grid(model: SmileVAE, x: torch.Tensor, path: Path, rt: Runtime, seed: i
         save_image(torch.cat([x.float(), recon.float(), samples.float()]), tmp, nrow=len(x))
 
 
-def rng_state() -> dict:
-    """Every generator's state in types a weights_only load accepts (numpy's keys as a tensor)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached}
-    state = {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy = state["numpy"]
-    np.random.set_state(
-        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"])
-    )
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(
-    path: Path,
-    model: SmileVAE,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    step_in_epoch: int,
-    global_step: int,
-    best: dict | None,
-    rt: Runtime,
-    args: argparse.Namespace,
-    images_seen: int,
-) -> None:
-    """Write to a temporary file and rename: a crash mid-write never corrupts the last checkpoint."""
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "step_in_epoch": step_in_epoch,
-        "global_step": global_step,
-        "rng": rng_state(),
-        "best": best,
-        "path": (rt.path.precision, rt.path.channels_last),
-        "latent_dim": model.latent_dim,
-        "args": vars(args),
-        "images_seen": images_seen,
-        "world": rt.world,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    """weights_only: a checkpoint holds tensors and plain values, so loading one runs no pickled code."""
-    return torch.load(path, map_location=device, weights_only=True)
-
-
 class StopFlag:
     """SIGINT/SIGTERM only raise a flag, which the loop reads between optimiser steps.
 
@@ -294,76 +220,18 @@ def save_model(model: SmileVAE, split: Split, directory: Path, fp16: bool) -> No
     split.save(directory)
 
 
-def run_split(args: argparse.Namespace, cache: FaceCache, out: Path) -> Split:
+def run_split(config: TrainConfig, cache: FaceCache, out: Path) -> Split:
     """A new run makes the split (and rank 0 writes it); a resumed run reads its own back, whatever the flags say."""
-    if args.resume:
+    if config.resume:
         return Split.load(out)
-    return make_split(cache, args.split, args.split_by, args.validation_fraction, args.test_fraction, args.seed)
-
-
-def stop_everywhere(stop: bool, rt: Runtime) -> bool:
-    """True on every rank as soon as one rank wants to stop, so DDP ranks leave the loop at the same step."""
-    if rt.world == 1:
-        return stop
-    flag = torch.tensor([float(stop)], device=rt.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-# Arguments a resumed run may change: how long it goes on, and where and how fast it runs. Every other one
-# shapes the run (its batches, its numbers, its model), so a resume with another value is refused.
-MAY_CHANGE_ON_RESUME = {
-    "epochs",
-    "max_steps",
-    "max_minutes",
-    "resume",
-    "out",
-    "device",
-    "precision",
-    "channels_last",
-    "workers",
-    "cache",
-    "cache_dir",
-    "data",
-}  # the data are checked against split.json instead
-SPLIT_ARGS = {"split", "split_by", "validation_fraction", "test_fraction"}  # a resumed run reads its own split back
-
-
-def check_resume(args: argparse.Namespace, state: dict, rt: Runtime) -> None:
-    """Stop, naming every argument that differs and the data if missing, unless this command continues the run."""
-    before = state["args"]
-    changed = [
-        name
-        for name, value in vars(args).items()
-        if name not in MAY_CHANGE_ON_RESUME | SPLIT_ARGS and name in before and before[name] != value
-    ]
-    problems = []
-    if changed:
-        listed = ", ".join(f"--{n.replace('_', '-')} {before[n]} (now {getattr(args, n)})" for n in changed)
-        problems.append(
-            f"it was started with {listed}: give the run's own values (see {Path(args.out) / 'args.json'}); "
-            "only --epochs, --max-steps, --max-minutes and the device settings may change"
-        )
-    if not args.data and not args.cache:
-        problems.append(
-            "it needs the data the run was trained on: the same --data folders (or --cache) as the first run, "
-            f"which had --data {' --data '.join(before.get('data') or []) or '(none)'}"
-            + (f" --cache {before['cache']}" if before.get("cache") else "")
-        )
-    if state.get("world", rt.world) != rt.world:
-        problems.append(f"the run used {state['world']} processes, this command {rt.world}, so the batches would differ")
-    if problems:
-        raise SystemExit("--resume would not continue the same run: " + "; ".join(problems) + ".")
-    ignored = [f"--{n.replace('_', '-')}" for n in sorted(SPLIT_ARGS) if n in before and before[n] != getattr(args, n)]
-    if ignored and rt.main:
-        print(f"--resume reads the run's own split.json: {', '.join(ignored)} ignored.")
+    return make_split(cache, config.split, config.split_by, config.validation_fraction, config.test_fraction, config.seed)
 
 
 @dataclass
 class Run:
     """What one training run carries from step to step: its data, model and optimiser, and where it stands."""
 
-    args: argparse.Namespace
+    config: TrainConfig
     rt: Runtime
     out: Path
     split: Split
@@ -385,6 +253,36 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the run (train.checkpoint adds the random generators)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.skip,
+            "global_step": self.global_step,
+            "best": self.best,
+            "path": (self.rt.path.precision, self.rt.path.channels_last),
+            "latent_dim": self.model.latent_dim,
+            "args": self.config.to_dict(),
+            "images_seen": self.images_seen,
+            "world": self.rt.world,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back where a checkpoint stood: weights, optimiser, random generators, position and best epoch."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.epoch, self.skip, self.global_step, self.best = (
+            state["epoch"],
+            state["step_in_epoch"],
+            state["global_step"],
+            state["best"],
+        )
+        # a checkpoint from before images_seen was stored: the batch size cannot have changed (check_resume)
+        self.images_seen = state.get("images_seen", self.global_step * self.config.batch_size * self.rt.world)
+
 
 @dataclass
 class EpochStats:
@@ -397,51 +295,43 @@ class EpochStats:
     stopped: bool = False
 
 
-def setup(args: argparse.Namespace, rt: Runtime) -> Run:
+def setup(config: TrainConfig, rt: Runtime) -> Run:
     """Data, split, model and optimiser, restored from the checkpoint with --resume; writes the run's files."""
-    out = Path(args.out)
+    out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"
-    if args.resume and not checkpoint_path.exists():
+    if config.resume and not checkpoint_path.exists():
         raise SystemExit(f"--resume: no checkpoint at {checkpoint_path}")
-    state = load_checkpoint(checkpoint_path, rt.device) if args.resume else None
+    state = load_checkpoint(checkpoint_path, rt.device) if config.resume else None
     if state:
-        check_resume(args, state, rt)
-    torch.manual_seed(args.seed)
-    cache = get_cache(args, rt)
-    split = run_split(args, cache, out)
+        ignored = check_resume(config.to_dict(), state, rt.world, out)
+        if ignored and rt.main:
+            print(f"--resume reads the run's own split.json: {', '.join(ignored)} ignored.")
+    torch.manual_seed(config.seed)
+    cache = get_cache(config, rt)
+    split = run_split(config, cache, out)
     rows = split.rows(cache)
-    eval_count = None if args.eval_images <= 0 else args.eval_images
-    scored = {part: sample_rows(getattr(rows, part), eval_count, args.seed) for part in ("train", "validation")}
-    batches = Batches(cache.images, rows.train, args.batch_size, rt, args.seed)
+    eval_count = None if config.eval_images <= 0 else config.eval_images
+    scored = {part: sample_rows(getattr(rows, part), eval_count, config.seed) for part in ("train", "validation")}
+    batches = Batches(cache.images, rows.train, config.batch_size, rt, config.seed)
     if len(batches) == 0:
-        raise SystemExit(f"Only {len(rows.train)} training images: fewer than one batch of {args.batch_size} per process.")
+        raise SystemExit(f"Only {len(rows.train)} training images: fewer than one batch of {config.batch_size} per process.")
     if len(rows.validation) == 0:
         raise SystemExit("The split has no validation images, so no epoch could be chosen: raise --validation-fraction.")
 
     if state:
         rt.path, speed_trial = SpeedPath(*state["path"]), {}  # the same numerics as before the stop
     else:
-        speed_trial = choose_path(args, rt, batches.load(rows.train[: args.batch_size]))
-    model = SmileVAE(latent_dim=args.latent_dim).to(rt.device)
+        first = batches.load(rows.train[: config.batch_size])
+        speed_trial = choose_path(rt, config.precision, config.channels_last, config.latent_dim, first)
+    model = SmileVAE(latent_dim=config.latent_dim).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler(enabled=rt.path.precision == "fp16")
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
     ddp = DistributedDataParallel(model) if rt.world > 1 else model
-    run = Run(args, rt, out, split, batches, scored, batches.load(rows.validation[:8]), model, ddp, optimizer, scaler)
+    run = Run(config, rt, out, split, batches, scored, batches.load(rows.validation[:8]), model, ddp, optimizer, scaler)
     if state:
-        run.epoch, run.skip, run.global_step, run.best = (
-            state["epoch"],
-            state["step_in_epoch"],
-            state["global_step"],
-            state["best"],
-        )
-        # a checkpoint from before images_seen was stored: the batch size cannot have changed (check_resume)
-        run.images_seen = state.get("images_seen", run.global_step * args.batch_size * rt.world)
+        run.restore(state)
     if rt.main:
         write_run_files(run, cache, speed_trial)
     run.started = time.time()
@@ -450,19 +340,19 @@ def setup(args: argparse.Namespace, rt: Runtime) -> Run:
 
 def write_run_files(run: Run, cache: FaceCache, speed_trial: dict[str, float]) -> None:
     """A new run writes split.json and args.json; a resumed one keeps them and adds what changed to args.json."""
-    args, rt, out = run.args, run.rt, run.out
+    config, rt, out = run.config, run.rt, run.out
     out.mkdir(parents=True, exist_ok=True)
     path = out / "args.json"
-    if args.resume and path.exists():
+    if config.resume and path.exists():
         record = json.loads(path.read_text())
-        changes = {k: getattr(args, k) for k in ("epochs", "max_steps", "max_minutes") if record.get(k) != getattr(args, k)}
+        changes = {k: getattr(config, k) for k in ("epochs", "max_steps", "max_minutes") if record.get(k) != getattr(config, k)}
         resumed = {"step": run.global_step, "device": str(rt.device), "changed": changes}
         record = {**record, **changes, "resumed": [*record.get("resumed", []), resumed]}
     else:
-        if not args.resume:
+        if not config.resume:
             run.split.save(out)
         record = {
-            **vars(args),
+            **config.to_dict(),
             "cache_path": str(cache.path),
             **run.split.counts(),
             "split_unit": run.split.unit,
@@ -479,7 +369,7 @@ def train_step(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     """One optimiser step on the batch x; returns (objective, mse, kl) of the batch."""
     with run.rt.autocast():
         recon, mean, logvar = run.ddp(x)
-    loss, mse, kl = vae_loss(recon, x, mean, logvar, run.args.beta)
+    loss, mse, kl = vae_loss(recon, x, mean, logvar, run.config.beta)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
@@ -491,12 +381,12 @@ def train_step(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 
 def train_epoch(run: Run, signalled: StopFlag) -> EpochStats:
     """The rest of the current epoch, or up to a stop (signal, --max-steps, --max-minutes), at a step boundary."""
-    args, rt = run.args, run.rt
+    config, rt = run.config, run.rt
     bar = tqdm(
         run.batches.epoch(run.epoch, run.skip),
         total=len(run.batches),
         initial=run.skip,
-        desc=f"epoch {run.epoch + 1}/{args.epochs}",
+        desc=f"epoch {run.epoch + 1}/{config.epochs}",
         disable=not rt.main,
         unit="batch",
         dynamic_ncols=True,
@@ -510,8 +400,8 @@ def train_epoch(run: Run, signalled: StopFlag) -> EpochStats:
         if stats.step_in_epoch % 10 == 0 or stats.step_in_epoch == len(run.batches):
             rate = stats.seen * rt.world / max(time.time() - stats.t0, 1e-9)
             bar.set_postfix(loss=f"{loss.item():.1f}", mse=f"{mse.item():.4f}", kl=f"{kl.item():.1f}", img_s=f"{rate:.0f}")
-        minutes_up = args.max_minutes is not None and (time.time() - run.started) / 60 >= args.max_minutes
-        steps_up = args.max_steps is not None and run.global_step >= args.max_steps
+        minutes_up = config.max_minutes is not None and (time.time() - run.started) / 60 >= config.max_minutes
+        steps_up = config.max_steps is not None and run.global_step >= config.max_steps
         if stop_everywhere(signalled.raised or steps_up or minutes_up, rt):
             stats.stopped = True
             if signalled.raised and rt.main:
@@ -534,27 +424,16 @@ def end_epoch(run: Run, stats: EpochStats) -> None:
         record = epoch_record(run, stats)
         if run.best is None or record["validation_loss"] < run.best["validation_loss"]:
             run.best = {"epoch": run.epoch, "validation_loss": record["validation_loss"]}
-            save_model(copy.deepcopy(run.model), run.split, run.out / "model", run.args.save_fp16)
+            save_model(copy.deepcopy(run.model), run.split, run.out / "model", run.config.save_fp16)
         record["best_epoch"] = run.best["epoch"]
         with open(run.out / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
-        save_grid(run.model, run.grid_x, run.out / f"grid_{run.epoch:04d}.png", run.rt, run.args.seed)
+        save_grid(run.model, run.grid_x, run.out / f"grid_{run.epoch:04d}.png", run.rt, run.config.seed)
         tqdm.write(
             f"epoch {run.epoch}: validation PSNR {record['validation_psnr']:.2f} dB, loss {record['validation_loss']:.1f} "
             f"(best: epoch {run.best['epoch']}), {record['images_per_s']:.0f} img/s"
         )
-    save_checkpoint(
-        run.checkpoint_path,
-        run.model,
-        run.optimizer,
-        run.epoch,
-        run.skip,
-        run.global_step,
-        run.best,
-        run.rt,
-        run.args,
-        run.images_seen,
-    )
+    save_checkpoint(run.checkpoint_path, run.state())
 
 
 def epoch_record(run: Run, stats: EpochStats) -> dict:
@@ -571,7 +450,7 @@ def epoch_record(run: Run, stats: EpochStats) -> dict:
         "wall_s": time.time() - run.started,
     }
     for part, rows in run.scored.items():
-        record.update(evaluate(run.model, run.batches, rows, rt, run.args.beta, part))
+        record.update(evaluate(run.model, run.batches, rows, rt, run.config.beta, part))
     return record
 
 
@@ -580,7 +459,7 @@ def finish(run: Run) -> None:
     if run.rt.main:
         best, out = run.best, run.out
         if best is None:  # no whole epoch yet (a smoke run): the model is the last state
-            save_model(copy.deepcopy(run.model), run.split, out / "model", run.args.save_fp16)
+            save_model(copy.deepcopy(run.model), run.split, out / "model", run.config.save_fp16)
         print(
             f"Saved {out / 'model'}: "
             + (
@@ -596,12 +475,12 @@ def finish(run: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    rt = setup_runtime(args)
-    run = setup(args, rt)
+    config = parse_args(argv)
+    rt = setup_runtime(config.device)
+    run = setup(config, rt)
     with StopFlag() as signalled:
         stopped = False
-        while run.epoch < args.epochs and not stopped:
+        while run.epoch < config.epochs and not stopped:
             stats = train_epoch(run, signalled)
             stopped = stats.stopped
             end_epoch(run, stats)

@@ -17,34 +17,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-from train.cache import add_data_args
-from train.data import run_command
-from train.model_folder import encode_rows, open_model_split, resolve_model_dir
+from celeba.cache import add_data_args
+from celeba.model_folder import encode_rows, open_model_split, resolve_model_dir
+from celeba.reader import run_command
 from vae.files import atomic_write_text
 from vae.model import SmileVAE
 from vae.settings import SETTINGS_FILE, EditorSettings
-from vae.vectors import AttributeVectors, mean_difference, projection_std
-
-
-def compute_vectors(
-    train_z: np.ndarray, train_labels: np.ndarray, names: list[str], cap: int = 10_000, seed: int = 0
-) -> AttributeVectors:
-    """One recipe vector per attribute column (labels in {-1, 1}) with its slider unit, both from the train rows."""
-    vectors, stds = [], []
-    for column in range(len(names)):
-        v = mean_difference(train_z, train_labels[:, column] > 0, cap=cap, seed=seed)
-        vectors.append(v)
-        stds.append(projection_std(train_z, v))
-    return AttributeVectors(list(names), np.stack(vectors), np.array(stds))
-
-
-def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> float:
-    positive = labels > 0
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(roc_auc_score(positive, z @ vector))
+from vae.vectors import compute_vectors, projection_auc
 
 
 def keep_default_loadable(model_dir: Path, names: list[str]) -> None:

@@ -18,9 +18,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from .editor import SmileEditor
-from .files import atomic_save, save_gif, strip_image
+from .files import atomic_save
 from .hub import ModelLoadError
 from .image_file import ImageError
+from .strip import save_gif, strip_image
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets"
 

@@ -28,7 +28,7 @@ from .refiner import MouthRefiner, refine_mouths
 from .renderer import MouthRenderer, render_mouths
 from .settings import EditorSettings, SettingsError, TransferSettings
 from .transfer import CropChange, apply_changes, crop_changes
-from .vectors import VECTORS_FILE, AttributeVectors, edit
+from .vectors import VECTORS_FILE, AttributeVectors, shift_latent
 from .view import FaceView
 
 RENDERER_FOLDER = "renderer"  # the mouth renderer's place in a model folder
@@ -66,7 +66,7 @@ class Prepared:
 
 
 @dataclass
-class Edits:
+class DecodedStrengths:
     """A photo decoded at several strengths; turned into pictures with a transfer, on demand."""
 
     prepared: Prepared
@@ -250,14 +250,14 @@ class SmileEditor:
             recon = self.model.decode(latent)[0]
         return Prepared(pixels, aligned, Image.fromarray(crop), latent, recon, notes)
 
-    def edits(self, prepared: Prepared, strengths: Sequence[float], attribute: str | None = None) -> Edits:
+    def decode_strengths(self, prepared: Prepared, strengths: Sequence[float], attribute: str | None = None) -> DecodedStrengths:
         """decode(z + a * step) for every strength in one batch; pictures come from the result."""
         step = self.vectors.step(self.check_attribute(attribute))
         alphas = torch.tensor(list(strengths), dtype=torch.float32)[:, None]
         with torch.inference_mode():
-            decoded = self.model.decode(edit(prepared.latent, step, alphas))
+            decoded = self.model.decode(shift_latent(prepared.latent, step, alphas))
             decoded[alphas[:, 0] == 0] = prepared.recon  # alpha = 0 gives the photo itself: no residual at all
-        return Edits(prepared, list(strengths), decoded, self.settings.transfer, self.refiner, self.renderer)
+        return DecodedStrengths(prepared, list(strengths), decoded, self.settings.transfer, self.refiner, self.renderer)
 
     def edit(
         self,
@@ -274,7 +274,7 @@ class SmileEditor:
         attribute = self.check_attribute(attribute)
         prepared = photo if isinstance(photo, Prepared) else self.prepare(photo, align=align)
         frames = [float(s) for s in frames]
-        edits = self.edits(prepared, sorted(set(frames) | {-strength, strength}), attribute)
+        edits = self.decode_strengths(prepared, sorted(set(frames) | {-strength, strength}), attribute)
         less, more = edits.photos([-strength, strength])
         views = edits.views(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
         decodes = np.stack([np.asarray(edits.raw(s)) for s in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8)

@@ -1,4 +1,4 @@
-"""Write files so that a reader never sees half of one: results, the strip, GIFs, JSON and arrays.
+"""Write files so that a reader never sees half of one: results, images, JSON and arrays.
 
 `atomic_path` is the one way the project writes a file: into a temporary file beside the target,
 moved onto it with `os.replace` only when the write finished (readable by others, mode 0644).
@@ -55,21 +55,3 @@ def atomic_save(image: Image.Image, path: str | os.PathLike, **kwargs) -> Path:
     with atomic_path(path) as tmp:
         image.save(tmp, **kwargs)
     return Path(path)
-
-
-def strip_image(frames: list[Image.Image]) -> Image.Image:
-    """Frames side by side, left (least) to right (most)."""
-    width, height = frames[0].size
-    strip = Image.new("RGB", (width * len(frames), height))
-    for i, frame in enumerate(frames):
-        strip.paste(frame, (i * width, 0))
-    return strip
-
-
-def save_gif(frames: list[Image.Image], path: str | os.PathLike, frame_ms: int = 120, max_side: int = 320) -> Path:
-    """An endlessly looping GIF that sweeps the strip forth and back (less -> more -> less), at most `max_side`."""
-    scale = min(1.0, max_side / max(frames[0].size))
-    size = (max(1, round(frames[0].width * scale)), max(1, round(frames[0].height * scale)))
-    small = [f if f.size == size else f.resize(size, Image.Resampling.LANCZOS) for f in frames]
-    sweep = small + small[-2:0:-1]
-    return atomic_save(sweep[0], path, format="GIF", save_all=True, append_images=sweep[1:], duration=frame_ms, loop=0)

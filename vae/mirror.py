@@ -40,7 +40,7 @@ from .refiner import refine_mouths
 from .renderer import render_mouths
 from .runtime import cpu_summary, inference_precisions
 from .transfer import CropChange, apply_changes, crop_changes
-from .vectors import edit
+from .vectors import shift_latent
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ class Mirror:
 
     def _change(self, track: _Track, strength: float) -> CropChange:
         """The transfer's change for this latent at `strength`: decode(z + a * step) and decode(z) in one batch."""
-        z = torch.cat([track.latent, edit(track.latent, self.step, strength)])
+        z = torch.cat([track.latent, shift_latent(track.latent, self.step, strength)])
         decoded = self.model.decode(z).float()  # bf16 where that measured faster
         self.decodes += 1
         track.decodes = {strength: decoded}

@@ -58,7 +58,31 @@ def projection_std(latents: np.ndarray, vector: np.ndarray) -> float:
     return float((latents @ (vector / np.linalg.norm(vector))).std())
 
 
-def edit(z: torch.Tensor, vector: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+def compute_vectors(
+    train_z: np.ndarray, train_labels: np.ndarray, names: list[str], cap: int = 10_000, seed: int = 0
+) -> AttributeVectors:
+    """One recipe vector per attribute column (labels in {-1, 1}) with its slider unit, both from the train rows."""
+    vectors, stds = [], []
+    for column in range(len(names)):
+        v = mean_difference(train_z, train_labels[:, column] > 0, cap=cap, seed=seed)
+        vectors.append(v)
+        stds.append(projection_std(train_z, v))
+    return AttributeVectors(list(names), np.stack(vectors), np.array(stds))
+
+
+def projection_auc(z: np.ndarray, labels: np.ndarray, vector: np.ndarray) -> float:
+    """ROC-AUC of z . vector as a score for labels > 0 (the Mann-Whitney statistic, ties counted half); NaN with one class."""
+    positive = labels > 0
+    if positive.all() or not positive.any():
+        return float("nan")
+    scores = z @ vector
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based ranks, tied scores share their mean rank
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def shift_latent(z: torch.Tensor, vector: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
     """z + alpha * v (alpha may be a column of several strengths: one edit per row)."""
     return z + alpha * vector
 
@@ -81,7 +105,7 @@ class AttributeVectors:
         return self.vectors[self.names.index(name)]
 
     def step(self, name: str) -> torch.Tensor:
-        """Unit direction scaled by the projection's std: `edit(z, step, alpha)` moves alpha stds."""
+        """Unit direction scaled by the projection's std: `shift_latent(z, step, alpha)` moves alpha stds."""
         v = self.vector(name)
         return torch.from_numpy(v / np.linalg.norm(v) * self.stds[self.names.index(name)])
 

@@ -18,7 +18,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from vae.editor import MIN_PHOTO_SIDE, PHOTO_MAX_SIDE, EditResult, Prepared, SmileEditor
-from vae.files import strip_image
+from vae.strip import strip_image
 
 from .live import LIVE_STEP, frames_json, live_strengths
 from .mirror import mirror_routes, mirror_view
@@ -150,7 +150,7 @@ class SmileApp:
                 return gr.skip(), gr.skip()  # a newer photo came first: its own strip follows it
             raise ValueError("The strip is made once, after each upload.")
         strengths = self.editor.strip_strengths(self.editor.settings.default_strength)
-        edits = self.editor.edits(self._session_photo(key), strengths, attribute)  # the face region only
+        edits = self.editor.decode_strengths(self._session_photo(key), strengths, attribute)  # the face region only
         frames = [Image.fromarray(view) for view in edits.views(strengths)]
         address = owner(request)
         return self.results.image(strip_image(frames), "strip", address), self.results.gif(frames, "strip", address)
@@ -159,7 +159,7 @@ class SmileApp:
     def render(self, key: str | None, strength: float, attribute: str, request: gr.Request = None):
         """This session's photo at one signed strength, whole and at full resolution (the download button)."""
         strength = self.editor.check_strength(strength, signed=True)
-        (photo,) = self.editor.edits(self._session_photo(key), [strength], attribute).photos([strength])
+        (photo,) = self.editor.decode_strengths(self._session_photo(key), [strength], attribute).photos([strength])
         return self.results.image(photo, f"smile_{round(strength, 1) + 0.0:+.1f}", owner(request))  # never -0.0
 
     @clear_error

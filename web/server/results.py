@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vae.files import atomic_save, save_gif
+from vae.files import atomic_save
+from vae.strip import save_gif
 
 RESULT_LIFETIME_S = 600  # docs/api.md, "What the server accepts"
 ENCODERS = 2  # PNG files written at once

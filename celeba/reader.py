@@ -3,7 +3,7 @@
 A folder holds `img_align_celeba/*.jpg`, `list_attr_celeba.txt` (count, 40 names, rows of +-1) and
 optionally `list_eval_partition.txt` and `identity_CelebA.txt` (`<name> <person id>`, who is who). A
 folder may also hold `same_photo_in_celeba_folders.txt` (`<name> <other name> <other folder>`): such
-pairs are the same photo. Both kinds of grouping feed the split (train/split.py), so that one photo,
+pairs are the same photo. Both kinds of grouping feed the split (celeba/split.py), so that one photo,
 or one person where known, never sits on both sides.
 """
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from train.cache import FaceCache, open_cache
-from train.split import Split, SplitRows
+from celeba.cache import FaceCache, open_cache
+from celeba.split import Split, SplitRows
 from vae.model import SmileVAE
 from vae.preprocess import to_tensor
 

@@ -6,7 +6,7 @@ the judge on the faces the model is tested on. `split.json` names every image as
 name>/<file name>` and carries a fingerprint of the data (every key with its 40 labels): a split
 applies only to the data it was made from, and any other data stop with a message that says why.
 
-`python -m train.split --data DIR ... --out DIR` writes a split without training (e.g. for a model
+`python -m celeba.split --data DIR ... --out DIR` writes a split without training (e.g. for a model
 trained before splits were stored).
 """
 
@@ -21,7 +21,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from train.data import PARTITION_FILE, DatasetError, load_index, run_command
+from celeba.reader import PARTITION_FILE, DatasetError, load_index, run_command
 from vae.files import atomic_write_text
 
 SPLIT_FILE = "split.json"
@@ -94,7 +94,7 @@ class Split:
         if not path.exists():
             raise SystemExit(
                 f"No {SPLIT_FILE} in {directory}: train with `python -m train` (it writes one next to the model) "
-                f"or write one with `python -m train.split`."
+                f"or write one with `python -m celeba.split`."
             )
         body = json.loads(path.read_text())
         return cls(*(body[part] for part in PARTS), body["fingerprint"], body["unit"])
@@ -185,7 +185,7 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> Split:
     p = argparse.ArgumentParser(
-        prog="python -m train.split", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m celeba.split", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", action="append", default=[], metavar="DIR", required=True)
     p.add_argument("--out", required=True, help="folder that receives split.json (a model folder)")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from train.data import CelebAIndex, load_index
+from celeba.reader import CelebAIndex, load_index
 from vae.align import FRAME_SIZE, FaceAligner
 from vae.image_file import load_image
 from vae.preprocess import CROP_FRACTION, IMAGE_SIZE, crop_and_resize

@@ -1,4 +1,4 @@
-"""A small CelebA-layout folder to try training on: `python -m train.subset --data DIR --count 300 --out DIR`.
+"""A small CelebA-layout folder to try training on: `python -m celeba.subset --data DIR --count 300 --out DIR`.
 
 Picks `--count` images of `--data` (seeded), links them into `OUT/img_align_celeba/` (symlinks: no image
 is copied) and writes the matching rows of every annotation file there is (`list_attr_celeba.txt` with
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data import ATTR_FILE, IDENTITY_FILE, IMAGE_DIR, PARTITION_FILE, SAME_PHOTO_FILE, read_folder, run_command
+from celeba.reader import ATTR_FILE, IDENTITY_FILE, IMAGE_DIR, PARTITION_FILE, SAME_PHOTO_FILE, read_folder, run_command
 
 
 def make_subset(data: Path, out: Path, count: int, seed: int = 0) -> list[str]:
@@ -41,7 +41,7 @@ def make_subset(data: Path, out: Path, count: int, seed: int = 0) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[str]:
     p = argparse.ArgumentParser(
-        prog="python -m train.subset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m celeba.subset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", type=Path, required=True, help="a CelebA-layout folder")
     p.add_argument("--out", type=Path, required=True, help="the new folder (e.g. runs/data/celeba-300)")
