@@ -52,11 +52,12 @@ from evaluation.metrics import flips
 from evaluation.realism import CLASSIFIER, REGIONS, RealMouths, region_patches
 from evaluation.report import EVALUATION_FILE, merge_json
 from vae.align import FRAME_SIZE, warp
-from vae.editor import RENDERER_FOLDER, Prepared, SmileEditor
+from vae.editor import Prepared, SmileEditor
 from vae.files import atomic_save
 from vae.filters import gaussian_blur
 from vae.preprocess import IMAGE_SIZE, crop_and_resize, pil_to_tensor, to_image, to_tensor
 from vae.refiner import REFINER_WEIGHTS, MouthRefiner
+from vae.renderer import RENDERER_WEIGHTS, MouthRenderer
 from vae.settings import EditorSettings, TransferSettings
 from vae.transfer import face_region
 
@@ -95,6 +96,7 @@ TARGETS = {
     "detail_ratio_median": 0.90,
     "colour_shift_max": 3.0,
 }
+RENDERER_SPLIT = Path("renderer") / "split.json"  # the renderer's own held-out faces, beside its training state
 PHOTO_FLIP_DEFINITION = (
     "Flips are conditioned on the judge's verdict at alpha=0, here the original photo's aligned crop: 'plus' is, "
     "among photos the judge calls non-smiling, the share it calls smiling after +alpha; 'minus' is, among photos it "
@@ -319,7 +321,7 @@ def part_keys(model_dir: Path, photos_of: str, part: str) -> list[str]:
     split = Split.load(model_dir)
     if photos_of == "model":
         return getattr(split, part)
-    path = model_dir / RENDERER_FOLDER / "split.json"
+    path = model_dir / RENDERER_SPLIT
     if not path.exists():
         raise SystemExit(f"--photos-of renderer: {path} is missing (python -m train.renderer writes it).")
     other = set(split.test if part == "validation" else split.validation) | set(split.train)
@@ -427,7 +429,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="a folder with a trained mouth refiner (python -m train.refiner) to compare and, if chosen, ship",
     )
+    p.add_argument(
+        "--renderer",
+        type=Path,
+        help="a folder with a trained mouth renderer (a copy of python -m train.renderer's, which goes on changing) to "
+        "compare and, if chosen, ship",
+    )
     p.add_argument("--strengths", type=float, nargs="+", default=list(STRENGTHS), help="with --select: the strengths compared")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=COMPARED,
+        metavar="NAME",
+        help="with --select: compare only these variants (repeatable; default: every one the model folder can run)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.select and args.part != "validation":
@@ -435,15 +450,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_editor(model_dir: Path, refiner_folder: Path | None) -> SmileEditor:
-    """The model folder's editor, with the refiner of `refiner_folder` when one is given."""
+def load_editor(model_dir: Path, refiner_folder: Path | None, renderer_folder: Path | None) -> SmileEditor:
+    """The model folder's editor, with the refiner and the renderer of the folders given instead of its own."""
     editor = SmileEditor.from_pretrained(model_dir)
-    if refiner_folder is None:
-        return editor
-    refiner = MouthRefiner.load(refiner_folder)
-    if refiner is None:
-        raise SystemExit(f"--refiner {refiner_folder}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
-    return SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner, editor.renderer)
+    refiner, renderer = editor.refiner, editor.renderer
+    if refiner_folder is not None:
+        refiner = MouthRefiner.load(refiner_folder)
+        if refiner is None:
+            raise SystemExit(f"--refiner {refiner_folder}: no {REFINER_WEIGHTS} there (train one with python -m train.refiner).")
+    if renderer_folder is not None:
+        renderer = MouthRenderer.load(renderer_folder)
+        if renderer is None:
+            raise SystemExit(
+                f"--renderer {renderer_folder}: no {RENDERER_WEIGHTS} there (train one with python -m train.renderer)."
+            )
+    return SmileEditor(editor.model, editor.vectors, editor.settings, editor.aligner, refiner, renderer)
 
 
 def held_out_photos(args: argparse.Namespace, model_dir: Path) -> tuple[list[Photo], dict]:
@@ -481,15 +502,18 @@ def held_out_photos(args: argparse.Namespace, model_dir: Path) -> tuple[list[Pho
 
 
 def plan_sweep(editor: SmileEditor, args: argparse.Namespace) -> Sweep:
-    """With --select, every compared variant the model folder can run, at each --strengths; else the shipped settings."""
+    """With --select, the compared variants (--variant, else all) the model folder can run, at each --strengths; else the
+    shipped settings."""
     if not args.select:
         return Sweep({variant_name(editor.settings.transfer): editor.settings.transfer}, [editor.settings.default_strength])
     runnable = {
         n: VARIANTS[n]
-        for n in COMPARED
+        for n in args.variant or COMPARED
         if (editor.refiner is not None or not VARIANTS[n].refine_mouth)
         and (editor.renderer is not None or VARIANTS[n].render_mouth == "off")
     }
+    if not runnable:
+        raise SystemExit("No variant to compare: the ones named need a refiner or a renderer this model folder lacks.")
     return Sweep(runnable, list(args.strengths))
 
 
@@ -506,6 +530,12 @@ def print_table(table: dict[str, dict[float, dict]]) -> None:
                 for region in REGIONS
             }
             print(f"{name:32s} a={s:.1f}: " + json.dumps(shown))
+
+
+def renderer_provenance(folder: Path) -> dict:
+    """What the shipped renderer.json says of where its weights come from: the training step they were saved at."""
+    config = json.loads((folder / "renderer.json").read_text())
+    return {"step": config.get("step"), "chosen_from": str(folder)}
 
 
 def select(table: dict[str, dict[float, dict]], common: dict) -> dict:
@@ -526,13 +556,15 @@ def select(table: dict[str, dict[float, dict]], common: dict) -> dict:
     }
 
 
-def ship_choice(report: dict, editor: SmileEditor, model_dir: Path, refiner_folder: Path | None) -> None:
+def ship_choice(report: dict, editor: SmileEditor, model_dir: Path, args: argparse.Namespace) -> None:
     """Write the chosen variant and strength into the model folder: the app, the command line and the test report
-    then use them."""
+    then use them. A refiner or renderer given with --refiner / --renderer ships with the model when chosen."""
     name, strength = report["chosen"]["variant"], report["chosen"]["strength"]
     merge_json(model_dir / EVALUATION_FILE, {"photo_selection": report})
-    if VARIANTS[name].refine_mouth and refiner_folder and refiner_folder.resolve() != model_dir.resolve():
-        editor.refiner.save(model_dir)  # the chosen refiner ships with the model
+    if VARIANTS[name].refine_mouth and args.refiner and args.refiner.resolve() != model_dir.resolve():
+        editor.refiner.save(model_dir)
+    if VARIANTS[name].render_mouth != "off" and args.renderer and args.renderer.resolve() != model_dir.resolve():
+        editor.renderer.save(model_dir, extra=renderer_provenance(args.renderer))
     EditorSettings.load(model_dir).replace(default_strength=strength, transfer=VARIANTS[name]).save(model_dir)
 
 
@@ -560,7 +592,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     model_dir = resolve_model_dir(args.model)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    editor = load_editor(model_dir, args.refiner)
+    editor = load_editor(model_dir, args.refiner, args.renderer)
     photos, chosen = held_out_photos(args, model_dir)
     sweep = plan_sweep(editor, args)
     table, no_face = measure_sweep(editor, Judges.load(args.judge), photos, sweep, args.part)
@@ -576,7 +608,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.select:
         report = select(table, common)
         if args.update_model:
-            ship_choice(report, editor, model_dir, args.refiner)
+            ship_choice(report, editor, model_dir, args)
         return report
     report = shipped_report(table, common, editor)
     if args.update_model:

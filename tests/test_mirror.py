@@ -127,9 +127,8 @@ def test_with_the_mouth_refiner_the_mirror_draws_the_photo_views_mouth(editor, a
     torch.manual_seed(0)
     MouthRefiner(width=8).save(tmp_path)
     transfer = dataclasses.replace(editor.settings.transfer, refine_mouth=True)
-    refining = SmileEditor(
-        editor.model, editor.vectors, editor.settings.replace(transfer=transfer), editor.aligner, MouthRefiner.load(tmp_path)
-    )
+    settings = editor.settings.replace(transfer=transfer)
+    refining = SmileEditor(editor.model, editor.vectors, settings, editor.aligner, MouthRefiner.load(tmp_path), editor.renderer)
     frame = video_frame(astronaut)
     mirror = Mirror(refining, MirrorModel(refining, precision="fp32"), detect_side=640)
     shown = mirror.edit(frame, STRENGTH).image
@@ -150,12 +149,15 @@ def test_bf16_is_timed_only_where_this_cpu_computes_it_natively(model):
 
 @pytest.mark.parametrize("which", ["more", "both"])
 def test_the_renderer_paints_the_mirror_s_mouth_on_the_sides_it_is_set_for(editor, model, astronaut, which):
-    transfer = dataclasses.replace(editor.settings.transfer, render_mouth=which)
-    rendering = editor.with_settings(editor.settings.replace(transfer=transfer))
+    def with_renderer(which: str) -> SmileEditor:
+        return editor.with_settings(
+            editor.settings.replace(transfer=dataclasses.replace(editor.settings.transfer, render_mouth=which))
+        )
+
     frame = video_frame(astronaut)
     for strength in (STRENGTH, -STRENGTH):
-        mirror = Mirror(rendering, model)
-        plain, painted = Mirror(editor, model).edit(frame, strength), mirror.edit(frame, strength)
+        mirror = Mirror(with_renderer(which), model)
+        plain, painted = Mirror(with_renderer("off"), model).edit(frame, strength), mirror.edit(frame, strength)
         changed = (painted.image != plain.image).any(axis=2)
         assert changed.any() == (strength > 0 or which == "both")
         region = face_region(mirror.crop_to_frame, (640, 480))

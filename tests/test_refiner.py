@@ -27,7 +27,8 @@ def prepared(shipped, astronaut_path):
 
 def refining(editor: SmileEditor, refiner: MouthRefiner) -> SmileEditor:
     transfer = dataclasses.replace(editor.settings.transfer, refine_mouth=True)
-    return SmileEditor(editor.model, editor.vectors, editor.settings.replace(transfer=transfer), editor.aligner, refiner)
+    settings = editor.settings.replace(transfer=transfer)
+    return SmileEditor(editor.model, editor.vectors, settings, editor.aligner, refiner, editor.renderer)
 
 
 def test_the_window_sits_on_the_mouth_at_the_photo_scale_capped_at_twice_the_crop():

@@ -247,14 +247,18 @@ def test_moved_points_follow_the_motion_back_to_where_the_content_lands():
 @pytest.mark.parametrize("which", ["more", "both"])
 def test_a_rendered_edit_paints_the_sides_it_is_set_for_and_keeps_every_pixel_outside_the_face(shipped, prepared, which):
     editor = SmileEditor(shipped.model, shipped.vectors, shipped.settings, shipped.aligner, renderer=loud_renderer())
-    plain, painted = editor.edit(prepared, 3.0), rendering(editor, which).edit(prepared, 3.0, frames=[-3.0, 0.0, 3.0])
+    plain, painted = (
+        rendering(editor, "off").edit(prepared, 3.0),
+        rendering(editor, which).edit(prepared, 3.0, frames=[-3.0, 0.0, 3.0]),
+    )
     region = face_region(prepared.crop_to_photo, (prepared.photo.shape[1], prepared.photo.shape[0]))
     assert not np.array_equal(painted.more, plain.more)
     assert np.array_equal(painted.less, plain.less) == (which == "more")
     for image in (painted.less, painted.more):
         assert np.array_equal(image[~region], prepared.photo[~region])
     assert np.array_equal(painted.frames[1], prepared.face_view.cut(prepared.photo))  # strength 0 is never painted
-    assert not np.array_equal(painted.frames[2], plain_view := editor.decode_strengths(prepared, [3.0]).views([3.0])[0])
+    plain_view = rendering(editor, "off").decode_strengths(prepared, [3.0]).views([3.0])[0]
+    assert not np.array_equal(painted.frames[2], plain_view)
     assert painted.frames[2].shape == plain_view.shape
 
 

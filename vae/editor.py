@@ -31,7 +31,6 @@ from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import VECTORS_FILE, AttributeVectors, shift_latent
 from .view import FaceView
 
-RENDERER_FOLDER = "renderer"  # the mouth renderer's place in a model folder
 PHOTO_MAX_SIDE = 2048  # photos are kept (and edited, and downloadable) up to this side; larger ones are scaled down
 MIN_PHOTO_SIDE = 32  # below this there is no face to find or edit
 
@@ -173,7 +172,7 @@ class SmileEditor:
         if self.settings.transfer.render_mouth != "off" and renderer is None:
             raise SettingsError(
                 f"transfer.render_mouth is {self.settings.transfer.render_mouth!r}, but the model folder has no mouth renderer "
-                f"({RENDERER_FOLDER}/renderer.safetensors)."
+                "(renderer.safetensors)."
             )
         self.aligner = aligner or FaceAligner()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -191,7 +190,7 @@ class SmileEditor:
             model = SmileVAE.load(folder)
             vectors = AttributeVectors.load(folder)
             refiner = MouthRefiner.load(folder)
-            renderer = MouthRenderer.load(folder / RENDERER_FOLDER)
+            renderer = MouthRenderer.load(folder)
         except Exception as err:
             raise ModelLoadError(f"Model folder {folder} could not be read: {err}") from err
         try:
