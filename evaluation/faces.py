@@ -1,7 +1,7 @@
 """Evaluate a trained model: `python -m evaluation.faces --model DIR --judge runs/judge --data ... --out runs/eval`.
 
 The split comes from the model's split.json. Choices are made on validation faces; the numbers are
-then reported on test faces, once (definitions: train/metrics.py).
+then reported on test faces, once (definitions: evaluation/metrics.py).
 1. Reconstruction of the whole test part (posterior mean): MSE, PSNR (per image), SSIM (Gaussian window).
 2. Linear separability: ROC-AUC of z . v on the test part for every attribute (vectors fitted on train).
 3. Smile vector variants: the recipe's mean difference, a Male x Young balanced one, one with the Male

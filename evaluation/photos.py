@@ -595,9 +595,15 @@ def main(argv: list[str] | None = None) -> dict:
     editor = load_editor(model_dir, args.refiner, args.renderer)
     photos, chosen = held_out_photos(args, model_dir)
     sweep = plan_sweep(editor, args)
+    if args.photos_of == "model" and any(t.render_mouth != "off" for t in sweep.variants.values()):
+        raise SystemExit(
+            "The mouth renderer trained on faces of the VAE's held-out parts: measure a transfer that paints the mouth "
+            "on the renderer's own held-out faces (--photos-of renderer)."
+        )
     table, no_face = measure_sweep(editor, Judges.load(args.judge), photos, sweep, args.part)
     common = {
         "part": args.part,
+        "photos_of": args.photos_of,
         "photos": len(photos) - no_face,
         "no_face_found": no_face,
         **chosen,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, SHARED_DATA
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -270,3 +271,32 @@ def test_asking_for_the_renderer_without_one_or_for_an_unknown_side_is_a_setting
         SmileEditor(shipped.model, shipped.vectors, settings, shipped.aligner)
     with pytest.raises(SettingsError, match="render_mouth"):
         TransferSettings(render_mouth="less")
+
+
+def test_the_painted_mouth_fades_in_from_zero_only_for_the_sides_and_the_vectors_that_move_the_mouth():
+    both, more = TransferSettings(render_mouth="both"), TransferSettings(render_mouth="more")
+    assert both.render_amount(0.0, "Smiling") == 0 and both.render_amount(0.25, "Smiling") == 0.25
+    assert both.render_amount(-3.0, "Smiling (balanced)") == 1 and more.render_amount(-3.0, "Smiling") == 0
+    assert both.render_amount(3.0, "Eyeglasses") == 0 and both.render_amount(3.0, "Mouth_Slightly_Open") == 1
+    assert TransferSettings().render_amount(3.0, "Smiling") == 0
+
+
+def test_a_large_face_is_painted_from_an_antialiased_copy_and_only_inside_its_hole(prepared):
+    scale, renderer = 4, loud_renderer()
+    large = np.asarray(Image.fromarray(prepared.photo).resize((prepared.photo.shape[1] * scale,) * 2, Image.Resampling.BICUBIC))
+    to_large = np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5], [0, 0, 1.0]])  # pixel centres kept
+    landmarks = prepared.aligned.landmarks @ to_large[:2, :2].T + to_large[:2, 2]
+    out = render_mouths(large[None], landmarks, to_large @ prepared.crop_to_photo, prepared.recon[None], renderer)
+    changed = (out[0] != large).any(-1)
+    ys, xs = np.nonzero(changed)
+    corners_apart = np.linalg.norm(landmarks[4] - landmarks[3])
+    assert (
+        changed.any()
+        and np.hypot(xs - landmarks[3:5, 0].mean(), ys - landmarks[3:5, 1].mean()).max() <= 0.55 * corners_apart + 2 * scale
+    )
+    small = render_mouths(
+        prepared.photo[None], prepared.aligned.landmarks, prepared.crop_to_photo, prepared.recon[None], renderer
+    )
+    shrunk = np.asarray(Image.fromarray(out[0]).resize(prepared.photo.shape[1::-1], Image.Resampling.BOX))
+    inside = (small[0] != prepared.photo).any(-1)
+    assert np.abs(shrunk[inside].astype(int) - small[0][inside]).mean() < 12  # the same mouth, whatever the photo's size

@@ -45,14 +45,15 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Every generator as `rng_state` saved it; a checkpoint loaded onto a GPU brings the states back to the CPU first."""
+    torch.set_rng_state(state["torch"].cpu())
     numpy = state["numpy"]
     np.random.set_state(
-        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"])
+        (numpy["kind"], numpy["keys"].cpu().numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"])
     )
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

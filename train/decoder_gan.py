@@ -42,7 +42,11 @@ MODEL_FILES = (
     "smile_vector.npy",
     "editor.json",
     "split.json",
-)  # what the model folder has besides the model
+    "renderer.safetensors",
+    "renderer.json",
+    "refiner.safetensors",
+    "refiner.json",
+)  # what the model folder has besides the model (editor.json may name the renderer or the refiner)
 
 
 @dataclass

@@ -72,6 +72,7 @@ class DecodedStrengths:
     strengths: list[float]
     decoded: torch.Tensor  # (K, 3, 128, 128) the raw decodes, for "under the hood"
     transfer: TransferSettings
+    attribute: str  # the vector the strengths move along
     refiner: MouthRefiner | None = None  # redraws the mouth when the transfer says refine_mouth
     renderer: MouthRenderer | None = None  # paints inside the lips where the transfer's render_mouth says so
 
@@ -105,15 +106,16 @@ class DecodedStrengths:
             edited = refine_mouths(
                 edited, crop_to_image, self.decoded[picked], self.prepared.recon, list(strengths), self.refiner
             )
-        painted = [k for k, s in enumerate(strengths) if self.transfer.renders(s)]
+        amounts = [self.transfer.render_amount(s, self.attribute) for s in strengths]
+        painted = [k for k, amount in enumerate(amounts) if amount > 0]
         landmarks = self.prepared.aligned.landmarks
         if painted and self.renderer is not None and landmarks is not None:
             indices = [picked[k] for k in painted]
             photo_to_image = crop_to_image @ np.linalg.inv(self.prepared.crop_to_photo)
             in_image = landmarks @ photo_to_image[:2, :2].T + photo_to_image[:2, 2]
-            changes = self.changes.pick(indices)
+            changes, painted_amounts = self.changes.pick(indices), [amounts[k] for k in painted]
             edited[painted] = render_mouths(
-                edited[painted], in_image, crop_to_image, self.decoded[indices], self.renderer, changes
+                edited[painted], in_image, crop_to_image, self.decoded[indices], self.renderer, changes, painted_amounts
             )
         return edited
 
@@ -251,12 +253,15 @@ class SmileEditor:
 
     def decode_strengths(self, prepared: Prepared, strengths: Sequence[float], attribute: str | None = None) -> DecodedStrengths:
         """decode(z + a * step) for every strength in one batch; pictures come from the result."""
-        step = self.vectors.step(self.check_attribute(attribute))
+        attribute = self.check_attribute(attribute)
+        step = self.vectors.step(attribute)
         alphas = torch.tensor(list(strengths), dtype=torch.float32)[:, None]
         with torch.inference_mode():
             decoded = self.model.decode(shift_latent(prepared.latent, step, alphas))
             decoded[alphas[:, 0] == 0] = prepared.recon  # alpha = 0 gives the photo itself: no residual at all
-        return DecodedStrengths(prepared, list(strengths), decoded, self.settings.transfer, self.refiner, self.renderer)
+        return DecodedStrengths(
+            prepared, list(strengths), decoded, self.settings.transfer, attribute, self.refiner, self.renderer
+        )
 
     def edit(
         self,

@@ -264,10 +264,10 @@ class Mirror:
         if self.editor.settings.transfer.refine_mouth and refiner is not None:  # the same mouth as the photo view draws
             recon, edited = track.decodes[strength]
             image = refine_mouths(image[None], track.crop_to_frame, edited[None], recon, [strength], refiner)[0]
-        renderer = self.editor.renderer
-        if self.editor.settings.transfer.renders(strength) and renderer is not None:  # as the photo view paints it
-            edited = track.decodes[strength][1:]
-            image = render_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, track.changes[strength])[0]
+        renderer, amount = self.editor.renderer, self.editor.settings.transfer.render_amount(strength, self.attribute)
+        if amount > 0 and renderer is not None:  # as the photo view paints it
+            edited, change = track.decodes[strength][1:], track.changes[strength]
+            image = render_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, change, [amount])[0]
         return MirrorFrame(image, face=True, detected=detected, encoded=encoded, decoded=decoded)
 
     def _follow(self, frame: np.ndarray) -> tuple[_Track | None, bool]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -173,14 +174,16 @@ def render_mouths(
     decodes: torch.Tensor,
     renderer: MouthRenderer,
     change: CropChange | None = None,
+    amounts: Sequence[float] | None = None,
 ) -> np.ndarray:
     """K edited images (K, H, W, 3) uint8 with the inside of the lips painted by the renderer, each hinted by its decode.
 
     landmarks: MTCNN's five points in image px (of the unedited face); decodes (K, 3, S, S) the VAE's edited faces
     in the model's crop, `crop_to_image` its 3x3 to image px; `change`: the K edits' transfer, whose motion moved
-    the mouth corners (the hole follows them). The patch is cut from `images` (the edit's lips already moved),
-    painted at the renderer's scale and sampled back (bicubic); pixels the hole does not reach are returned
-    exactly as given.
+    the mouth corners (the hole follows them); `amounts` (K,) in [0, 1] scale each painted mouth (default 1). The
+    patch is cut from `images` (the edit's lips already moved; a large face is first sampled down with
+    antialiasing), painted at the renderer's scale and sampled back (bicubic); pixels the hole does not reach
+    are returned exactly as given.
     """
     cfg = renderer.config
     height, width = images.shape[1:3]
@@ -200,15 +203,47 @@ def render_mouths(
         return images
     box = to_tensor(images[:, y0:y1, x0:x1])
     patch_to_box = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]]) @ to_image
-    patch = warp(box, patch_to_box, cfg.patch_size, mode="bicubic").contiguous(memory_format=torch.channels_last)
+    patch = warp(_sampled_down(box, patch_to_box), _down_map(box, patch_to_box), cfg.patch_size, mode="bicubic")
+    patch = patch.contiguous(memory_format=torch.channels_last)
     hint = warp(decodes, np.linalg.inv(crop_to_image) @ to_image, cfg.patch_size, mode="bilinear")
     with torch.inference_mode():
         painted = renderer.paint(patch, hint, hole).float()
     box_to_patch = np.linalg.inv(patch_to_box)
     painted = warp(painted, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bicubic")
     weight = warp(hole, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear")
+    if amounts is not None:
+        weight = weight * torch.tensor(list(amounts), dtype=weight.dtype).view(-1, 1, 1, 1)
     out = images.copy()
     inside = (weight > 0).squeeze(1).numpy()
     mixed = to_pixels(box * (1 - weight) + painted * weight)
     out[:, y0:y1, x0:x1] = np.where(inside[..., None], mixed, images[:, y0:y1, x0:x1])
     return out
+
+
+ANTIALIAS_FROM = 2.0  # image px per patch px from which the patch is cut from an antialiased copy (training saw up to ~1.5)
+
+
+def _down_factor(patch_to_box: np.ndarray) -> int:
+    """Whole factor a box is sampled down by before its patch is cut, so that the cut samples it at 1 to 2 px a
+    patch px, as in training; 1 for faces up to twice the patch's scale (CelebA-HQ's 256-px faces are about 1.4)."""
+    scale = float(np.sqrt(abs(np.linalg.det(patch_to_box[:2, :2]))))  # image px per patch px
+    return int(scale) if scale >= ANTIALIAS_FROM else 1
+
+
+def _sampled_down(box: torch.Tensor, patch_to_box: np.ndarray) -> torch.Tensor:
+    factor = _down_factor(patch_to_box)
+    if factor == 1:
+        return box
+    size = (max(1, round(box.shape[-2] / factor)), max(1, round(box.shape[-1] / factor)))
+    return F.interpolate(box, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _down_map(box: torch.Tensor, patch_to_box: np.ndarray) -> np.ndarray:
+    """`patch_to_box` onto the sampled-down box of `_sampled_down` (pixel centres kept)."""
+    factor = _down_factor(patch_to_box)
+    if factor == 1:
+        return patch_to_box
+    height, width = box.shape[-2:]
+    sy, sx = max(1, round(height / factor)) / height, max(1, round(width / factor)) / width
+    to_small = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+    return to_small @ patch_to_box

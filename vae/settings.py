@@ -21,6 +21,8 @@ from .files import atomic_write_text
 
 SETTINGS_FILE = "editor.json"
 RENDER_MOUTH = ("off", "more", "both")  # never; for smiling more (the opening it draws); for less as well (closed lips)
+RENDER_RAMP = 1.0  # |alpha| over which the painted mouth fades in: no jump as the slider leaves 0
+MOUTH_ATTRIBUTES = ("Smiling", "Mouth_Slightly_Open")  # vectors (by name prefix) whose edits move the mouth
 
 
 class SettingsError(ValueError):
@@ -54,9 +56,13 @@ class TransferSettings:
         if self.render_mouth not in RENDER_MOUTH:
             raise SettingsError(f"transfer.render_mouth must be one of {', '.join(RENDER_MOUTH)}, not {self.render_mouth!r}.")
 
-    def renders(self, strength: float) -> bool:
-        """Whether the renderer paints the mouth of an edit at this signed strength."""
-        return strength > 0 and self.render_mouth != "off" or strength < 0 and self.render_mouth == "both"
+    def render_amount(self, strength: float, attribute: str) -> float:
+        """How much of the renderer's mouth an edit of `attribute` at this signed strength shows, 0 to 1: none for
+        the sides it is off for and for vectors that do not move the mouth (eyeglasses keep the photo's lips),
+        fading in over RENDER_RAMP."""
+        side = strength > 0 and self.render_mouth != "off" or strength < 0 and self.render_mouth == "both"
+        moves_mouth = attribute.startswith(MOUTH_ATTRIBUTES)
+        return min(1.0, abs(strength) / RENDER_RAMP) if side and moves_mouth else 0.0
 
 
 @dataclass(frozen=True)
