@@ -18,6 +18,7 @@ decoded). The CPU's flags and the precision chosen come first in the output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -108,7 +109,8 @@ def percentiles(values: list[float]) -> dict:
 
 def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
     """Per-frame time and flicker of the tracking scheme in each precision this CPU runs natively (fp32, and
-    bf16 where it is native: emulated it is 10-100x slower) and the chosen one, and of detecting every frame."""
+    bf16 where it is native: emulated it is 10-100x slower) and the chosen one, of detecting every frame, and
+    (when the shipped transfer paints the mouth) of tracking with the renderer off."""
     frames = list(astronaut_frames(moving + still, still_from=moving))
     models = {name: MirrorModel(editor, name) for name in inference_precisions()} | {"auto": MirrorModel(editor, "auto")}
     models["auto"].ready.wait()
@@ -116,11 +118,17 @@ def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
         "precision_auto": models["auto"].precision,
         "precision_timings_ms": {k: round(v, 1) for k, v in models["auto"].timings_ms.items()},
     }
-    schemes = [("tracking", name, frames, True) for name in inference_precisions()]
+    schemes = [("tracking", name, frames, True, editor) for name in inference_precisions()]
     every = frames[moving - min(moving, 20) : moving + min(still, 20)]  # detecting every frame is slow: 40 frames
-    schemes.append(("detect_every_frame", out["precision_auto"]["decoder"], every, False))
-    for scheme, precision, clip, track in schemes:
-        mirror = Mirror(editor, models[precision], track=track)
+    chosen = out["precision_auto"]["decoder"]
+    schemes.append(("detect_every_frame", chosen, every, False, editor))
+    if editor.settings.transfer.render_mouth != "off":  # what painting the mouth costs a frame
+        unpainted = dataclasses.replace(editor.settings.transfer, render_mouth="off")
+        schemes.append(
+            ("tracking_renderer_off", chosen, frames, True, editor.with_settings(editor.settings.replace(transfer=unpainted)))
+        )
+    for scheme, precision, clip, track, variant in schemes:
+        mirror = Mirror(variant, models[precision], track=track)
         mirror.edit(clip[0], STRENGTH)  # the first detection is not a steady frame
         times, outputs = [], []
         for frame in clip[1:]:

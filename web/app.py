@@ -11,6 +11,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 from gradio.data_classes import FileData
@@ -52,6 +53,24 @@ def clear_error(fn):
             raise gr.Error(str(err)) from err
 
     return wrapped
+
+
+class PageUpdate(NamedTuple):
+    """What /prepare answers, in this order: the Blocks wiring names its outputs by these fields, so the two
+    cannot drift apart, and an API client reads them in the order docs/api.md lists."""
+
+    key: str | None  # the photo's key into the server-wide cache (the page's state)
+    live_frames: str  # JSON of the face region at the live strengths (web/live.py)
+    less: str | None  # result files: the whole photo at -strength and +strength
+    more: str | None
+    crop: str | None  # "under the hood": the model's 128x128 input, its reconstruction and its two decodes
+    reconstruction: str | None
+    decoded_less: str | None
+    decoded_more: str | None
+    decoded_frames: str  # JSON of the model's own faces at the live strengths
+
+
+NO_PHOTO = PageUpdate(None, "", None, None, None, None, None, None, "")
 
 
 class SmileApp:
@@ -123,15 +142,14 @@ class SmileApp:
     def prepare(self, payload: dict | None, align: bool, attribute: str, request: gr.Request = None):
         """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
         other): align and encode once per photo, then decode every live frame and the less / more photos.
-        Returns (key, live frames JSON, less, more, crop, reconstruction, decoded less, decoded more, decoded
-        frames JSON: the model's own faces at the live strengths, for "under the hood")."""
+        Returns a PageUpdate."""
         if not payload:
-            return None, "", None, None, None, None, None, None, ""
+            return NO_PHOTO
         attribute = self.editor.check_attribute(attribute)
         key, prepared, _ = self._upload(payload, align, owner(request))
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
         self.strips_due.set(request.session_hash if request else None, key)
-        return (
+        return PageUpdate(
             key,
             frames_json(result.frame_strengths, result.frames),
             *self._pictures(result, owner(request)),
@@ -254,12 +272,22 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                         raw_less = gr.Image(label="Decoded, less", format="png", elem_id="raw_less")
                         raw_more = gr.Image(label="Decoded, more", format="png", elem_id="raw_more")
                     raw_live = live_view("Decoded at the slider's strength", "raw_live")
-        shown = [live, less, more, crop, recon, raw_less, raw_more, raw_live]
+        outputs = PageUpdate(
+            key=state,
+            live_frames=live,
+            less=less,
+            more=more,
+            crop=crop,
+            reconstruction=recon,
+            decoded_less=raw_less,
+            decoded_more=raw_more,
+            decoded_frames=raw_live,
+        )
         gr.on(
             [photo.change, align.change, attribute.change],
             app.prepare,
             [photo, align, attribute],
-            [state, *shown],
+            list(outputs),
             preprocess=False,
             api_name="prepare",
             trigger_mode="always_last",
