@@ -162,3 +162,14 @@ def test_the_renderer_paints_the_mirror_s_mouth_on_the_sides_it_is_set_for(edito
         assert changed.any() == (strength > 0 or which == "both")
         region = face_region(mirror.crop_to_frame, (640, 480))
         assert not (changed & ~region).any() and not ((painted.image != frame).any(axis=2) & ~region).any()
+
+
+def test_a_still_face_keeps_its_painted_mouth_and_a_new_strength_paints_again(editor, model, astronaut):
+    mirror = Mirror(editor, model)
+    assert editor.settings.transfer.render_mouth != "off"  # the shipped transfer paints the mouth
+    frame = video_frame(astronaut)
+    first = mirror.edit(frame, STRENGTH).image
+    painted = mirror._track.painted
+    assert np.array_equal(mirror.edit(frame.copy(), STRENGTH).image, first) and mirror._track.painted is painted
+    mirror.edit(frame, -STRENGTH)
+    assert mirror._track.painted is not painted

@@ -37,7 +37,7 @@ from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, covered_box, crop_t
 from .editor import SmileEditor
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
-from .renderer import render_mouths
+from .renderer import MouthRenderer, PaintedMouths, paint_mouths, put_mouths
 from .runtime import cpu_summary, inference_precisions
 from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import shift_latent
@@ -180,6 +180,7 @@ class _Track:
     crop: np.ndarray | None = None
     changes: dict[float, CropChange] = field(default_factory=dict)  # strength -> the transfer's change
     decodes: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (2, 3, 128, 128): decode(z), the edit
+    painted: tuple[tuple, PaintedMouths | None] | None = None  # the renderer's last mouth, and what it was painted for
     since_detect: int = 0
 
 
@@ -266,9 +267,18 @@ class Mirror:
             image = refine_mouths(image[None], track.crop_to_frame, edited[None], recon, [strength], refiner)[0]
         renderer, amount = self.editor.renderer, self.editor.settings.transfer.render_amount(strength, self.attribute)
         if amount > 0 and renderer is not None:  # as the photo view paints it
-            edited, change = track.decodes[strength][1:], track.changes[strength]
-            image = render_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, change, [amount])[0]
+            image = put_mouths(image[None], self._painted(image, track, strength, renderer), [amount])[0]
         return MirrorFrame(image, face=True, detected=detected, encoded=encoded, decoded=decoded)
+
+    @staticmethod
+    def _painted(image: np.ndarray, track: _Track, strength: float, renderer: MouthRenderer) -> PaintedMouths | None:
+        """The renderer's mouth for this frame: painted again only when the face or the strength moved (a still face
+        keeps its landmarks, so its last painting is put on the new frame, as its change is)."""
+        key = (strength, track.landmarks.tobytes(), track.crop_to_frame.tobytes())
+        if track.painted is None or track.painted[0] != key:
+            edited, change = track.decodes[strength][1:], track.changes[strength]
+            track.painted = (key, paint_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, change))
+        return track.painted[1]
 
     def _follow(self, frame: np.ndarray) -> tuple[_Track | None, bool]:
         """The face's track on this frame, and whether MTCNN ran for it."""

@@ -167,23 +167,31 @@ def cut_patch(images: torch.Tensor, patch_to_image: np.ndarray, size: tuple[int,
     return warp(images, patch_to_image, size, mode="bicubic")
 
 
-def render_mouths(
+@dataclass(frozen=True)
+class PaintedMouths:
+    """K mouths the renderer painted, sampled back onto the image pixels of `box`: what `put_mouths` blends in. It
+    can be put on the next frame of a video again while the face has not moved (the mirror's still face)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in image px
+    painted: torch.Tensor  # (K, 3, y1 - y0, x1 - x0)
+    weight: torch.Tensor  # (K, 1, y1 - y0, x1 - x0): the hole, exactly 0 where nothing is painted
+
+
+def paint_mouths(
     images: np.ndarray,
     landmarks: np.ndarray,
     crop_to_image: np.ndarray,
     decodes: torch.Tensor,
     renderer: MouthRenderer,
     change: CropChange | None = None,
-    amounts: Sequence[float] | None = None,
-) -> np.ndarray:
-    """K edited images (K, H, W, 3) uint8 with the inside of the lips painted by the renderer, each hinted by its decode.
+) -> PaintedMouths | None:
+    """The renderer's painting of the inside of the lips of K edited images (K, H, W, 3) uint8, each hinted by its
+    decode; None when the mouth lies outside the image.
 
     landmarks: MTCNN's five points in image px (of the unedited face); decodes (K, 3, S, S) the VAE's edited faces
     in the model's crop, `crop_to_image` its 3x3 to image px; `change`: the K edits' transfer, whose motion moved
-    the mouth corners (the hole follows them); `amounts` (K,) in [0, 1] scale each painted mouth (default 1). The
-    patch is cut from `images` (the edit's lips already moved; a large face is first sampled down with
-    antialiasing), painted at the renderer's scale and sampled back (bicubic); pixels the hole does not reach
-    are returned exactly as given.
+    the mouth corners (the hole follows them). The patch is cut from `images` (the edit's lips already moved; a
+    large face is first sampled down with antialiasing), painted at the renderer's scale and sampled back (bicubic).
     """
     cfg = renderer.config
     height, width = images.shape[1:3]
@@ -200,7 +208,7 @@ def render_mouths(
     )
     x0, y0, x1, y1 = covered_box(to_image, cfg.patch_size, (width, height), margin=2)
     if x1 <= x0 or y1 <= y0:
-        return images
+        return None
     box = to_tensor(images[:, y0:y1, x0:x1])
     patch_to_box = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]]) @ to_image
     patch = warp(_sampled_down(box, patch_to_box), _down_map(box, patch_to_box), cfg.patch_size, mode="bicubic")
@@ -209,15 +217,40 @@ def render_mouths(
     with torch.inference_mode():
         painted = renderer.paint(patch, hint, hole).float()
     box_to_patch = np.linalg.inv(patch_to_box)
-    painted = warp(painted, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bicubic")
-    weight = warp(hole, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear")
+    return PaintedMouths(
+        (x0, y0, x1, y1),
+        warp(painted, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bicubic"),
+        warp(hole, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear"),
+    )
+
+
+def put_mouths(images: np.ndarray, mouths: PaintedMouths | None, amounts: Sequence[float] | None = None) -> np.ndarray:
+    """The K images with their painted mouths blended in, each by its amount in [0, 1] (default 1); pixels the hole
+    does not reach are returned exactly as given."""
+    if mouths is None:
+        return images
+    x0, y0, x1, y1 = mouths.box
+    weight = mouths.weight
     if amounts is not None:
         weight = weight * torch.tensor(list(amounts), dtype=weight.dtype).view(-1, 1, 1, 1)
     out = images.copy()
     inside = (weight > 0).squeeze(1).numpy()
-    mixed = to_pixels(box * (1 - weight) + painted * weight)
+    mixed = to_pixels(to_tensor(images[:, y0:y1, x0:x1]) * (1 - weight) + mouths.painted * weight)
     out[:, y0:y1, x0:x1] = np.where(inside[..., None], mixed, images[:, y0:y1, x0:x1])
     return out
+
+
+def render_mouths(
+    images: np.ndarray,
+    landmarks: np.ndarray,
+    crop_to_image: np.ndarray,
+    decodes: torch.Tensor,
+    renderer: MouthRenderer,
+    change: CropChange | None = None,
+    amounts: Sequence[float] | None = None,
+) -> np.ndarray:
+    """`paint_mouths`, then `put_mouths`: K edited images (K, H, W, 3) uint8 with the inside of the lips painted."""
+    return put_mouths(images, paint_mouths(images, landmarks, crop_to_image, decodes, renderer, change), amounts)
 
 
 ANTIALIAS_FROM = 2.0  # image px per patch px from which the patch is cut from an antialiased copy (training saw up to ~1.5)
