@@ -19,6 +19,7 @@ distance, centred on the midpoint of the mouth corners.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from torch import nn
 from .align import covered_box, warp
 from .files import atomic_path, atomic_write_text
 from .preprocess import to_pixels, to_tensor
+from .runtime import inference_precisions
 from .transfer import CropChange, moved_points
 
 RENDERER_WEIGHTS = "renderer.safetensors"
@@ -214,7 +216,7 @@ def paint_mouths(
     patch = warp(_sampled_down(box, patch_to_box), _down_map(box, patch_to_box), cfg.patch_size, mode="bicubic")
     patch = patch.contiguous(memory_format=torch.channels_last)
     hint = warp(decodes, np.linalg.inv(crop_to_image) @ to_image, cfg.patch_size, mode="bilinear")
-    with torch.inference_mode():
+    with torch.inference_mode(), _trained_precision():
         painted = renderer.paint(patch, hint, hole).float()
     box_to_patch = np.linalg.inv(patch_to_box)
     return PaintedMouths(
@@ -222,6 +224,12 @@ def paint_mouths(
         warp(painted, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bicubic"),
         warp(hole, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear"),
     )
+
+
+def _trained_precision():
+    """bf16 autocast where the CPU computes bf16 natively, as the renderer was trained (3x faster on the AMX Xeon:
+    17 patches in 23 instead of 72 ms); fp32 elsewhere (emulated bf16 is 10-100x slower)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in inference_precisions() else contextlib.nullcontext()
 
 
 def put_mouths(images: np.ndarray, mouths: PaintedMouths | None, amounts: Sequence[float] | None = None) -> np.ndarray:
