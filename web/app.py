@@ -264,7 +264,8 @@ def create_app(editor: SmileEditor, work_dir: str | os.PathLike) -> gr.Blocks:
                 with gr.Accordion("Under the hood: what the VAE sees and draws", open=False):
                     gr.Markdown(
                         "The model works on a 128x128 aligned crop. Its own faces are blurry by design; the page "
-                        "puts only their *change* on your photo: its own pixels moved where the face moves, the rest added."
+                        "puts only their *change* on your photo: its own pixels moved where the face moves, the rest added, "
+                        "and the inside of the lips drawn by a small renderer trained on real mouths."
                     )
                     with gr.Row():
                         crop = gr.Image(label="Model input (128x128)", format="png", elem_id="crop")
