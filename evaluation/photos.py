@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from celeba.model_folder import resolve_model_dir
 from celeba.reader import load_index, run_command
-from celeba.split import Split
+from celeba.split import PARTS, Split
 from evaluation.expression import ExpressionJudge, independent_verdicts
 from evaluation.identity import IdentityModel
 from evaluation.judge import AttributeJudge
@@ -474,7 +474,9 @@ def held_out_photos(args: argparse.Namespace, model_dir: Path) -> tuple[list[Pho
     keys = part_keys(model_dir, args.photos_of, args.part)
     position = {key: i for i, key in enumerate(index.keys)}
     if args.photos_of == "model":
-        rows = getattr(Split.load(model_dir).rows(index), args.part)
+        split = Split.load(model_dir)
+        rows = getattr(split.rows(index), args.part)
+        keys = [k for part in PARTS for k in getattr(split, part)]  # the split's folders, every part's
     elif set(keys) - set(position):
         raise SystemExit(f"The renderer's {args.part} faces are not all in --data: give every folder its split names.")
     else:
