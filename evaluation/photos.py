@@ -315,6 +315,32 @@ def measure_sweep(editor: SmileEditor, judges: Judges, photos: list[Photo], swee
     return table, no_face
 
 
+def lower_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = (240, 180)) -> np.ndarray:
+    """The lower face of `image` (an eye distance either side of the mouth, from below the eyes to below the chin),
+    resized to `size` (w, h) for a grid."""
+    mouth, eyes = landmarks[3:5].mean(0), float(np.linalg.norm(landmarks[1] - landmarks[0]))
+    box = (mouth[0] - eyes, mouth[1] - 0.9 * eyes, mouth[0] + eyes, mouth[1] + 0.6 * eyes)
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS, box=box))
+
+
+def write_grids(editor: SmileEditor, photos: list[Photo], folder: Path, rows: int = 8) -> list[Path]:
+    """Grids of `rows` photos each: less / photo / more at the editor's settings, the lower face only (photos with no
+    face found are left out). What a person sees, to look at beside the numbers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for photo in tqdm(photos, desc="Editing photos to look at", unit="photo"):
+        prepared = editor.prepare(photo.path)
+        if prepared.aligned.landmarks is not None:
+            result = editor.edit(prepared)
+            lines.append(
+                np.concatenate([lower_face(x, prepared.aligned.landmarks) for x in (result.less, prepared.photo, result.more)], 1)
+            )
+    written = []
+    for k in range(0, len(lines), rows):
+        written.append(atomic_save(Image.fromarray(np.concatenate(lines[k : k + rows], 0)), folder / f"grid_{k // rows:02d}.png"))
+    return written
+
+
 def part_keys(model_dir: Path, photos_of: str, part: str) -> list[str]:
     """The keys of the photos edited for `part`: the VAE's split's part, or the renderer's own held-out faces of that
     part less any the VAE trained on or holds in its other part (no photo plays a part in a choice and in the report)."""
@@ -444,6 +470,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --select: compare only these variants (repeatable; default: every one the model folder can run)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--look",
+        type=Path,
+        metavar="DIR",
+        help="instead of measuring, write grids of the photos as less / photo / more at the model's settings, cropped "
+        "to the lower face, 8 rows each, to look at (CelebA: never commit them)",
+    )
     args = p.parse_args(argv)
     if args.select and args.part != "validation":
         raise SystemExit("--select chooses on the validation part only: the test part is reported, never chosen on.")
@@ -596,6 +629,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     editor = load_editor(model_dir, args.refiner, args.renderer)
     photos, chosen = held_out_photos(args, model_dir)
+    if args.look:
+        grids = write_grids(editor, photos, args.look)
+        print(f"Wrote {len(grids)} grids (less / photo / more) to {args.look}: look at them, never commit them (CelebA).")
+        return {"grids": [str(g) for g in grids]}
     sweep = plan_sweep(editor, args)
     if args.photos_of == "model" and any(t.render_mouth != "off" for t in sweep.variants.values()):
         raise SystemExit(

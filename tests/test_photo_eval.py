@@ -33,6 +33,9 @@ def test_a_folder_named_celeba_is_edited_and_a_part_without_photos_says_so(astro
     report = photo_eval_main([*common, "--limit", "2"])
     assert report["folders"] == ["celeba"] and report["folders_left_out"] == {}
     assert report["photos"] == 2 and np.isfinite(report["detail_ratio_median"]) and report["outside_unchanged"]
+    looked = photo_eval_main([*common, "--limit", "2", "--look", str(tmp_path / "look")])
+    (grid,) = looked["grids"]
+    assert Image.open(grid).size == (3 * 240, 2 * 180)  # less / photo / more, a row per photo with a face
     with pytest.raises(SystemExit, match="No photos to edit: the validation part has none .*left out: celeba"):
         photo_eval_main([*common, "--skip-folder", "celeba"])
     assert json.loads((run / "model" / "split.json").read_text())["validation"][0].startswith("celeba/")
