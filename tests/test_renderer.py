@@ -22,8 +22,9 @@ from vae.renderer import (
     MouthRenderer,
     RendererConfig,
     hole_mask,
+    paint_mouths,
     patch_to_photo,
-    render_mouths,
+    put_mouths,
     to_patch,
 )
 from vae.settings import EditorSettings, SettingsError, TransferSettings
@@ -300,3 +301,8 @@ def test_a_large_face_is_painted_from_an_antialiased_copy_and_only_inside_its_ho
     shrunk = np.asarray(Image.fromarray(out[0]).resize(prepared.photo.shape[1::-1], Image.Resampling.BOX))
     inside = (small[0] != prepared.photo).any(-1)
     assert np.abs(shrunk[inside].astype(int) - small[0][inside]).mean() < 12  # the same mouth, whatever the photo's size
+
+
+def render_mouths(images: np.ndarray, *args, amounts=None) -> np.ndarray:
+    """Paint and put back, as the editor does."""
+    return put_mouths(images, paint_mouths(images, *args), amounts)

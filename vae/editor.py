@@ -25,7 +25,7 @@ from .image_file import ImageInput, load_image
 from .model import SmileVAE
 from .preprocess import crop_and_resize, to_image, to_pixels, to_tensor
 from .refiner import MouthRefiner, refine_mouths
-from .renderer import MouthRenderer, render_mouths
+from .renderer import MouthRenderer, paint_mouths, put_mouths
 from .settings import EditorSettings, SettingsError, TransferSettings
 from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import VECTORS_FILE, AttributeVectors, shift_latent
@@ -114,9 +114,8 @@ class DecodedStrengths:
             photo_to_image = crop_to_image @ np.linalg.inv(self.prepared.crop_to_photo)
             in_image = landmarks @ photo_to_image[:2, :2].T + photo_to_image[:2, 2]
             changes, painted_amounts = self.changes.pick(indices), [amounts[k] for k in painted]
-            edited[painted] = render_mouths(
-                edited[painted], in_image, crop_to_image, self.decoded[indices], self.renderer, changes, painted_amounts
-            )
+            mouths = paint_mouths(edited[painted], in_image, crop_to_image, self.decoded[indices], self.renderer, changes)
+            edited[painted] = put_mouths(edited[painted], mouths, painted_amounts)
         return edited
 
     def raw(self, strength: float) -> Image.Image:

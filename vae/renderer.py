@@ -248,19 +248,6 @@ def put_mouths(images: np.ndarray, mouths: PaintedMouths | None, amounts: Sequen
     return out
 
 
-def render_mouths(
-    images: np.ndarray,
-    landmarks: np.ndarray,
-    crop_to_image: np.ndarray,
-    decodes: torch.Tensor,
-    renderer: MouthRenderer,
-    change: CropChange | None = None,
-    amounts: Sequence[float] | None = None,
-) -> np.ndarray:
-    """`paint_mouths`, then `put_mouths`: K edited images (K, H, W, 3) uint8 with the inside of the lips painted."""
-    return put_mouths(images, paint_mouths(images, landmarks, crop_to_image, decodes, renderer, change), amounts)
-
-
 ANTIALIAS_FROM = 2.0  # image px per patch px from which the patch is cut from an antialiased copy (training saw up to ~1.5)
 
 
