@@ -143,6 +143,11 @@ class FaceAligner:
         return aligned
 
 
+def map_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (..., 2) through a 3x3 affine map (photo, frame, crop or patch px to another of them)."""
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
 def covered_box(
     to_image: np.ndarray, source_size: tuple[int, int], image_size: tuple[int, int], margin: int = 0
 ) -> tuple[int, int, int, int]:

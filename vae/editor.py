@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .align import AlignedFace, FaceAligner, crop_to_frame
+from .align import AlignedFace, FaceAligner, crop_to_frame, map_points
 from .hub import ModelLoadError, resolve_model_source
 from .image_file import ImageInput, load_image
 from .model import SmileVAE
@@ -111,8 +111,7 @@ class DecodedStrengths:
         landmarks = self.prepared.aligned.landmarks
         if painted and self.renderer is not None and landmarks is not None:
             indices = [picked[k] for k in painted]
-            photo_to_image = crop_to_image @ np.linalg.inv(self.prepared.crop_to_photo)
-            in_image = landmarks @ photo_to_image[:2, :2].T + photo_to_image[:2, 2]
+            in_image = map_points(crop_to_image @ np.linalg.inv(self.prepared.crop_to_photo), landmarks)
             changes, painted_amounts = self.changes.pick(indices), [amounts[k] for k in painted]
             mouths = paint_mouths(edited[painted], in_image, crop_to_image, self.decoded[indices], self.renderer, changes)
             edited[painted] = put_mouths(edited[painted], mouths, painted_amounts)

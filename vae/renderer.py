@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .align import covered_box, warp
+from .align import covered_box, map_points, warp
 from .files import atomic_path, atomic_write_text
 from .preprocess import to_pixels, to_tensor
 from .runtime import inference_precisions
@@ -62,14 +62,9 @@ def patch_to_photo(landmarks: np.ndarray, size: tuple[int, int] = PATCH_SIZE, ey
     return m
 
 
-def _transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Points (..., 2) through a 3x3 affine matrix."""
-    return points @ matrix[:2, :2].T + matrix[:2, 2]
-
-
 def to_patch(points: np.ndarray, patch_to_image: np.ndarray) -> np.ndarray:
     """(..., 2) image px -> patch px."""
-    return _transform(np.linalg.inv(patch_to_image), points)
+    return map_points(np.linalg.inv(patch_to_image), points)
 
 
 def hole_mask(
@@ -200,10 +195,10 @@ def paint_mouths(
     to_image = patch_to_photo(landmarks, cfg.patch_size, cfg.eye_px)
     corners = np.repeat(landmarks[None, 3:5], len(images), axis=0)
     if change is not None:
-        in_crop = _transform(np.linalg.inv(crop_to_image), landmarks[3:5])
-        corners = _transform(crop_to_image, moved_points(change, in_crop))
+        in_crop = map_points(np.linalg.inv(crop_to_image), landmarks[3:5])
+        corners = map_points(crop_to_image, moved_points(change, in_crop))
     hole = hole_mask(
-        torch.from_numpy(np.stack([to_patch(c, to_image) for c in corners])),
+        torch.from_numpy(to_patch(corners, to_image)),
         cfg.patch_size,
         cfg.hole_radii,
         feather=cfg.hole_feather,
