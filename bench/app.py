@@ -2,8 +2,9 @@
 
 Starts the real app (`python app.py`, offline, its own upload folder) and measures what a person feels,
 in Debian's Chromium driven by Playwright on this same machine:
-- upload -> first edited photo shown, and upload -> every live frame loaded (`data-ready="1"`), p50/p95
-  over several distinct photos;
+- upload -> first edited photo shown (the live view's first look, a few strengths, or the "more" photo,
+  whichever comes first), and upload -> every live frame loaded (`data-ready="1"`), p50/p95 over several
+  distinct photos;
 - live slider: `input` event -> the new frame decoded and painted (two animation frames later), p50/p95
   over many moves, and how many requests left the page while sliding (the target is none);
 and over HTTP (gradio_client): the /edit round trip, and the server's memory (RSS) after many distinct
@@ -20,10 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
-from bench.appserver import CHROMIUM_ARGS, AppServer
+from bench.appserver import CHROMIUM_ARGS, AppServer, upload
 from vae.runtime import cpu_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +54,12 @@ def percentiles(ms: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1), "n": len(ms)}
 
 
-def distinct_photo(k: int, folder: Path) -> Path:
-    """The astronaut, made distinct by a shift and a brightness step (new content for the server)."""
+def distinct_photo(k: int, folder: Path, side: int = 512) -> Path:
+    """The astronaut, made distinct by a shift and a brightness step (new content for the server); `side`
+    other than its own 512 px gives a 4:3 photo that wide (2048: a 12-megapixel phone photo's working size)."""
     image = Image.open(PHOTO).convert("RGB")
+    if side != image.width:
+        image = image.resize((side, side * 3 // 4), Image.Resampling.BICUBIC)
     shifted = Image.new("RGB", image.size, (128, 128, 128))
     shifted.paste(image.point(lambda v: min(255, v + k % 7)), (k % 13 - 6, k // 13 % 13 - 6))
     path = folder / f"photo_{k:04d}.jpg"
@@ -107,7 +112,21 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
     }
 
 
-def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, folder: Path) -> dict:
+def prepare_answers(url: str, path: str) -> tuple[float, float]:
+    """Milliseconds from calling /prepare on an uploaded `path` to its first answer and to its last (the same
+    where it answers once), read off its event stream."""
+    start = time.perf_counter()
+    photo = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    event = httpx.post(f"{url}gradio_api/call/prepare", json={"data": [photo, True, None]}, timeout=30).json()["event_id"]
+    answers = []
+    with httpx.stream("GET", f"{url}gradio_api/call/prepare/{event}", timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                answers.append((time.perf_counter() - start) * 1000)
+    return answers[0], answers[-1]
+
+
+def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, folder: Path, side: int) -> dict:
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
@@ -116,12 +135,19 @@ def http_numbers(url: str, photos: list[Path], uploads: int, server: AppServer, 
         start = time.perf_counter()
         client.predict(handle_file(str(photo)), 2.0, api_name="/edit")
         times.append((time.perf_counter() - start) * 1000)
+    first_look, complete = [], []
+    for k in range(len(photos)):  # the page's own event over plain HTTP (no browser, no client downloading files)
+        first, done = prepare_answers(url, upload(url, distinct_photo(200 + k, folder, side)))
+        first_look.append(first)
+        complete.append(done)
     rss_before = server.rss_mb()
     for k in range(uploads):
         client.predict(handle_file(str(distinct_photo(1000 + k, folder))), 2.0, api_name="/edit")
     rss_after = server.rss_mb()
     return {
         "edit_round_trip_new_photo": percentiles(times),
+        "prepare_first_look_http": percentiles(first_look),
+        "prepare_complete_http": percentiles(complete),
         "rss_mb_before": round(rss_before),
         "rss_mb_after_uploads": round(rss_after),
         "distinct_uploads": uploads,
@@ -137,13 +163,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", type=int, default=5, help="distinct uploads timed in the browser and over HTTP")
     p.add_argument("--moves", type=int, default=60, help="slider moves per photo")
     p.add_argument("--uploads", type=int, default=200, help="distinct /edit uploads before reading the server's RSS")
+    p.add_argument("--side", type=int, default=512, help="the photos' width in px (the astronaut's own 512, or 2048)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, AppServer() as server:
         folder = Path(tmp)
-        result = {"cpu": cpu_summary(), "cores": os.cpu_count(), "app_start_s": round(server.start_s, 1)}
-        result |= browser_numbers(server.url, [distinct_photo(k, folder) for k in range(args.photos)], args.moves)
+        result = {"cpu": cpu_summary(), "cores": os.cpu_count(), "app_start_s": round(server.start_s, 1), "side": args.side}
+        photos = [distinct_photo(k, folder, args.side) for k in range(args.photos)]
+        result |= browser_numbers(server.url, photos, args.moves)
         result |= http_numbers(
-            server.url, [distinct_photo(100 + k, folder) for k in range(args.photos)], args.uploads, server, folder
+            server.url,
+            [distinct_photo(100 + k, folder, args.side) for k in range(args.photos)],
+            args.uploads,
+            server,
+            folder,
+            args.side,
         )
     print(json.dumps(result))
     return result

@@ -2,10 +2,11 @@
 
 `python -m bench.stages` prints one JSON object as its last line: for photos of a few sizes (the
 astronaut at 512 px, a 12-megapixel phone photo's working size), the median milliseconds of each stage
-of `SmileApp.prepare` — reading the file, face detection and alignment, the encode, the decode of every
-live strength, the decoder's flow and the change, the full-size less / more photos, the live frames'
-face views, their JPEG data URIs, and the PNG files written for the page (side by side, as the app
-does, and one by one, the path it replaced) — and the CPU's flags.
+— reading the file, face detection and alignment, the encode; the first look `SmileApp.prepare` yields
+first (three strengths' face views, decoded, painted and sent as JPEG) and its total; then the rest of
+it: the decode of every live strength, the decoder's flow and the change, the full-size less / more
+photos, the live frames' face views, their JPEG data URIs, and the PNG files written for the page (side
+by side, as the app does, and one by one, the path it replaced) — and the CPU's flags.
 `python -m bench.app` measures the same path as a person sees it, in Chromium.
 """
 
@@ -61,6 +62,8 @@ def stages(editor: SmileEditor, data: bytes, results: ResultFiles) -> dict[str, 
     with torch.inference_mode():
         timed("encode", lambda: editor.model.encode(to_tensor(crop)[None].contiguous(memory_format=torch.channels_last)))
     prepared = editor.prepare(data)  # the same again, as one call, for the stages after it
+    few = [-strength, 0.0, strength]  # the first look SmileApp.prepare yields
+    timed("first_look", lambda: frames_json(few, editor.decode_strengths(prepared, few).views(few), complete=False))
     edits = timed("decode_all_strengths", lambda: editor.decode_strengths(prepared, sorted(set(frames) | {-strength, strength})))
     timed("flow_and_change", lambda: edits.changes)
     less, more = timed("less_and_more_photos", lambda: edits.photos([-strength, strength]))
@@ -68,7 +71,9 @@ def stages(editor: SmileEditor, data: bytes, results: ResultFiles) -> dict[str, 
     timed("live_frames_jpeg", lambda: frames_json(frames, views))
     timed("png_files_one_by_one", lambda: [results.image(image, name) for image, name in ((less, "less"), (more, "more"))])
     timed("png_files", lambda: results.images([(less, "less"), (more, "more")]))
-    times["total"] = sum(value for name, value in times.items() if name != "png_files_one_by_one")  # the page's path
+    times["first_look_total"] = sum(times[name] for name in ("read_photo", "detect_and_align", "crop", "encode", "first_look"))
+    skipped = ("png_files_one_by_one", "first_look", "first_look_total")
+    times["total"] = sum(value for name, value in times.items() if name not in skipped)  # the page's full /prepare
     return times
 
 

@@ -20,6 +20,13 @@ def chromium_browser():
         browser.close()
 
 
+RECORD_READY = """() => {
+  window.readyStates = [];
+  const root = document.querySelector('#live .live');
+  new MutationObserver(() => window.readyStates.push(root.dataset.ready)).observe(root, {attributes: true, attributeFilter: ['data-ready']});
+}"""
+
+
 def live_src(page) -> str:
     return page.locator("#live img.live-frame").get_attribute("src")
 
@@ -27,9 +34,13 @@ def live_src(page) -> str:
 def test_upload_then_the_slider_swaps_frames_without_asking_the_server(chromium_browser, app_server, astronaut_path, tmp_path):
     page = chromium_browser.new_page(viewport={"width": 1400, "height": 1800})
     page.goto(app_server)
+    page.wait_for_selector("#live .live", state="attached")
+    page.evaluate(RECORD_READY)
     page.locator("#photo input[type=file]").set_input_files(str(astronaut_path))
     page.wait_for_selector("#live [data-ready='1']", timeout=90_000)
     assert page.locator("#live img.live-frame").is_visible()
+    states = page.evaluate("window.readyStates")  # a first look of a few frames was shown before every frame came
+    assert "partial" in states and states.index("partial") < states.index("1"), states
     # the upload's chained work (less, more, then the strip) is in the page before sliding starts: its fetches are not the slider's
     page.wait_for_function(
         "() => ['#more img', '#less img', '#strip img'].every((s) => { const i = document.querySelector(s); return i && i.complete; })",

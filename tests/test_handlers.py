@@ -37,12 +37,18 @@ def upload(tmp_path, astronaut_path) -> dict:
     return {"path": str(target)}
 
 
+def last(updates):
+    """The page's final update of a /prepare (it yields a first look before it)."""
+    *_, update = updates
+    return update
+
+
 def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
 def test_prepare_sends_every_live_frame_and_the_photos(app, upload, astronaut_path):
-    key, live, less, more, crop, recon, raw_less, raw_more, raw_live = app.prepare(upload, True, None)
+    key, live, less, more, crop, recon, raw_less, raw_more, raw_live = last(app.prepare(upload, True, None))
     decoded = json.loads(raw_live)  # the model's own faces follow the slider too ("under the hood")
     assert decoded["strengths"] == json.loads(live)["strengths"] and len(decoded["frames"]) == len(decoded["strengths"])
     sizes = {Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size for uri in decoded["frames"]}
@@ -52,11 +58,29 @@ def test_prepare_sends_every_live_frame_and_the_photos(app, upload, astronaut_pa
     assert Image.open(less).size == Image.open(more).size == (512, 512)
     assert {Image.open(p).size for p in (crop, recon, raw_less, raw_more)} == {(128, 128)}
     assert not np.array_equal(pixels(less), pixels(more)) and app.photos.find(key) is not None
-    assert app.prepare(upload, True, None)[0] == key and len(app.photos.items) == 1  # the same photo: encoded once
+    assert last(app.prepare(upload, True, None)).key == key and len(app.photos.items) == 1  # the same photo: encoded once
+
+
+def frame_pixels(live: str) -> dict[float, np.ndarray]:
+    """The live view's frames by strength, decoded from their data URIs."""
+    value = json.loads(live)
+    decoded = [pixels(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) for uri in value["frames"]]
+    return dict(zip(value["strengths"], decoded, strict=True))
+
+
+def test_a_first_look_comes_before_every_frame_and_shows_the_same_edits(app, upload):
+    first, update = app.prepare(upload, True, None)
+    assert first.key == update.key and first.less == gr.skip() and first.decoded_frames == gr.skip()
+    assert json.loads(first.live_frames)["complete"] is False and json.loads(update.live_frames)["complete"] is True
+    few, every = frame_pixels(first.live_frames), frame_pixels(update.live_frames)
+    assert sorted(few) == [-3.0, 0.0, 3.0]  # -+ the default strength and the photo itself
+    for strength, frame in few.items():  # the same pictures, within JPEG's rounding of two separate batches
+        assert np.abs(frame - every[strength]).mean() < 0.5, strength
+    assert np.abs(few[3.0] - few[0.0]).mean() > 0.5  # and they are edits
 
 
 def test_render_and_strip_use_the_session_photo_without_encoding_again(app, upload, astronaut_path):
-    key = app.prepare(upload, True, None)[0]
+    key = last(app.prepare(upload, True, None)).key
     photo = app.render(key, -3.5, None)
     assert np.abs(pixels(photo) - pixels(astronaut_path)).mean() > 0.05
     assert np.array_equal(pixels(app.render(key, 0.0, None)), pixels(astronaut_path))  # 0 is the photo itself
@@ -70,18 +94,18 @@ def test_render_and_strip_use_the_session_photo_without_encoding_again(app, uplo
 
 
 def test_a_photo_still_in_memory_takes_an_attribute_change_after_its_upload_file_is_gone(app, upload):
-    key = app.prepare(upload, True, None)[0]
+    key = last(app.prepare(upload, True, None)).key
     Path(upload["path"]).unlink()  # Gradio's cache lifetime, or the upload bound, removed it
-    assert app.prepare(upload, True, "Smiling")[0] == key
+    assert last(app.prepare(upload, True, "Smiling")).key == key
     with pytest.raises(gr.Error, match="no longer available"):  # never prepared unaligned: the file is needed
-        app.prepare(upload, False, None)
+        last(app.prepare(upload, False, None))
 
 
 def test_a_stale_strip_leaves_the_newer_photos_strip_owed(app, upload, tmp_path):
-    first = app.prepare(upload, True, None)[0]
+    first = last(app.prepare(upload, True, None)).key
     other = Path(upload["path"]).with_name("flipped.png")
     Image.open(upload["path"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
-    second = app.prepare({"path": str(other)}, True, None)[0]  # a second upload overtook the first one's strip
+    second = last(app.prepare({"path": str(other)}, True, None)).key  # a second upload overtook the first one's strip
     assert app.strip(first, None) == (gr.skip(), gr.skip())
     strip, gif = app.strip(second, None)
     assert Image.open(strip).width > Image.open(strip).height

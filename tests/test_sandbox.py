@@ -85,7 +85,7 @@ def test_an_upload_is_checked_before_an_edit_reads_it_even_if_its_check_has_not_
     app = SmileApp(SmileEditor.from_pretrained(ROOT / "assets"), tmp_path / "work", upload_root=lambda: str(uploads))
     try:
         with pytest.raises(Exception, match="RLE-compressed BMP"):
-            app.prepare({"path": str(uploads / "abc" / "slow.bmp")}, True, None)
+            list(app.prepare({"path": str(uploads / "abc" / "slow.bmp")}, True, None))
         assert not (uploads / "abc" / "slow.bmp").exists()
     finally:
         app.sandbox.close()

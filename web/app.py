@@ -8,8 +8,9 @@ repository root loads the model and launches. Named API endpoints (docs/api.md):
 from __future__ import annotations
 
 import functools
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,13 +44,24 @@ def owner(request: gr.Request | None) -> str:
 
 
 def clear_error(fn):
-    """Turn the editor's ValueErrors (bad image, strength, attribute) into the message the person sees."""
+    """Turn the editor's ValueErrors (bad image, strength, attribute) into the message the person sees; a
+    generator stays one, so that Gradio still streams what it yields."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streamed(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ValueError as err:  # ImageError is a ValueError
+                raise gr.Error(str(err)) from err
+
+        return streamed
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ValueError as err:  # ImageError is a ValueError
+        except ValueError as err:
             raise gr.Error(str(err)) from err
 
     return wrapped
@@ -71,6 +83,7 @@ class PageUpdate(NamedTuple):
 
 
 NO_PHOTO = PageUpdate(None, "", None, None, None, None, None, None, "")
+UNCHANGED = PageUpdate(*[gr.skip()] * len(PageUpdate._fields))
 
 
 class SmileApp:
@@ -139,17 +152,24 @@ class SmileApp:
         )
 
     @clear_error
-    def prepare(self, payload: dict | None, align: bool, attribute: str, request: gr.Request = None):
+    def prepare(self, payload: dict | None, align: bool, attribute: str, request: gr.Request = None) -> Iterator[PageUpdate]:
         """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
-        other): align and encode once per photo, then decode every live frame and the less / more photos.
-        Returns a PageUpdate."""
+        other): align and encode once per photo, then yield twice. First a first look: the live view at -+
+        the default strength and 0 only (a few decodes, no files), so the edited face shows while the rest is
+        made; then every live frame and the less / more photos. Both are PageUpdates (the first leaves the
+        other outputs as they are)."""
         if not payload:
-            return NO_PHOTO
+            yield NO_PHOTO
+            return
         attribute = self.editor.check_attribute(attribute)
         key, prepared, _ = self._upload(payload, align, owner(request))
+        default = self.editor.settings.default_strength
+        few = [-default, 0.0, default]
+        views = self.editor.decode_strengths(prepared, few, attribute).views(few)
+        yield UNCHANGED._replace(key=key, live_frames=frames_json(few, views, complete=False))
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
         self.strips_due.set(request.session_hash if request else None, key)
-        return PageUpdate(
+        yield PageUpdate(
             key,
             frames_json(result.frame_strengths, result.frames),
             *self._pictures(result, owner(request)),

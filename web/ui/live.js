@@ -1,5 +1,6 @@
 // The live slider: every frame of the photo is already in the page (decoded once on the server, in one
-// batch), so moving the slider only swaps an <img> source. No request goes to the server while sliding.
+// batch, after a first look at a few strengths), so moving the slider only swaps an <img> source. No
+// request goes to the server while sliding.
 let frames = [];     // object URLs of the frames, in strength order
 let strengths = [];
 let keep = [];       // decoded Image objects, held so the browser keeps them ready
@@ -46,22 +47,30 @@ async function load() {
   root.dataset.ready = "0";
   let data = {};
   try { data = JSON.parse(props.value || "{}"); } catch (err) { data = {}; }
-  frames.forEach((url) => URL.revokeObjectURL(url));
-  frames = []; strengths = []; keep = [];
   const img = frameImg();
   const empty = element.querySelector(".live-empty");
-  img.removeAttribute("src");
-  delete img.dataset.index;
-  if (!data.frames || !data.frames.length) { img.hidden = true; empty.hidden = false; return; }
+  if (!data.frames || !data.frames.length) {
+    frames.forEach((url) => URL.revokeObjectURL(url));
+    frames = []; strengths = []; keep = [];
+    img.removeAttribute("src");
+    delete img.dataset.index;
+    img.hidden = true; empty.hidden = false;
+    return;
+  }
+  // The frames shown now stay until the new ones are decoded: a first look at a few strengths is
+  // followed by every frame, and the swap must not flash an empty view.
   const urls = data.frames.map(toBlobUrl);
   const images = urls.map((url) => { const im = new Image(); im.src = url; return im; });
   await Promise.all(images.map((im) => im.decode().catch(() => undefined)));
   if (mine !== generation) { urls.forEach((url) => URL.revokeObjectURL(url)); return; }
+  const old = frames;
   frames = urls; strengths = data.strengths; keep = images;
+  delete img.dataset.index;
   img.hidden = false; empty.hidden = true;
   const range = slider();
   show(range ? parseFloat(range.value) : 0);
-  root.dataset.ready = "1";
+  old.forEach((url) => URL.revokeObjectURL(url));
+  root.dataset.ready = data.complete === false ? "partial" : "1";  // "1": every strength is in the page
 }
 
 follow();
