@@ -37,16 +37,25 @@ def read_stamp(frame: np.ndarray, mirrored: bool = False) -> int | None:
     return sum((1 << (STAMP_BITS - 1 - i)) for i, m in enumerate(means[2:]) if m > 128)
 
 
-def astronaut_frames(count: int, still_from: int | None = None, noise: float = 2.0, seed: int = 0):
+def astronaut_frames(count: int, still_from: int | None = None, noise: float = 2.0, seed: int = 0, zoom: float = 0.0):
     """(HEIGHT, WIDTH, 3) uint8 frames: the astronaut (400 px) on grey, swaying a few px, then still from
-    `still_from` (with sensor-like noise of `noise` levels, so a still face is not a frozen image)."""
-    face = np.asarray(Image.open(ASTRONAUT).convert("RGB").resize((400, 400), Image.Resampling.LANCZOS), dtype=np.int16)
+    `still_from` (with sensor-like noise of `noise` levels, so a still face is not a frozen image). With
+    `zoom` the face also grows and shrinks by up to that share while it moves (it comes closer and goes
+    back: a change no shift explains, so every moving frame must be aligned and encoded again)."""
+    source = Image.open(ASTRONAUT).convert("RGB")
+    face = np.asarray(source.resize((400, 400), Image.Resampling.LANCZOS), dtype=np.int16)
     rng = np.random.default_rng(seed)
     still_from = count if still_from is None else still_from
     for k in range(count):
-        dx, dy = (round(6 * np.sin(k / 6)), round(3 * np.sin(k / 9))) if k < still_from else (0, 0)
+        moving = k < still_from
+        dx, dy = (round(6 * np.sin(k / 6)), round(3 * np.sin(k / 9))) if moving else (0, 0)
+        side = round(400 * (1 + zoom * np.sin(k / 4))) if moving and zoom else 400
+        shown = face if side == 400 else np.asarray(source.resize((side, side), Image.Resampling.LANCZOS), dtype=np.int16)
+        top, left = 240 - side // 2 + dy, 320 - side // 2 + dx
         frame = np.full((HEIGHT, WIDTH, 3), 90, np.int16)
-        frame[40 + dy : 440 + dy, 120 + dx : 520 + dx] = face
+        frame[max(top, 0) : top + side, max(left, 0) : left + side] = shown[max(-top, 0) :, max(-left, 0) :][
+            : HEIGHT - max(top, 0), : WIDTH - max(left, 0)
+        ]
         if noise:
             frame = frame + rng.normal(0, noise, frame.shape).round().astype(np.int16)
         frame = np.clip(frame, 0, 255).astype(np.uint8)

@@ -11,8 +11,10 @@ second in #mirror_out with one viewer and with two, capture -> shown latency p50
 stamped at the clip's left edge, read back from the camera's <video> when it is presented and from the
 shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run;
 then the page's default (one frame at the server at a time) against the pipelined variant (two in flight),
-and one viewer of a clip whose face moves in every frame (nothing to reuse: every frame is encoded and
-decoded). The CPU's flags and the precision chosen come first in the output.
+and one viewer of a clip whose face moves in every frame (it slides: the edit moves with it), and of one
+whose face also grows and shrinks in every frame (nothing to reuse: every frame is aligned, encoded and
+decoded). In process, the same zooming clip, and tracking with every move encoded again (no slides: the
+path before slides were kept). The CPU's flags and the precision chosen come first in the output.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from vae.transfer import face_region
 
 ROOT = Path(__file__).resolve().parents[1]
 STRENGTH = 3.0
+ZOOM = 0.03  # the zooming clip's face grows and shrinks by up to 3% while it sways: no shift explains it
 CHROMIUM_ARGS = BROWSER_ARGS + FAKE_CAMERA_ARGS
 # The lower face in the shown (mirrored) frame of the clip's still astronaut: where the edit writes.
 REGION = (290, 110, 400, 200)  # x0, y0, x1, y1
@@ -118,17 +121,20 @@ def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
         "precision_auto": models["auto"].precision,
         "precision_timings_ms": {k: round(v, 1) for k, v in models["auto"].timings_ms.items()},
     }
-    schemes = [("tracking", name, frames, True, editor) for name in inference_precisions()]
+    schemes = [("tracking", name, frames, True, editor, {}) for name in inference_precisions()]
     every = frames[moving - min(moving, 20) : moving + min(still, 20)]  # detecting every frame is slow: 40 frames
     chosen = out["precision_auto"]["decoder"]
-    schemes.append(("detect_every_frame", chosen, every, False, editor))
+    schemes.append(("detect_every_frame", chosen, every, False, editor, {}))
+    schemes.append(("tracking_no_slides", chosen, frames, True, editor, {"slide_levels": 0.0}))  # every move encoded again
+    zooming = list(astronaut_frames(moving + still, still_from=moving, zoom=ZOOM))
+    schemes.append(("tracking_zooming", chosen, zooming, True, editor, {}))
     if editor.settings.transfer.render_mouth != "off":  # what painting the mouth costs a frame
         unpainted = dataclasses.replace(editor.settings.transfer, render_mouth="off")
         schemes.append(
-            ("tracking_renderer_off", chosen, frames, True, editor.with_settings(editor.settings.replace(transfer=unpainted)))
+            ("tracking_renderer_off", chosen, frames, True, editor.with_settings(editor.settings.replace(transfer=unpainted)), {})
         )
-    for scheme, precision, clip, track, variant in schemes:
-        mirror = Mirror(variant, models[precision], track=track)
+    for scheme, precision, clip, track, variant, options in schemes:
+        mirror = Mirror(variant, models[precision], track=track, **options)
         mirror.edit(clip[0], STRENGTH)  # the first detection is not a steady frame
         times, outputs = [], []
         for frame in clip[1:]:
@@ -149,6 +155,7 @@ def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
             "detections": mirror.detections,
             "encodes": mirror.encodes,
             "decodes": mirror.decodes,
+            "slides": mirror.slides,
             "flicker_ratio_still": round(float(np.mean(edited) / np.mean(plain)), 3),
         }
     return out
@@ -232,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
                     result["browser_flicker_ratio"] = round(viewer["flicker_shown"] / unedited["flicker_shown"], 3)
                 moving = write_y4m(Path(tmp) / "moving.y4m", astronaut_frames(300))  # the face moves in every frame
                 result["browser_one_viewer_always_moving"] = browser(server.url, moving, 300, args.seconds, 1, STRENGTH)
+                zooming = write_y4m(Path(tmp) / "zooming.y4m", astronaut_frames(300, zoom=ZOOM))  # and changes in every frame
+                result["browser_one_viewer_always_zooming"] = browser(server.url, zooming, 300, args.seconds, 1, STRENGTH)
                 result["browser_one_viewer_two_in_flight"] = browser(server.url, clip, still_from, args.seconds, 1, STRENGTH, 2)
                 if not args.no_two:
                     time.sleep(3.5)  # the last streams' places are free again (IDLE_SECONDS)

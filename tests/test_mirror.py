@@ -173,3 +173,31 @@ def test_a_still_face_keeps_its_painted_mouth_and_a_new_strength_paints_again(ed
     assert np.array_equal(mirror.edit(frame.copy(), STRENGTH).image, first) and mirror._track.painted is painted
     mirror.edit(frame, -STRENGTH)
     assert mirror._track.painted is not painted
+
+
+def zoomed(astronaut: Image.Image, scale: float, dx: int = 0) -> np.ndarray:
+    """The video frame with the face `scale` times its size (it came closer), centred where it was, moved by dx."""
+    side = round(astronaut.width * scale)
+    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
+    canvas.paste(astronaut.resize((side, side), Image.Resampling.LANCZOS), (320 - side // 2 + dx, 240 - side // 2))
+    return np.asarray(canvas)
+
+
+def test_a_face_that_only_slides_keeps_its_edit_and_one_that_comes_closer_is_encoded_again(editor, model, astronaut):
+    sliding = [video_frame(astronaut, dx, dy) for dx, dy in [(0, 0), (3, 1), (6, 2), (9, 2), (11, 3)]]
+    mirror, fresh = Mirror(editor, model), Mirror(editor, model, slide_levels=0.0)  # fresh: every move encoded again
+    shown, regions = [], []
+    for frame in sliding:
+        shown.append(mirror.edit(frame, STRENGTH))
+        regions.append(face_region(mirror.crop_to_frame, (640, 480)))  # where the face now is
+    again = [fresh.edit(frame, STRENGTH) for frame in sliding]
+    assert mirror.encodes == mirror.detections == 1 and mirror.slides == 4 and not any(r.decoded for r in shown[1:])
+    assert fresh.encodes == 5 and fresh.slides == 0
+    for kept, encoded, frame, region in zip(shown[1:], again[1:], sliding[1:], regions[1:], strict=True):
+        assert not ((kept.image != frame).any(axis=2) & ~region).any()  # still nothing outside the face
+        edit = np.abs(kept.image.astype(int) - frame)[region].mean()
+        assert edit > 1.0 and np.abs(kept.image.astype(int) - encoded.image)[region].mean() < 0.25 * edit  # the same edit, moved
+    closer = Mirror(editor, model)
+    for k, scale in enumerate([1.0, 1.02, 1.04, 1.06]):
+        closer.edit(zoomed(astronaut, scale, dx=2 * k), STRENGTH)
+    assert closer.slides == 0 and closer.encodes == 4  # a change no shift explains is aligned and encoded again

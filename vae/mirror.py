@@ -12,6 +12,10 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
   last landmarks, latent and change are reused and only put on the new frame: the edit cannot jitter
   where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
   one resampling of the change instead of an encode and two decodes.
+- **A face that only slides keeps its edit.** When the last patch, moved by the tracked shift, matches the
+  new one within `slide_levels` in every 8x8 block, the face moved without changing: the latent and the
+  change are kept and put where the face now is (and the mouth painted there). A face that turns, comes
+  closer or changes its expression does not match, and is aligned and encoded again.
 - **Precision by measurement**: `MirrorModel` times fp32 and (where the CPU has it natively) bf16 copies of the encoder and the decoder
   on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
 
@@ -49,6 +53,7 @@ DETECT_SIDE = 320  # MTCNN sees the frame downscaled to this longer side (a webc
 NO_FACE_RETRY = 8  # with no face, look again every this many frames (the others pass through at once)
 PATCH = 64  # side of the grey patch the tracker correlates
 STILL_LEVELS = 3.0  # an 8x8 block of the patch changing less than this (mean |diff|, 8-bit levels) is still
+SLIDE_LEVELS = 3.0  # the same, between the new patch and the last one moved by the tracked shift: it only slid
 MIN_PEAK = 0.08  # phase-correlation peak below this: the face is lost, detect again
 MAX_SHIFT = 0.25  # a move of more than this share of the patch between two frames: detect again
 SMOOTH = 0.5  # a new detection close to the tracked landmarks is blended in with this weight
@@ -196,11 +201,23 @@ def _block_change(a: np.ndarray, b: np.ndarray, block: int = 8) -> float:
     return float(diff.mean((1, 3)).max())
 
 
+def _slide_change(frame: np.ndarray, box: tuple[int, int, int, int], last: np.ndarray, shift: np.ndarray) -> float:
+    """`_block_change` between the last patch and this frame's patch of `box` moved by `shift` (frame px, to
+    the nearest pixel, so that both are sampled alike), one block in from the edges."""
+    x0, y0, x1, y1 = box
+    dx, dy = np.round(shift).astype(int)
+    height, width = frame.shape[:2]
+    if x0 + dx < 0 or y0 + dy < 0 or x1 + dx > width or y1 + dy > height:
+        return float("inf")  # partly out of the frame: align again
+    patch = _grey_patch(frame, (x0 + dx, y0 + dy, x1 + dx, y1 + dy))
+    return _block_change(patch[8:-8, 8:-8], last[8:-8, 8:-8])
+
+
 class Mirror:
     """One video stream's editor: `edit(frame, strength)` per frame; holds the stream's tracking state.
 
     `track=False` detects and encodes every frame (the baseline the benchmark compares with).
-    Counters: `frames`, `detections`, `encodes`, `decodes`.
+    Counters: `frames`, `detections`, `encodes`, `decodes`, `slides` (moves that kept the edit).
     """
 
     def __init__(
@@ -213,6 +230,7 @@ class Mirror:
         detect_every: int = DETECT_EVERY,
         detect_side: int = DETECT_SIDE,
         still_levels: float = STILL_LEVELS,
+        slide_levels: float = SLIDE_LEVELS,
     ) -> None:
         self.editor = editor
         self.model = model or MirrorModel(editor)
@@ -222,7 +240,8 @@ class Mirror:
         self.detect_every = max(1, int(detect_every))
         self.detect_side = detect_side
         self.still_levels = still_levels
-        self.frames = self.detections = self.encodes = self.decodes = 0
+        self.slide_levels = slide_levels  # 0: every move is aligned and encoded again
+        self.frames = self.detections = self.encodes = self.decodes = self.slides = 0
         self._track: _Track | None = None
         self._no_face_for = 0
         self._lock = threading.Lock()  # one stream's frames are edited one at a time
@@ -299,10 +318,15 @@ class Mirror:
             return self._detect(frame, track), True
         x0, y0, x1, y1 = track.box
         shift = np.array([dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH])
+        slid = track.crop_to_frame is not None and _slide_change(frame, track.box, track.patch, shift) < self.slide_levels
         track.landmarks = track.landmarks + shift
         track.box = self._patch_box(track.landmarks, frame.shape)
         track.patch = _grey_patch(frame, track.box)
-        track.crop_to_frame = None  # moved: align and encode again
+        if slid:  # the same face, elsewhere: its latent and change go with it
+            track.crop_to_frame = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1.0]]) @ track.crop_to_frame
+            self.slides += 1
+        else:
+            track.crop_to_frame = None  # moved and changed: align and encode again
         return track, False
 
     def _detect(self, frame: np.ndarray, previous: _Track | None) -> _Track | None:
