@@ -58,8 +58,11 @@ def distinct_photo(k: int, folder: Path, side: int = 512) -> Path:
     """The astronaut, made distinct by a shift and a brightness step (new content for the server); `side`
     other than its own 512 px gives a 4:3 photo that wide (2048: a 12-megapixel phone photo's working size)."""
     image = Image.open(PHOTO).convert("RGB")
-    if side != image.width:
-        image = image.resize((side, side * 3 // 4), Image.Resampling.BICUBIC)
+    if side != image.width:  # the square photo scaled to the height of a 4:3 one, on grey at its sides
+        height = side * 3 // 4
+        photo = Image.new("RGB", (side, height), (128, 128, 128))
+        photo.paste(image.resize((height, height), Image.Resampling.BICUBIC), ((side - height) // 2, 0))
+        image = photo
     shifted = Image.new("RGB", image.size, (128, 128, 128))
     shifted.paste(image.point(lambda v: min(255, v + k % 7)), (k % 13 - 6, k // 13 % 13 - 6))
     path = folder / f"photo_{k:04d}.jpg"
@@ -118,10 +121,14 @@ def prepare_answers(url: str, path: str) -> tuple[float, float]:
     start = time.perf_counter()
     photo = {"path": path, "meta": {"_type": "gradio.FileData"}}
     event = httpx.post(f"{url}gradio_api/call/prepare", json={"data": [photo, True, None]}, timeout=30).json()["event_id"]
-    answers = []
+    answers, kind = [], None
     with httpx.stream("GET", f"{url}gradio_api/call/prepare/{event}", timeout=120) as stream:
         for line in stream.iter_lines():
-            if line.startswith("data:"):
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind == "error":
+                raise RuntimeError(f"/prepare failed: {line[5:].strip()}")
+            elif line.startswith("data:") and kind in ("generating", "complete"):
                 answers.append((time.perf_counter() - start) * 1000)
     return answers[0], answers[-1]
 

@@ -37,25 +37,30 @@ def read_stamp(frame: np.ndarray, mirrored: bool = False) -> int | None:
     return sum((1 << (STAMP_BITS - 1 - i)) for i, m in enumerate(means[2:]) if m > 128)
 
 
-def astronaut_frames(count: int, still_from: int | None = None, noise: float = 2.0, seed: int = 0, zoom: float = 0.0):
+def astronaut_frames(
+    count: int, still_from: int | None = None, noise: float = 2.0, seed: int = 0, zoom: float = 0.0, subpixel: bool = False
+):
     """(HEIGHT, WIDTH, 3) uint8 frames: the astronaut (400 px) on grey, swaying a few px, then still from
     `still_from` (with sensor-like noise of `noise` levels, so a still face is not a frozen image). With
     `zoom` the face also grows and shrinks by up to that share while it moves (it comes closer and goes
-    back: a change no shift explains, so every moving frame must be aligned and encoded again)."""
+    back: a change no shift explains, so every moving frame must be aligned and encoded again). With
+    `subpixel` it sways by quarter pixels, as a camera's sensor sees a slow move (drawn at 4x and averaged
+    down, so every frame is equally sharp), instead of by whole pixels."""
     source = Image.open(ASTRONAUT).convert("RGB")
-    face = np.asarray(source.resize((400, 400), Image.Resampling.LANCZOS), dtype=np.int16)
+    scale = 4 if subpixel else 1
     rng = np.random.default_rng(seed)
     still_from = count if still_from is None else still_from
+    faces: dict[int, Image.Image] = {}
     for k in range(count):
         moving = k < still_from
-        dx, dy = (round(6 * np.sin(k / 6)), round(3 * np.sin(k / 9))) if moving else (0, 0)
+        dx, dy = (6 * np.sin(k / 6), 3 * np.sin(k / 9)) if moving else (0.0, 0.0)
         side = round(400 * (1 + zoom * np.sin(k / 4))) if moving and zoom else 400
-        shown = face if side == 400 else np.asarray(source.resize((side, side), Image.Resampling.LANCZOS), dtype=np.int16)
-        top, left = 240 - side // 2 + dy, 320 - side // 2 + dx
-        frame = np.full((HEIGHT, WIDTH, 3), 90, np.int16)
-        frame[max(top, 0) : top + side, max(left, 0) : left + side] = shown[max(-top, 0) :, max(-left, 0) :][
-            : HEIGHT - max(top, 0), : WIDTH - max(left, 0)
-        ]
+        if side not in faces:
+            faces[side] = source.resize((side * scale, side * scale), Image.Resampling.LANCZOS)
+        canvas = Image.new("RGB", (WIDTH * scale, HEIGHT * scale), (90, 90, 90))
+        left, top = round(scale * (320 + dx) - faces[side].width / 2), round(scale * (240 + dy) - faces[side].height / 2)
+        canvas.paste(faces[side], (left, top))
+        frame = np.asarray(canvas if scale == 1 else canvas.resize((WIDTH, HEIGHT), Image.Resampling.BOX), dtype=np.int16)
         if noise:
             frame = frame + rng.normal(0, noise, frame.shape).round().astype(np.int16)
         frame = np.clip(frame, 0, 255).astype(np.uint8)

@@ -11,10 +11,10 @@ second in #mirror_out with one viewer and with two, capture -> shown latency p50
 stamped at the clip's left edge, read back from the camera's <video> when it is presented and from the
 shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run;
 then the page's default (one frame at the server at a time) against the pipelined variant (two in flight),
-and one viewer of a clip whose face moves in every frame (it slides: the edit moves with it), and of one
-whose face also grows and shrinks in every frame (nothing to reuse: every frame is aligned, encoded and
-decoded). In process, the same zooming clip, and tracking with every move encoded again (no slides: the
-path before slides were kept). The CPU's flags and the precision chosen come first in the output.
+and one viewer of a clip whose face moves in every frame (it slides by whole pixels; then by quarter
+pixels, as a camera sees a slow move), and of one whose face also grows and shrinks in every frame (nothing
+to reuse: every frame is aligned, encoded and decoded). In process, the same quarter-pixel and zooming
+clips, and tracking with every move encoded again (no slides: the path before slides were kept). The CPU's flags and the precision chosen come first in the output.
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def in_process(editor: SmileEditor, moving: int, still: int) -> dict:
     chosen = out["precision_auto"]["decoder"]
     schemes.append(("detect_every_frame", chosen, every, False, editor, {}))
     schemes.append(("tracking_no_slides", chosen, frames, True, editor, {"slide_levels": 0.0}))  # every move encoded again
+    subpixel = list(astronaut_frames(moving + still, still_from=moving, subpixel=True))
+    schemes.append(("tracking_subpixel", chosen, subpixel, True, editor, {}))
+    schemes.append(("tracking_subpixel_no_slides", chosen, subpixel, True, editor, {"slide_levels": 0.0}))
     zooming = list(astronaut_frames(moving + still, still_from=moving, zoom=ZOOM))
     schemes.append(("tracking_zooming", chosen, zooming, True, editor, {}))
     if editor.settings.transfer.render_mouth != "off":  # what painting the mouth costs a frame
@@ -239,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
                     result["browser_flicker_ratio"] = round(viewer["flicker_shown"] / unedited["flicker_shown"], 3)
                 moving = write_y4m(Path(tmp) / "moving.y4m", astronaut_frames(300))  # the face moves in every frame
                 result["browser_one_viewer_always_moving"] = browser(server.url, moving, 300, args.seconds, 1, STRENGTH)
+                sliding = write_y4m(Path(tmp) / "sliding.y4m", astronaut_frames(300, subpixel=True))  # by quarter pixels
+                result["browser_one_viewer_always_moving_subpixel"] = browser(server.url, sliding, 300, args.seconds, 1, STRENGTH)
                 zooming = write_y4m(Path(tmp) / "zooming.y4m", astronaut_frames(300, zoom=ZOOM))  # and changes in every frame
                 result["browser_one_viewer_always_zooming"] = browser(server.url, zooming, 300, args.seconds, 1, STRENGTH)
                 result["browser_one_viewer_two_in_flight"] = browser(server.url, clip, still_from, args.seconds, 1, STRENGTH, 2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from vae.editor import SmileEditor
 from vae.mirror import NO_FACE_NOTE, Mirror, MirrorModel, phase_correlation
@@ -183,20 +183,47 @@ def zoomed(astronaut: Image.Image, scale: float, dx: int = 0) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def test_a_face_that_only_slides_keeps_its_edit_and_one_that_comes_closer_is_encoded_again(editor, model, astronaut):
-    sliding = [video_frame(astronaut, dx, dy) for dx, dy in [(0, 0), (3, 1), (6, 2), (9, 2), (11, 3)]]
-    mirror, fresh = Mirror(editor, model), Mirror(editor, model, slide_levels=0.0)  # fresh: every move encoded again
-    shown, regions = [], []
-    for frame in sliding:
-        shown.append(mirror.edit(frame, STRENGTH))
-        regions.append(face_region(mirror.crop_to_frame, (640, 480)))  # where the face now is
-    again = [fresh.edit(frame, STRENGTH) for frame in sliding]
-    assert mirror.encodes == mirror.detections == 1 and mirror.slides == 4 and not any(r.decoded for r in shown[1:])
-    assert fresh.encodes == 5 and fresh.slides == 0
-    for kept, encoded, frame, region in zip(shown[1:], again[1:], sliding[1:], regions[1:], strict=True):
-        assert not ((kept.image != frame).any(axis=2) & ~region).any()  # still nothing outside the face
-        edit = np.abs(kept.image.astype(int) - frame)[region].mean()
-        assert edit > 1.0 and np.abs(kept.image.astype(int) - encoded.image)[region].mean() < 0.25 * edit  # the same edit, moved
+def slid(astronaut: Image.Image, dx: float, dy: float, mouth: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """The video frame with the face moved by (dx, dy), quarter pixels too, as a camera's sensor sees it (drawn
+    at 4x and averaged down, so every frame is equally sharp); `mouth` = (corners in frame px before the move,
+    opening in px) draws a dark mouth opening that far."""
+    canvas = Image.new("RGB", (640 * 4, 480 * 4), (90, 90, 90))
+    canvas.paste(astronaut.resize((1600, 1600), Image.Resampling.BICUBIC), (480 + round(4 * dx), 160 + round(4 * dy)))
+    if mouth is not None:
+        (left, right), opening = 4 * mouth[0] + [4 * dx, 4 * dy], 4 * mouth[1]
+        ImageDraw.Draw(canvas).ellipse([left[0], left[1] - opening / 2, right[0], right[1] + opening / 2], fill=(40, 20, 20))
+    return np.asarray(canvas.resize((640, 480), Image.Resampling.BOX))
+
+
+def assert_same_edit_moved(kept: np.ndarray, encoded: np.ndarray, frame: np.ndarray, region: np.ndarray) -> None:
+    """A kept (slid) edit: nothing outside the face changed, and it is the edit that encoding this frame gives."""
+    assert not ((kept != frame).any(axis=2) & ~region).any()
+    edit = np.abs(kept.astype(int) - frame)[region].mean()
+    assert edit > 1.0 and np.abs(kept.astype(int) - encoded)[region].mean() < 0.25 * edit
+
+
+def test_a_face_that_only_slides_keeps_its_edit_and_one_that_changes_is_encoded_again(editor, model, astronaut):
+    for moves, slides in (
+        ([(0, 0), (3, 1), (6, 2), (9, 2), (11, 3)], 4),  # whole pixels: every move is a slide
+        ([(0, 0), (1.25, 0.5), (3.0, 1.25), (4.75, 1.5), (6.25, 2.5)], 1),  # quarter pixels: sampled apart, some are
+    ):
+        sliding = [slid(astronaut, dx, dy) for dx, dy in moves]
+        mirror, fresh = Mirror(editor, model), Mirror(editor, model, slide_levels=0.0)  # fresh: every move encoded again
+        for frame in sliding:
+            kept, encoded = mirror.edit(frame, STRENGTH), fresh.edit(frame, STRENGTH).image
+            if not (kept.encoded or kept.detected):
+                assert not kept.decoded
+                assert_same_edit_moved(kept.image, encoded, frame, face_region(mirror.crop_to_frame, (640, 480)))
+        assert mirror.slides >= slides and mirror.encodes + mirror.slides == len(moves) and mirror.detections == 1
+        assert fresh.encodes == len(moves) and fresh.slides == 0
+
+    corners = Mirror(editor, model)
+    corners.edit(slid(astronaut, 0, 0), STRENGTH)
+    mouth = corners._track.landmarks[3:5]
+    opening = Mirror(editor, model)  # the mouth opens 2 px a frame while the face slides by whole pixels
+    for k in range(5):
+        opening.edit(slid(astronaut, 3 * k, k, (mouth, 2 * k) if k else None), STRENGTH)
+    assert opening.slides == 0 and opening.encodes == 5
     closer = Mirror(editor, model)
     for k, scale in enumerate([1.0, 1.02, 1.04, 1.06]):
         closer.edit(zoomed(astronaut, scale, dx=2 * k), STRENGTH)

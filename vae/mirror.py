@@ -12,10 +12,12 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
   last landmarks, latent and change are reused and only put on the new frame: the edit cannot jitter
   where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
   one resampling of the change instead of an encode and two decodes.
-- **A face that only slides keeps its edit.** When the last patch, moved by the tracked shift, matches the
-  new one within `slide_levels` in every 8x8 block, the face moved without changing: the latent and the
-  change are kept and put where the face now is (and the mouth painted there). A face that turns, comes
-  closer or changes its expression does not match, and is aligned and encoded again.
+- **A face that only slides keeps its edit.** The patch of the frame the latent was encoded from is kept as
+  an anchor. When the anchor, moved by its shift to this frame (phase correlation against the anchor itself,
+  so errors do not add up), matches this frame within `slide_levels` in every 8x8 block's mean, the face moved
+  without changing: the latent and the change are kept and put where the face now is (and the mouth
+  painted there). A face that turns, comes closer or changes its expression, at once or little by little,
+  stops matching the anchor and is aligned and encoded again.
 - **Precision by measurement**: `MirrorModel` times fp32 and (where the CPU has it natively) bf16 copies of the encoder and the decoder
   on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
 
@@ -53,7 +55,7 @@ DETECT_SIDE = 320  # MTCNN sees the frame downscaled to this longer side (a webc
 NO_FACE_RETRY = 8  # with no face, look again every this many frames (the others pass through at once)
 PATCH = 64  # side of the grey patch the tracker correlates
 STILL_LEVELS = 3.0  # an 8x8 block of the patch changing less than this (mean |diff|, 8-bit levels) is still
-SLIDE_LEVELS = 3.0  # the same, between the new patch and the last one moved by the tracked shift: it only slid
+SLIDE_LEVELS = 6.0  # no 8x8 block mean of the encoded patch, moved by its shift, changed more than this: it only slid
 MIN_PEAK = 0.08  # phase-correlation peak below this: the face is lost, detect again
 MAX_SHIFT = 0.25  # a move of more than this share of the patch between two frames: detect again
 SMOOTH = 0.5  # a new detection close to the tracked landmarks is blended in with this weight
@@ -175,6 +177,16 @@ def phase_correlation(reference: np.ndarray, moved: np.ndarray) -> tuple[float, 
     return float(dx), float(dy), peak
 
 
+@dataclass(frozen=True)
+class _Anchor:
+    """Where the face was when its latent was encoded: a slide is measured from here, not from the last frame."""
+
+    landmarks: np.ndarray  # (5, 2) frame px
+    box: tuple[int, int, int, int]
+    patch: np.ndarray  # (PATCH, PATCH) grey of `box` in the encoded frame
+    crop_to_frame: np.ndarray
+
+
 @dataclass
 class _Track:
     landmarks: np.ndarray  # (5, 2) in frame pixels
@@ -186,13 +198,22 @@ class _Track:
     changes: dict[float, CropChange] = field(default_factory=dict)  # strength -> the transfer's change
     decodes: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (2, 3, 128, 128): decode(z), the edit
     painted: tuple[tuple, PaintedMouths | None] | None = None  # the renderer's last mouth, and what it was painted for
+    anchor: _Anchor | None = None  # the face as the latent was encoded from it
     since_detect: int = 0
 
 
-def _grey_patch(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def _grey_patch(frame: np.ndarray, box: tuple[int, int, int, int], shift: np.ndarray | None = None) -> np.ndarray:
+    """(PATCH, PATCH) float grey of `box` in `frame`, or of `box` moved by `shift` (frame px, fractions too)."""
     x0, y0, x1, y1 = box
-    region = Image.fromarray(frame[y0:y1, x0:x1]).convert("L")
-    return np.asarray(region.resize((PATCH, PATCH), Image.Resampling.BOX), dtype=np.float32)
+    if shift is None:
+        region = Image.fromarray(frame[y0:y1, x0:x1]).convert("L")
+        return np.asarray(region.resize((PATCH, PATCH), Image.Resampling.BOX), dtype=np.float32)
+    left, top = int(np.floor(x0 + shift[0])), int(np.floor(y0 + shift[1]))
+    fx, fy = x0 + shift[0] - left, y0 + shift[1] - top
+    region = Image.fromarray(frame[top : top + y1 - y0 + 1, left : left + x1 - x0 + 1]).convert("L")
+    return np.asarray(
+        region.resize((PATCH, PATCH), Image.Resampling.BOX, box=(fx, fy, fx + x1 - x0, fy + y1 - y0)), dtype=np.float32
+    )
 
 
 def _block_change(a: np.ndarray, b: np.ndarray, block: int = 8) -> float:
@@ -201,16 +222,19 @@ def _block_change(a: np.ndarray, b: np.ndarray, block: int = 8) -> float:
     return float(diff.mean((1, 3)).max())
 
 
-def _slide_change(frame: np.ndarray, box: tuple[int, int, int, int], last: np.ndarray, shift: np.ndarray) -> float:
-    """`_block_change` between the last patch and this frame's patch of `box` moved by `shift` (frame px, to
-    the nearest pixel, so that both are sampled alike), one block in from the edges."""
+def _slide_change(
+    frame: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, shift: np.ndarray, block: int = 8
+) -> float:
+    """The largest change of an 8x8 block's mean level between `patch` (of `box` in an earlier frame) and this
+    frame's patch of `box` moved by `shift` (frame px), one block in from the edges. Block means, not mean
+    differences: a sharp edge sampled half a pixel apart changes pixels on both of its sides, in opposite
+    directions, and leaves the block's mean; a mouth that opens or a face that grows moves it."""
     x0, y0, x1, y1 = box
-    dx, dy = np.round(shift).astype(int)
     height, width = frame.shape[:2]
-    if x0 + dx < 0 or y0 + dy < 0 or x1 + dx > width or y1 + dy > height:
+    if x0 + shift[0] < 0 or y0 + shift[1] < 0 or x1 + shift[0] + 1 > width or y1 + shift[1] + 1 > height:
         return float("inf")  # partly out of the frame: align again
-    patch = _grey_patch(frame, (x0 + dx, y0 + dy, x1 + dx, y1 + dy))
-    return _block_change(patch[8:-8, 8:-8], last[8:-8, 8:-8])
+    diff = (_grey_patch(frame, box, shift) - patch)[block:-block, block:-block]
+    return float(np.abs(diff.reshape(diff.shape[0] // block, block, diff.shape[1] // block, block).mean((1, 3))).max())
 
 
 class Mirror:
@@ -317,17 +341,28 @@ class Mirror:
         if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH or track.since_detect >= self.detect_every:
             return self._detect(frame, track), True
         x0, y0, x1, y1 = track.box
-        shift = np.array([dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH])
-        slid = track.crop_to_frame is not None and _slide_change(frame, track.box, track.patch, shift) < self.slide_levels
-        track.landmarks = track.landmarks + shift
+        track.landmarks = track.landmarks + [dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH]
+        slide = self._slide(frame, track.anchor)
+        if slide is None:
+            track.crop_to_frame = None  # moved and changed: align and encode again
+        else:  # the same face as encoded, elsewhere: its latent and change go with it
+            track.landmarks = track.anchor.landmarks + slide
+            track.crop_to_frame = np.array([[1, 0, slide[0]], [0, 1, slide[1]], [0, 0, 1.0]]) @ track.anchor.crop_to_frame
+            self.slides += 1
         track.box = self._patch_box(track.landmarks, frame.shape)
         track.patch = _grey_patch(frame, track.box)
-        if slid:  # the same face, elsewhere: its latent and change go with it
-            track.crop_to_frame = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1.0]]) @ track.crop_to_frame
-            self.slides += 1
-        else:
-            track.crop_to_frame = None  # moved and changed: align and encode again
         return track, False
+
+    def _slide(self, frame: np.ndarray, anchor: _Anchor | None) -> np.ndarray | None:
+        """The shift (frame px) that takes the encoded face to this frame's, when that is all that changed; else None."""
+        if anchor is None or self.slide_levels <= 0:
+            return None
+        x0, y0, x1, y1 = anchor.box
+        dx, dy, peak = phase_correlation(anchor.patch, _grey_patch(frame, anchor.box))
+        if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH:
+            return None
+        shift = np.array([dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH])
+        return shift if _slide_change(frame, anchor.box, anchor.patch, shift) < self.slide_levels else None
 
     def _detect(self, frame: np.ndarray, previous: _Track | None) -> _Track | None:
         self.detections += 1
@@ -381,6 +416,7 @@ class Mirror:
         track.crop_to_frame = (
             np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
         )
+        track.anchor = _Anchor(track.landmarks.copy(), track.box, track.patch, track.crop_to_frame)
         if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
             return False  # the crop is the same face: keep the latent and its change
         track.crop, track.latent, track.changes = crop.astype(np.int16), self.model.encode(crop), {}

@@ -83,7 +83,6 @@ class PageUpdate(NamedTuple):
 
 
 NO_PHOTO = PageUpdate(None, "", None, None, None, None, None, None, "")
-UNCHANGED = PageUpdate(*[gr.skip()] * len(PageUpdate._fields))
 
 
 class SmileApp:
@@ -156,8 +155,8 @@ class SmileApp:
         """Upload, align toggle or attribute change (one event, so a session's requests never overtake each
         other): align and encode once per photo, then yield twice. First a first look: the live view at -+
         the default strength and 0 only (a few decodes, no files), so the edited face shows while the rest is
-        made; then every live frame and the less / more photos. Both are PageUpdates (the first leaves the
-        other outputs as they are)."""
+        made (the last photo's pictures are cleared, so a failure after it leaves nothing stale beside it);
+        then every live frame and the less / more photos. Both are PageUpdates."""
         if not payload:
             yield NO_PHOTO
             return
@@ -166,13 +165,14 @@ class SmileApp:
         default = self.editor.settings.default_strength
         few = [-default, 0.0, default]
         views = self.editor.decode_strengths(prepared, few, attribute).views(few)
-        yield UNCHANGED._replace(key=key, live_frames=frames_json(few, views, complete=False))
+        yield NO_PHOTO._replace(key=key, live_frames=frames_json(few, views, complete=False))
         result = self.editor.edit(prepared, attribute=attribute, frames=self.frames)
+        pictures = self._pictures(result, owner(request))
         self.strips_due.set(request.session_hash if request else None, key)
         yield PageUpdate(
             key,
             frames_json(result.frame_strengths, result.frames),
-            *self._pictures(result, owner(request)),
+            *pictures,
             frames_json(result.frame_strengths, result.frame_decodes),
         )
 

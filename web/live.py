@@ -19,11 +19,6 @@ def live_strengths(max_strength: float) -> list[float]:
     return [round(i * LIVE_STEP, 6) for i in range(-steps, steps + 1)]
 
 
-def nearest_live(strength: float, strengths: Sequence[float]) -> float:
-    """The live strength closest to `strength` (the frame the slider shows there)."""
-    return min(strengths, key=lambda s: abs(s - strength))
-
-
 def frames_json(strengths: Sequence[float], frames: np.ndarray, complete: bool = True) -> str:
     """The page's value for the live view: {"strengths": [...], "frames": [data URIs], "complete": bool}; a
     first look with only a few strengths is not complete, and the rest follows."""
