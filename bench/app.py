@@ -7,7 +7,8 @@ in Debian's Chromium driven by Playwright on this same machine:
   distinct photos;
 - live slider: `input` event -> the new frame decoded and painted (two animation frames later), p50/p95
   over many moves, and how many requests left the page while sliding (the target is none);
-and over HTTP (gradio_client): the /edit round trip, and the server's memory (RSS) after many distinct
+and over HTTP: /prepare's first and last answers read off its own event stream (httpx), then (gradio_client)
+the /edit round trip, and the server's memory (RSS) after many distinct
 uploads, against a bound that a free 2-vCPU / 16 GB Space holds with several users.
 """
 

@@ -43,7 +43,8 @@ def astronaut_frames(
     """(HEIGHT, WIDTH, 3) uint8 frames: the astronaut (400 px) on grey, swaying a few px, then still from
     `still_from` (with sensor-like noise of `noise` levels, so a still face is not a frozen image). With
     `zoom` the face also grows and shrinks by up to that share while it moves (it comes closer and goes
-    back: a change no shift explains, so every moving frame must be aligned and encoded again). With
+    back: a change no shift explains, so most moving frames are aligned and encoded again; a growth under about
+    1% passes as a slide). With
     `subpixel` it sways by quarter pixels, as a camera's sensor sees a slow move (drawn at 4x and averaged
     down, so every frame is equally sharp), instead of by whole pixels."""
     source = Image.open(ASTRONAUT).convert("RGB")

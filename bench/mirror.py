@@ -12,8 +12,8 @@ stamped at the clip's left edge, read back from the camera's <video> when it is 
 shown <img> when it is decoded), and the same flicker ratio on the shown stream against a strength-0 run;
 then the page's default (one frame at the server at a time) against the pipelined variant (two in flight),
 and one viewer of a clip whose face moves in every frame (it slides by whole pixels; then by quarter
-pixels, as a camera sees a slow move), and of one whose face also grows and shrinks in every frame (nothing
-to reuse: every frame is aligned, encoded and decoded). In process, the same quarter-pixel and zooming
+pixels, as a camera sees a slow move), and of one whose face also grows and shrinks in every frame (most
+moving frames aligned, encoded and decoded again). In process, the same quarter-pixel and zooming
 clips, and tracking with every move encoded again (no slides: the path before slides were kept). The CPU's flags and the precision chosen come first in the output.
 """
 
@@ -40,7 +40,7 @@ from vae.transfer import face_region
 
 ROOT = Path(__file__).resolve().parents[1]
 STRENGTH = 3.0
-ZOOM = 0.03  # the zooming clip's face grows and shrinks by up to 3% while it sways: no shift explains it
+ZOOM = 0.03  # the zooming clip's face grows and shrinks by up to 3% while it sways: a shift explains little of it
 CHROMIUM_ARGS = BROWSER_ARGS + FAKE_CAMERA_ARGS
 # The lower face in the shown (mirrored) frame of the clip's still astronaut: where the edit writes.
 REGION = (290, 110, 400, 200)  # x0, y0, x1, y1

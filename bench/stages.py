@@ -73,7 +73,7 @@ def stages(editor: SmileEditor, data: bytes, results: ResultFiles) -> dict[str, 
     timed("png_files", lambda: results.images([(less, "less"), (more, "more")]))
     times["first_look_total"] = sum(times[name] for name in ("read_photo", "detect_and_align", "crop", "encode", "first_look"))
     skipped = ("png_files_one_by_one", "first_look", "first_look_total")
-    times["total"] = sum(value for name, value in times.items() if name not in skipped)  # /prepare without its first look
+    times["total"] = sum(value for name, value in times.items() if name not in skipped)  # the page's path before the first look
     return times
 
 

@@ -14,7 +14,7 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
   one resampling of the change instead of an encode and two decodes.
 - **A face that only slides keeps its edit.** The patch of the frame the latent was encoded from is kept as
   an anchor. When the anchor, moved by its shift to this frame (phase correlation against the anchor itself,
-  so errors do not add up), matches this frame within `slide_levels` in every 8x8 block's mean, the face moved
+  so errors do not add up), matches this frame within `slide_levels` in every inner 8x8 block's mean, the face moved
   without changing: the latent and the change are kept and put where the face now is (and the mouth
   painted there). A face that turns, comes closer or changes its expression, at once or little by little,
   stops matching the anchor and is aligned and encoded again.
@@ -57,7 +57,7 @@ PATCH = 64  # side of the grey patch the tracker correlates
 STILL_LEVELS = 3.0  # an 8x8 block of the patch changing less than this (mean |diff|, 8-bit levels) is still
 SLIDE_LEVELS = 6.0  # no 8x8 block mean of the encoded patch, moved by its shift, changed more than this: it only slid
 MIN_PEAK = 0.08  # phase-correlation peak below this: the face is lost, detect again
-MAX_SHIFT = 0.25  # a move of more than this share of the patch between two frames: detect again
+MAX_SHIFT = 0.25  # a move past this share of the patch: between two frames, detect again; from the anchor, encode again
 SMOOTH = 0.5  # a new detection close to the tracked landmarks is blended in with this weight
 SMOOTH_RADIUS = 0.06  # "close": within this share of the eye distance
 NO_FACE_NOTE = "No face found: the frame is shown as it is."
@@ -226,9 +226,10 @@ def _slide_change(
     frame: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, shift: np.ndarray, block: int = 8
 ) -> float:
     """The largest change of an 8x8 block's mean level between `patch` (of `box` in an earlier frame) and this
-    frame's patch of `box` moved by `shift` (frame px), one block in from the edges. Block means, not mean
-    differences: a sharp edge sampled half a pixel apart changes pixels on both of its sides, in opposite
-    directions, and leaves the block's mean; a mouth that opens or a face that grows moves it."""
+    frame's patch of `box` moved by `shift` (frame px), one block in from the edges. Differences of block
+    means, not mean absolute differences (as `_block_change`): a sharp edge sampled half a pixel apart changes
+    pixels on both of its sides, in opposite directions, and leaves the block's mean; a mouth that opens or a
+    face that grows moves it."""
     x0, y0, x1, y1 = box
     height, width = frame.shape[:2]
     if x0 + shift[0] < 0 or y0 + shift[1] < 0 or x1 + shift[0] + 1 > width or y1 + shift[1] + 1 > height:
