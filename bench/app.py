@@ -22,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
-from bench.appserver import CHROMIUM_ARGS, AppServer, upload
+from bench.appserver import CHROMIUM_ARGS, AppServer, call_events, upload
 from vae.runtime import cpu_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,17 +119,12 @@ def prepare_answers(url: str, path: str) -> tuple[float, float]:
     """Milliseconds from calling /prepare on an uploaded `path` to its first answer and to its last (the same
     where it answers once), read off its event stream."""
     start = time.perf_counter()
-    photo = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    event = httpx.post(f"{url}gradio_api/call/prepare", json={"data": [photo, True, None]}, timeout=30).json()["event_id"]
-    answers, kind = [], None
-    with httpx.stream("GET", f"{url}gradio_api/call/prepare/{event}", timeout=120) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind == "error":
-                raise RuntimeError(f"/prepare failed: {line[5:].strip()}")
-            elif line.startswith("data:") and kind in ("generating", "complete"):
-                answers.append((time.perf_counter() - start) * 1000)
+    answers = []
+    for kind, payload in call_events(url, "prepare", [{"path": path, "meta": {"_type": "gradio.FileData"}}, True, None]):
+        if kind in ("error", "refused"):
+            raise RuntimeError(f"/prepare failed: {payload}")
+        if kind in ("generating", "complete"):
+            answers.append((time.perf_counter() - start) * 1000)
     return answers[0], answers[-1]
 
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -83,13 +84,11 @@ class AppServer:
         shutil.rmtree(self.uploads, ignore_errors=True)
 
 
-def raw_call(
+def call_events(
     url: str, endpoint: str, data: list, timeout: float = 120, client: httpx.Client | None = None
-) -> tuple[str, dict | list]:
-    """POST /gradio_api/call/<endpoint> with any JSON (NaN included), then read the event stream's last event.
-
-    Returns ("complete", outputs), ("error", {"error": message}) or ("refused", {"status", "error"}).
-    """
+) -> Iterator[tuple[str, dict | list]]:
+    """POST /gradio_api/call/<endpoint> with any JSON (NaN included), then each event of its stream as it comes:
+    (kind, data) for "generating", "complete", "error" ..., or one ("refused", {"status", "error"})."""
     http = client or httpx
     posted = http.post(
         f"{url}gradio_api/call/{endpoint}",
@@ -98,15 +97,25 @@ def raw_call(
         timeout=30,
     )
     if posted.status_code != 200:  # refused before it was queued (413, 429, 503): the status and the message
-        return "refused", {"status": posted.status_code, "error": posted.text}
+        yield "refused", {"status": posted.status_code, "error": posted.text}
+        return
     event_id = posted.json()["event_id"]
     kind = None
     with http.stream("GET", f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=timeout) as stream:
         for line in stream.iter_lines():
             if line.startswith("event:"):
                 kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind in ("complete", "error"):
-                return kind, json.loads(line[5:])
+            elif line.startswith("data:"):
+                yield kind, json.loads(line[5:])
+
+
+def raw_call(
+    url: str, endpoint: str, data: list, timeout: float = 120, client: httpx.Client | None = None
+) -> tuple[str, dict | list]:
+    """`call_events` up to its result: ("complete", outputs), ("error", {"error": message}) or ("refused", {"status", "error"})."""
+    for kind, payload in call_events(url, endpoint, data, timeout, client):
+        if kind in ("complete", "error", "refused"):
+            return kind, payload
     raise AssertionError("the event stream ended without a result")
 
 
