@@ -6,18 +6,19 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
 
 - **Detection is rare.** MTCNN (the slow part, ~10x a decode) runs on a downscaled copy of the frame only
   when there is no face yet, when tracking is lost, and every `detect_every` frames while the face moves.
-- **Tracking in between** follows the face box by phase correlation of a small grey patch (64x64) of the
-  face against the last frame's: a translation, sub-pixel, that moves the landmarks with the face.
+- **Tracking in between** follows the face from the last frame: phase correlation of a small grey patch
+  (64x64) of the face gives its shift, then a Lucas-Kanade fit (`vae.motion`) the similarity (shift to a
+  few hundredths of a pixel, growth, turn) that moves the landmarks with the face.
 - **A still face is left alone.** When no 8x8 block of that patch changed by more than `still_levels`, the
   last landmarks, latent and change are reused and only put on the new frame: the edit cannot jitter
   where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
   one resampling of the change instead of an encode and two decodes.
-- **A face that only slides keeps its edit.** The patch of the frame the latent was encoded from is kept as
-  an anchor. When the anchor, moved by its shift to this frame (phase correlation against the anchor itself,
-  so errors do not add up), matches this frame within `slide_levels` in every inner 8x8 block's mean, the face moved
-  without changing: the latent and the change are kept and put where the face now is (and the mouth
-  painted there). A face that turns, comes closer or changes its expression, at once or little by little,
-  stops matching the anchor and is aligned and encoded again.
+- **A face that only moves keeps its edit.** The patch of the frame the latent was encoded from is kept as
+  an anchor. When the similarity fitted from the anchor to this frame (against the anchor itself, so
+  errors do not add up) leaves every inner 8x8 block's mean within `slide_levels`, the face moved, came
+  closer or tilted without changing (alignment would give the same crop): the latent and the change are
+  kept and put where the face now is (and the mouth painted there). A face that turns away or changes
+  its expression, at once or little by little, stops matching the anchor and is aligned and encoded again.
 - **Precision by measurement**: `MirrorModel` times fp32 and (where the CPU has it natively) bf16 copies of the encoder and the decoder
   on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
 
@@ -41,6 +42,7 @@ from PIL import Image
 
 from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, covered_box, crop_to_frame, similarity_transform
 from .editor import SmileEditor
+from .motion import PATCH, Template, block_change, fit_similarity, grey_patch, phase_correlation
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
 from .renderer import MouthRenderer, PaintedMouths, paint_mouths, put_mouths
@@ -53,9 +55,11 @@ log = logging.getLogger(__name__)
 DETECT_EVERY = 30  # frames between detections while the face moves (2 s at 15 fps); tracking covers the rest
 DETECT_SIDE = 320  # MTCNN sees the frame downscaled to this longer side (a webcam face is large)
 NO_FACE_RETRY = 8  # with no face, look again every this many frames (the others pass through at once)
-PATCH = 64  # side of the grey patch the tracker correlates
 STILL_LEVELS = 3.0  # an 8x8 block of the patch changing less than this (mean |diff|, 8-bit levels) is still
-SLIDE_LEVELS = 6.0  # no 8x8 block mean of the encoded patch, moved by its shift, changed more than this: it only slid
+SLIDE_LEVELS = (
+    6.0  # no inner 8x8 block mean of the encoded patch, moved by its similarity, changed more than this: the face only moved
+)
+MAX_SCALE = 0.15  # a face grown or shrunk past this share since it was encoded is aligned and encoded again
 MIN_PEAK = 0.08  # phase-correlation peak below this: the face is lost, detect again
 MAX_SHIFT = 0.25  # a move past this share of the patch: between two frames, detect again; from the anchor, encode again
 SMOOTH = 0.5  # a new detection close to the tracked landmarks is blended in with this weight
@@ -154,37 +158,25 @@ class MirrorFrame:
     decoded: bool = False  # the model decoded on this frame (else a kept change was put on it)
 
 
-def phase_correlation(reference: np.ndarray, moved: np.ndarray) -> tuple[float, float, float]:
-    """(dx, dy, peak): the shift that takes `reference` to `moved` (same-shape grey patches), sub-pixel."""
-    window = np.outer(np.hanning(reference.shape[0]), np.hanning(reference.shape[1]))
-    a = np.fft.rfft2((reference - reference.mean()) * window)
-    b = np.fft.rfft2((moved - moved.mean()) * window)
-    cross = b * np.conj(a)
-    surface = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=reference.shape)
-    iy, ix = np.unravel_index(int(surface.argmax()), surface.shape)
-    peak = float(surface[iy, ix])
-
-    def refine(values: tuple[float, float, float]) -> float:
-        left, centre, right = values
-        denominator = left - 2 * centre + right
-        return 0.0 if abs(denominator) < 1e-12 else 0.5 * (left - right) / denominator
-
-    h, w = surface.shape
-    dy = iy + refine((surface[(iy - 1) % h, ix], surface[iy, ix], surface[(iy + 1) % h, ix]))
-    dx = ix + refine((surface[iy, (ix - 1) % w], surface[iy, ix], surface[iy, (ix + 1) % w]))
-    dy = dy - h if dy > h / 2 else dy
-    dx = dx - w if dx > w / 2 else dx
-    return float(dx), float(dy), peak
-
-
 @dataclass(frozen=True)
 class _Anchor:
     """Where the face was when its latent was encoded: a slide is measured from here, not from the last frame."""
 
     landmarks: np.ndarray  # (5, 2) frame px
-    box: tuple[int, int, int, int]
-    patch: np.ndarray  # (PATCH, PATCH) grey of `box` in the encoded frame
+    template: Template  # the grey patch of the encoded frame
     crop_to_frame: np.ndarray
+
+
+@dataclass
+class _Painting:
+    """The renderer's mouth for one strength of one encoded face, and where it was last put."""
+
+    strength: float
+    anchor: _Anchor | None  # the encoded face it was painted for
+    crop_to_frame: np.ndarray  # where that face was when it was painted
+    mouths: PaintedMouths | None  # as painted there
+    shown_at: np.ndarray  # the last frame's crop_to_frame
+    shown: PaintedMouths | None  # `mouths` moved onto the last frame
 
 
 @dataclass
@@ -197,45 +189,14 @@ class _Track:
     crop: np.ndarray | None = None
     changes: dict[float, CropChange] = field(default_factory=dict)  # strength -> the transfer's change
     decodes: dict[float, torch.Tensor] = field(default_factory=dict)  # strength -> (2, 3, 128, 128): decode(z), the edit
-    painted: tuple[tuple, PaintedMouths | None] | None = None  # the renderer's last mouth, and what it was painted for
+    painted: _Painting | None = None  # the renderer's last mouth
     anchor: _Anchor | None = None  # the face as the latent was encoded from it
     since_detect: int = 0
 
 
-def _grey_patch(frame: np.ndarray, box: tuple[int, int, int, int], shift: np.ndarray | None = None) -> np.ndarray:
-    """(PATCH, PATCH) float grey of `box` in `frame`, or of `box` moved by `shift` (frame px, fractions too)."""
-    x0, y0, x1, y1 = box
-    if shift is None:
-        region = Image.fromarray(frame[y0:y1, x0:x1]).convert("L")
-        return np.asarray(region.resize((PATCH, PATCH), Image.Resampling.BOX), dtype=np.float32)
-    left, top = int(np.floor(x0 + shift[0])), int(np.floor(y0 + shift[1]))
-    fx, fy = x0 + shift[0] - left, y0 + shift[1] - top
-    region = Image.fromarray(frame[top : top + y1 - y0 + 1, left : left + x1 - x0 + 1]).convert("L")
-    return np.asarray(
-        region.resize((PATCH, PATCH), Image.Resampling.BOX, box=(fx, fy, fx + x1 - x0, fy + y1 - y0)), dtype=np.float32
-    )
-
-
-def _block_change(a: np.ndarray, b: np.ndarray, block: int = 8) -> float:
-    """The largest mean |a - b| over block x block tiles: a mouth that moves counts, noise averages out."""
-    diff = np.abs(a - b).reshape(a.shape[0] // block, block, a.shape[1] // block, block)
-    return float(diff.mean((1, 3)).max())
-
-
-def _slide_change(
-    frame: np.ndarray, box: tuple[int, int, int, int], patch: np.ndarray, shift: np.ndarray, block: int = 8
-) -> float:
-    """The largest change of an 8x8 block's mean level between `patch` (of `box` in an earlier frame) and this
-    frame's patch of `box` moved by `shift` (frame px), one block in from the edges. Differences of block
-    means, not mean absolute differences (as `_block_change`): a sharp edge sampled half a pixel apart changes
-    pixels on both of its sides, in opposite directions, and leaves the block's mean; a mouth that opens or a
-    face that grows moves it."""
-    x0, y0, x1, y1 = box
-    height, width = frame.shape[:2]
-    if x0 + shift[0] < 0 or y0 + shift[1] < 0 or x1 + shift[0] + 1 > width or y1 + shift[1] + 1 > height:
-        return float("inf")  # partly out of the frame: align again
-    diff = (_grey_patch(frame, box, shift) - patch)[block:-block, block:-block]
-    return float(np.abs(diff.reshape(diff.shape[0] // block, block, diff.shape[1] // block, block).mean((1, 3))).max())
+def _moved(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(n, 2) points through a 3x3 affine matrix."""
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
 
 
 class Mirror:
@@ -316,13 +277,17 @@ class Mirror:
 
     @staticmethod
     def _painted(image: np.ndarray, track: _Track, strength: float, renderer: MouthRenderer) -> PaintedMouths | None:
-        """The renderer's mouth for this frame: painted again only when the face or the strength moved (a still face
-        keeps its landmarks, so its last painting is put on the new frame, as its change is)."""
-        key = (strength, track.landmarks.tobytes(), track.crop_to_frame.tobytes())
-        if track.painted is None or track.painted[0] != key:
+        """The renderer's mouth for this frame: painted again only for a new strength or a face encoded again. A still
+        face keeps its last painting as it is, a face that only moved gets it moved with it (as its change is)."""
+        painting = track.painted
+        if painting is None or painting.strength != strength or painting.anchor is not track.anchor or painting.mouths is None:
             edited, change = track.decodes[strength][1:], track.changes[strength]
-            track.painted = (key, paint_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, change))
-        return track.painted[1]
+            mouths = paint_mouths(image[None], track.landmarks, track.crop_to_frame, edited, renderer, change)
+            track.painted = _Painting(strength, track.anchor, track.crop_to_frame, mouths, track.crop_to_frame, mouths)
+        elif not np.array_equal(painting.shown_at, track.crop_to_frame):
+            painting.shown = painting.mouths.moved(track.crop_to_frame @ np.linalg.inv(painting.crop_to_frame))
+            painting.shown_at = track.crop_to_frame
+        return track.painted.shown
 
     def _follow(self, frame: np.ndarray) -> tuple[_Track | None, bool]:
         """The face's track on this frame, and whether MTCNN ran for it."""
@@ -335,35 +300,39 @@ class Mirror:
         track.since_detect += 1
         if not self.track_faces:
             return self._detect(frame, None), True
-        patch = _grey_patch(frame, track.box)
-        if _block_change(patch, track.patch) < self.still_levels:
+        patch = grey_patch(frame, track.box)
+        if block_change(patch, track.patch) < self.still_levels:
             return track, False  # still: keep landmarks, latent and change
         dx, dy, peak = phase_correlation(track.patch, patch)
         if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH or track.since_detect >= self.detect_every:
             return self._detect(frame, track), True
-        x0, y0, x1, y1 = track.box
-        track.landmarks = track.landmarks + [dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH]
-        slide = self._slide(frame, track.anchor)
-        if slide is None:
-            track.crop_to_frame = None  # moved and changed: align and encode again
-        else:  # the same face as encoded, elsewhere: its latent and change go with it
-            track.landmarks = track.anchor.landmarks + slide
-            track.crop_to_frame = np.array([[1, 0, slide[0]], [0, 1, slide[1]], [0, 0, 1.0]]) @ track.anchor.crop_to_frame
+        moved = self._slide(frame, track.anchor)
+        if moved is None:  # moved and changed: follow it from the last frame, then align and encode again
+            fit = fit_similarity(Template.of(track.patch, track.box), frame, (dx, dy))
+            scale = (track.box[2] - track.box[0]) / PATCH
+            step = np.array([[1, 0, dx * scale], [0, 1, dy * scale], [0, 0, 1.0]]) if fit is None else fit.to_frame
+            track.landmarks = _moved(track.landmarks, step)
+            track.crop_to_frame = None
+        else:  # the same face as encoded, elsewhere, nearer or turned: its latent and change go with it
+            track.landmarks = _moved(track.anchor.landmarks, moved)
+            track.crop_to_frame = moved @ track.anchor.crop_to_frame
             self.slides += 1
         track.box = self._patch_box(track.landmarks, frame.shape)
-        track.patch = _grey_patch(frame, track.box)
+        track.patch = grey_patch(frame, track.box)
         return track, False
 
     def _slide(self, frame: np.ndarray, anchor: _Anchor | None) -> np.ndarray | None:
-        """The shift (frame px) that takes the encoded face to this frame's, when that is all that changed; else None."""
+        """3x3 similarity (frame px) that takes the encoded face to this frame's, when that is all that changed; else None."""
         if anchor is None or self.slide_levels <= 0:
             return None
-        x0, y0, x1, y1 = anchor.box
-        dx, dy, peak = phase_correlation(anchor.patch, _grey_patch(frame, anchor.box))
+        template = anchor.template
+        dx, dy, peak = phase_correlation(template.patch, grey_patch(frame, template.box))
         if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH:
             return None
-        shift = np.array([dx * (x1 - x0) / PATCH, dy * (y1 - y0) / PATCH])
-        return shift if _slide_change(frame, anchor.box, anchor.patch, shift) < self.slide_levels else None
+        fit = fit_similarity(template, frame, (dx, dy))
+        if fit is None or fit.change >= self.slide_levels or abs(fit.scale - 1) > MAX_SCALE:
+            return None
+        return fit.to_frame
 
     def _detect(self, frame: np.ndarray, previous: _Track | None) -> _Track | None:
         self.detections += 1
@@ -384,7 +353,7 @@ class Mirror:
             if float(np.linalg.norm(landmarks - previous.landmarks, axis=1).mean()) < SMOOTH_RADIUS * eyes:
                 landmarks = previous.landmarks + SMOOTH * (landmarks - previous.landmarks)  # detector jitter, smoothed
         box = self._patch_box(landmarks, frame.shape)
-        self._track = _Track(landmarks, box, _grey_patch(frame, box))
+        self._track = _Track(landmarks, box, grey_patch(frame, box))
         return self._track
 
     @staticmethod
@@ -417,7 +386,7 @@ class Mirror:
         track.crop_to_frame = (
             np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
         )
-        track.anchor = _Anchor(track.landmarks.copy(), track.box, track.patch, track.crop_to_frame)
+        track.anchor = _Anchor(track.landmarks.copy(), Template.of(track.patch, track.box), track.crop_to_frame)
         if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
             return False  # the crop is the same face: keep the latent and its change
         track.crop, track.latent, track.changes = crop.astype(np.int16), self.model.encode(crop), {}

@@ -167,11 +167,40 @@ def cut_patch(images: torch.Tensor, patch_to_image: np.ndarray, size: tuple[int,
 @dataclass(frozen=True)
 class PaintedMouths:
     """K mouths the renderer painted, sampled back onto the image pixels of `box`: what `put_mouths` blends in. It
-    can be put on the next frame of a video again while the face has not moved (the mirror's still face)."""
+    can be put on the next frame of a video again while the face has not moved (the mirror's still face), or
+    `moved` with a face that only moved (sampled back again from the renderer's own patch, not repainted)."""
 
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in image px
     painted: torch.Tensor  # (K, 3, y1 - y0, x1 - x0)
     weight: torch.Tensor  # (K, 1, y1 - y0, x1 - x0): the hole, exactly 0 where nothing is painted
+    patch: torch.Tensor  # (K, 3, h, w): the renderer's painting in its patch
+    hole: torch.Tensor  # (K, 1, h, w)
+    patch_to_image: np.ndarray  # 3x3
+    image_size: tuple[int, int]  # width, height
+
+    @classmethod
+    def sampled_back(
+        cls, patch: torch.Tensor, hole: torch.Tensor, patch_to_image: np.ndarray, image_size: tuple[int, int]
+    ) -> PaintedMouths | None:
+        """The patch's painting on the image pixels it covers (bicubic; the hole bilinear); None when it covers none."""
+        x0, y0, x1, y1 = covered_box(patch_to_image, (patch.shape[-1], patch.shape[-2]), image_size, margin=2)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        box_to_patch = np.linalg.inv(patch_to_image) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+        size = (x1 - x0, y1 - y0)
+        return cls(
+            (x0, y0, x1, y1),
+            warp(patch, box_to_patch, size, padding="zeros", mode="bicubic"),
+            warp(hole, box_to_patch, size, padding="zeros", mode="bilinear"),
+            patch,
+            hole,
+            patch_to_image,
+            image_size,
+        )
+
+    def moved(self, image_to_image: np.ndarray) -> PaintedMouths | None:
+        """The same mouths on a face that moved by the 3x3 `image_to_image` (a similarity, image px -> image px)."""
+        return PaintedMouths.sampled_back(self.patch, self.hole, image_to_image @ self.patch_to_image, self.image_size)
 
 
 def paint_mouths(
@@ -213,12 +242,7 @@ def paint_mouths(
     hint = warp(decodes, np.linalg.inv(crop_to_image) @ to_image, cfg.patch_size, mode="bilinear")
     with torch.inference_mode(), _trained_precision():
         painted = renderer.paint(patch, hint, hole).float()
-    box_to_patch = np.linalg.inv(patch_to_box)
-    return PaintedMouths(
-        (x0, y0, x1, y1),
-        warp(painted, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bicubic"),
-        warp(hole, box_to_patch, (x1 - x0, y1 - y0), padding="zeros", mode="bilinear"),
-    )
+    return PaintedMouths.sampled_back(painted, hole, to_image, (width, height))
 
 
 def _trained_precision():

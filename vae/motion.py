@@ -1,0 +1,157 @@
+"""How a face moved between two video frames: a shift by phase correlation, then the similarity (shift, scale,
+turn) that takes an earlier grey patch of the face onto this frame, and how much is left that no similarity
+explains (the face changed: it turned, or its expression moved).
+
+Patches are PATCH x PATCH grey images of a square `box` of frame pixels, box-averaged (so a camera's noise
+and its sub-pixel sampling average out). Pixel coordinates follow `vae.align`: pixel j's centre is at j.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+PATCH = 64  # side of the grey patch the tracker correlates
+MARGIN = 16  # patch px around the box a fitted similarity may reach (a quarter of the patch)
+FIT_BORDER = 2  # patch px at the template's edges the fit leaves out (their gradients are one-sided)
+BLOCK = 8  # side of the blocks whose mean levels say whether a face changed
+
+Box = tuple[int, int, int, int]
+
+
+def grey_patch(frame: np.ndarray, box: Box, margin: int = 0) -> np.ndarray:
+    """((PATCH + 2 margin)^2) float grey of `box` in `frame`, grown by `margin` patch px on each side (black
+    past the frame's edges)."""
+    x0, y0, x1, y1 = box
+    scale = (x1 - x0) / PATCH
+    grown = (round(x0 - margin * scale), round(y0 - margin * scale), round(x1 + margin * scale), round(y1 + margin * scale))
+    inside = (max(0, grown[0]), max(0, grown[1]), min(frame.shape[1], grown[2]), min(frame.shape[0], grown[3]))
+    region = Image.fromarray(frame[inside[1] : inside[3], inside[0] : inside[2]]).convert("L")
+    if inside != grown:
+        padded = Image.new("L", (grown[2] - grown[0], grown[3] - grown[1]))
+        padded.paste(region, (inside[0] - grown[0], inside[1] - grown[1]))
+        region = padded
+    side = PATCH + 2 * margin
+    return np.asarray(region.resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+
+
+def block_change(a: np.ndarray, b: np.ndarray, block: int = BLOCK) -> float:
+    """The largest mean |a - b| over block x block tiles: a mouth that moves counts, noise averages out."""
+    diff = np.abs(a - b).reshape(a.shape[0] // block, block, a.shape[1] // block, block)
+    return float(diff.mean((1, 3)).max())
+
+
+def phase_correlation(reference: np.ndarray, moved: np.ndarray) -> tuple[float, float, float]:
+    """(dx, dy, peak): the shift that takes `reference` to `moved` (same-shape grey patches), sub-pixel."""
+    window = np.outer(np.hanning(reference.shape[0]), np.hanning(reference.shape[1]))
+    a = np.fft.rfft2((reference - reference.mean()) * window)
+    b = np.fft.rfft2((moved - moved.mean()) * window)
+    cross = b * np.conj(a)
+    surface = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=reference.shape)
+    iy, ix = np.unravel_index(int(surface.argmax()), surface.shape)
+    peak = float(surface[iy, ix])
+
+    def refine(values: tuple[float, float, float]) -> float:
+        left, centre, right = values
+        denominator = left - 2 * centre + right
+        return 0.0 if abs(denominator) < 1e-12 else 0.5 * (left - right) / denominator
+
+    h, w = surface.shape
+    dy = iy + refine((surface[(iy - 1) % h, ix], surface[iy, ix], surface[(iy + 1) % h, ix]))
+    dx = ix + refine((surface[iy, (ix - 1) % w], surface[iy, ix], surface[iy, (ix + 1) % w]))
+    dy = dy - h if dy > h / 2 else dy
+    dx = dx - w if dx > w / 2 else dx
+    return float(dx), float(dy), peak
+
+
+def _similarity(a: float, b: float, tx: float, ty: float) -> np.ndarray:
+    return np.array([[1 + a, -b, tx], [b, 1 + a, ty], [0, 0, 1.0]])
+
+
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`image` sampled at (x, y) pixel positions, bilinearly, clamped to its edges."""
+    h, w = image.shape
+    x, y = np.clip(x, 0, w - 1.001), np.clip(y, 0, h - 1.001)
+    left, top = x.astype(np.intp), y.astype(np.intp)
+    fx, fy = x - left, y - top
+    upper = image[top, left] * (1 - fx) + image[top, left + 1] * fx
+    lower = image[top + 1, left] * (1 - fx) + image[top + 1, left + 1] * fx
+    return upper * (1 - fy) + lower * fy
+
+
+@dataclass(frozen=True)
+class Template:
+    """A face's grey patch, made ready once for fitting the similarity that takes it onto later frames
+    (inverse-compositional Lucas-Kanade: the patch's gradients and the fit's normal equations do not change)."""
+
+    box: Box
+    patch: np.ndarray  # (PATCH, PATCH)
+    solve: np.ndarray  # (4, n): least squares from the fitted pixels' errors to a step of (scale, turn, dx, dy)
+
+    @classmethod
+    def of(cls, patch: np.ndarray, box: Box) -> Template:
+        inner = slice(FIT_BORDER, PATCH - FIT_BORDER)
+        gy, gx = (g[inner, inner].ravel() for g in np.gradient(patch.astype(np.float64)))
+        u, v = (c[inner, inner].ravel() for c in _centred_grid())
+        steepest = np.stack([gx * u + gy * v, gy * u - gx * v, gx, gy], axis=1)
+        return cls(box, patch, np.linalg.pinv(steepest))
+
+
+def _centred_grid() -> tuple[np.ndarray, np.ndarray]:
+    """(u, v): the patch's pixel positions, centred (the similarity turns and scales about the patch's centre)."""
+    c = np.arange(PATCH) - (PATCH - 1) / 2
+    return np.meshgrid(c, c)
+
+
+def _patch_to_frame(box: Box) -> np.ndarray:
+    """3x3 from centred patch px to frame px."""
+    x0, y0, x1, _ = box
+    scale = (x1 - x0) / PATCH
+    return np.array([[scale, 0, x0 + scale * PATCH / 2 - 0.5], [0, scale, y0 + scale * PATCH / 2 - 0.5], [0, 0, 1.0]])
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The similarity that takes the template's face onto a frame, and how well it does."""
+
+    to_frame: np.ndarray  # 3x3 frame px -> frame px: where a point of the template's frame is in this one
+    change: float  # the largest change of an inner block's mean level that the similarity leaves (8-bit levels)
+    scale: float  # the face's size over the template's
+
+
+def fit_similarity(template: Template, frame: np.ndarray, shift: tuple[float, float], iterations: int = 12) -> Fit | None:
+    """The similarity, from a first guess `shift` (patch px, e.g. phase correlation's); None when the face left
+    the grown box or the fit did not settle."""
+    image = grey_patch(frame, template.box, MARGIN)
+    u, v = _centred_grid()
+    inner = (slice(FIT_BORDER, PATCH - FIT_BORDER),) * 2
+    warp = _similarity(0.0, 0.0, *shift)
+    offset = MARGIN + (PATCH - 1) / 2  # centred patch px -> the grown image's px
+
+    def sample(warp: np.ndarray) -> np.ndarray:
+        return _bilinear(
+            image, warp[0, 0] * u + warp[0, 1] * v + warp[0, 2] + offset, warp[1, 0] * u + warp[1, 1] * v + warp[1, 2] + offset
+        )
+
+    for _ in range(iterations):
+        step = template.solve @ (sample(warp) - template.patch)[inner].ravel()
+        warp = warp @ np.linalg.inv(_similarity(*step))
+        if np.abs(step[2:]).max() < 0.01 and np.abs(step[:2]).max() < 1e-4:
+            break
+    else:
+        return None
+    corners = warp @ np.array(
+        [[-PATCH / 2, PATCH / 2, -PATCH / 2, PATCH / 2], [-PATCH / 2, -PATCH / 2, PATCH / 2, PATCH / 2], [1, 1, 1, 1]]
+    )
+    if np.abs(corners[:2]).max() > PATCH / 2 + MARGIN:
+        return None  # the face went past the grown box
+    to_frame = _patch_to_frame(template.box) @ warp @ np.linalg.inv(_patch_to_frame(template.box))
+    x0, y0, x1, y1 = template.box
+    x, y = to_frame[:2] @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1, 1, 1, 1]])
+    if x.min() < 0 or y.min() < 0 or x.max() > frame.shape[1] or y.max() > frame.shape[0]:
+        return None  # partly out of the frame: align again
+    diff = (sample(warp) - template.patch)[BLOCK:-BLOCK, BLOCK:-BLOCK]
+    change = float(np.abs(diff.reshape(diff.shape[0] // BLOCK, BLOCK, -1, BLOCK).mean((1, 3))).max())
+    return Fit(to_frame, change, float(np.hypot(warp[0, 0], warp[1, 0])))
