@@ -37,36 +37,61 @@ def read_stamp(frame: np.ndarray, mirrored: bool = False) -> int | None:
     return sum((1 << (STAMP_BITS - 1 - i)) for i, m in enumerate(means[2:]) if m > 128)
 
 
+HEAD = (176, 92, 54, 68)  # the astronaut's head in the 400-px picture: centre x, y and half axes of an ellipse
+SCENE = (200, 250, 512, 512)  # a busy part of the 512-px picture with no face (the suit, the flag): the still scene
+
+
 def astronaut_frames(
-    count: int, still_from: int | None = None, noise: float = 2.0, seed: int = 0, zoom: float = 0.0, subpixel: bool = False
+    count: int,
+    still_from: int | None = None,
+    noise: float = 2.0,
+    seed: int = 0,
+    zoom: float = 0.0,
+    subpixel: bool = False,
+    over_scene: bool = False,
 ):
     """(HEIGHT, WIDTH, 3) uint8 frames: the astronaut (400 px) on grey, swaying a few px, then still from
     `still_from` (with sensor-like noise of `noise` levels, so a still face is not a frozen image). With
     `zoom` the face also grows and shrinks by up to that share while it moves (it comes closer and goes
-    back: a change no shift explains, so most moving frames are aligned and encoded again; a growth under about
-    1% passes as a slide). With
-    `subpixel` it sways by quarter pixels, as a camera's sensor sees a slow move (drawn at 4x and averaged
-    down, so every frame is equally sharp), instead of by whole pixels."""
+    back). With `subpixel` it sways by quarter pixels, as a camera's sensor sees a slow move (drawn at 4x and
+    averaged down, so every frame is equally sharp), instead of by whole pixels. With `over_scene` only the
+    head moves (cut out with a soft edge), over a still, busy scene (the suit and the flag, mirrored and larger),
+    as a webcam sees a person in a room: the face's box then holds background that does not move with it."""
     source = Image.open(ASTRONAUT).convert("RGB")
     scale = 4 if subpixel else 1
     rng = np.random.default_rng(seed)
     still_from = count if still_from is None else still_from
-    faces: dict[int, Image.Image] = {}
+    scene = None
+    if over_scene:
+        scene = source.crop(SCENE).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        scene = scene.resize((WIDTH * scale, HEIGHT * scale), Image.Resampling.BICUBIC)
+    faces: dict[int, tuple[Image.Image, Image.Image | None]] = {}
     for k in range(count):
         moving = k < still_from
         dx, dy = (6 * np.sin(k / 6), 3 * np.sin(k / 9)) if moving else (0.0, 0.0)
         side = round(400 * (1 + zoom * np.sin(k / 4))) if moving and zoom else 400
         if side not in faces:
-            faces[side] = source.resize((side * scale, side * scale), Image.Resampling.LANCZOS)
-        canvas = Image.new("RGB", (WIDTH * scale, HEIGHT * scale), (90, 90, 90))
-        left, top = round(scale * (320 + dx) - faces[side].width / 2), round(scale * (240 + dy) - faces[side].height / 2)
-        canvas.paste(faces[side], (left, top))
+            face = source.resize((side * scale, side * scale), Image.Resampling.LANCZOS)
+            faces[side] = (face, _head_mask(face.width) if over_scene else None)
+        face, mask = faces[side]
+        canvas = scene.copy() if scene is not None else Image.new("RGB", (WIDTH * scale, HEIGHT * scale), (90, 90, 90))
+        left, top = round(scale * (320 + dx) - face.width / 2), round(scale * (240 + dy) - face.height / 2)
+        canvas.paste(face, (left, top), mask)
         frame = np.asarray(canvas if scale == 1 else canvas.resize((WIDTH, HEIGHT), Image.Resampling.BOX), dtype=np.int16)
         if noise:
             frame = frame + rng.normal(0, noise, frame.shape).round().astype(np.int16)
         frame = np.clip(frame, 0, 255).astype(np.uint8)
         stamp(frame, k)
         yield frame
+
+
+def _head_mask(side: int) -> Image.Image:
+    """(side, side) L mask of the astronaut's head (`HEAD`, scaled from the 400-px picture), its edge feathered."""
+    scale = side / 400
+    y, x = np.mgrid[0:side, 0:side] + 0.5
+    cx, cy, ax, ay = (v * scale for v in HEAD)
+    radius = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
+    return Image.fromarray((np.clip((1.15 - radius) / 0.15, 0, 1) * 255).astype(np.uint8))
 
 
 def write_y4m(path: Path, frames, fps: int = 30) -> Path:

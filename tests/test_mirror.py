@@ -8,6 +8,7 @@ import torch
 from conftest import ROOT
 from PIL import Image, ImageDraw
 
+from bench.fakecam import astronaut_frames
 from vae.editor import SmileEditor
 from vae.mirror import NO_FACE_NOTE, Mirror, MirrorModel
 from vae.motion import Template, fit_similarity, grey_patch, phase_correlation
@@ -72,20 +73,21 @@ def test_a_similarity_fit_finds_how_far_a_face_moved_grew_and_turned(astronaut):
         return np.asarray(drawn.resize((640, 480), Image.Resampling.BOX))
 
     box = (232, 88, 360, 216)  # around the face
+    landmarks = np.array([[159.7, 79.8], [193.2, 81.5], [175.7, 101.5], [158.2, 109.6], [192.1, 111.0]]) + [120, 40]  # MTCNN's
     first = frame(1.0, 0.0, 0.0, 0.0)
-    template = Template.of(grey_patch(first, box), box)
+    template = Template.of(grey_patch(first, box), box, landmarks)
     for scale, turn, dx, dy in [(1.0, 0.0, 1.25, -0.75), (1.05, 0.0, -2.5, 1.0), (0.96, 0.04, 3.0, 2.25)]:
         moved = frame(scale, turn, dx, dy)
         fit = fit_similarity(template, moved, phase_correlation(template.patch, grey_patch(moved, box))[:2])
         assert fit is not None and abs(fit.scale - scale) < 0.003 and fit.change < 3
         rotation = scale * np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
         point = np.array([300.0, 150.0])  # a point of the face, moved as the face was
-        truth = rotation @ (point - [320, 240]) + [320 + dx, 240 + dy]
-        assert np.abs(fit.to_frame[:2, :2] @ point + fit.to_frame[:2, 2] - truth).max() < 0.1
+        truth = rotation @ (point - [319.5, 239.5]) + [319.5 + dx, 239.5 + dy]  # about the picture's centre (pixel centres)
+        assert np.abs(fit.to_frame[:2, :2] @ point + fit.to_frame[:2, 2] - truth).max() < 0.05
     opened = frame(1.0, 0.0, 1.0, 0.0).copy()
     opened[180:192, 280:320] = 30  # the same move, and a dark mouth opened where no similarity puts it
     fit = fit_similarity(template, opened, phase_correlation(template.patch, grey_patch(opened, box))[:2])
-    assert fit is None or fit.change > 10
+    assert fit is not None and fit.change > 10  # it settles, and says how much it cannot explain
 
 
 def test_the_detector_runs_on_few_frames_while_tracking(editor, model, astronaut):
@@ -209,7 +211,8 @@ def test_a_still_or_sliding_face_keeps_its_painted_mouth_and_a_new_strength_pain
     assert not moved.encoded and mirror._track.painted is painted and mirror.slides == 1
     x0, y0, x1, y1 = painted.mouths.box
     assert painted.shown.box == (x0 + 3, y0 + 1, x1 + 3, y1 + 1)
-    assert np.abs(moved.image[y0 + 1 : y1 + 1, x0 + 3 : x1 + 3].astype(int) - first[y0:y1, x0:x1]).max() <= 2
+    diff = np.abs(moved.image[y0 + 1 : y1 + 1, x0 + 3 : x1 + 3].astype(int) - first[y0:y1, x0:x1])
+    assert diff.max() <= 4 and diff.mean() < 0.2  # the same mouth, sampled back a few hundredths of a px apart
     mirror.edit(frame, -STRENGTH)
     assert mirror._track.painted is not painted
 
@@ -220,6 +223,13 @@ def zoomed(astronaut: Image.Image, scale: float, dx: int = 0, narrower: float = 
     width, height = round(astronaut.width * scale * narrower), round(astronaut.height * scale)
     canvas = Image.new("RGB", (640, 480), (90, 90, 90))
     canvas.paste(astronaut.resize((width, height), Image.Resampling.LANCZOS), (320 - width // 2 + dx, 240 - height // 2))
+    return np.asarray(canvas)
+
+
+def tilted(astronaut: Image.Image, degrees: float) -> np.ndarray:
+    """The video frame with the face turned by `degrees` (anticlockwise) about the picture's centre."""
+    canvas = Image.new("RGB", (640, 480), (90, 90, 90))
+    canvas.paste(astronaut.rotate(degrees, Image.Resampling.BICUBIC, fillcolor=(90, 90, 90)), (120, 40))
     return np.asarray(canvas)
 
 
@@ -247,6 +257,8 @@ def test_a_face_that_only_moves_keeps_its_edit_and_one_that_changes_is_encoded_a
         [slid(astronaut, dx, dy) for dx, dy in [(0, 0), (3, 1), (6, 2), (9, 2), (11, 3)]],  # whole pixels
         [slid(astronaut, dx, dy) for dx, dy in [(0, 0), (1.25, 0.5), (3.0, 1.25), (4.75, 1.5), (6.25, 2.5)]],  # quarter pixels
         [zoomed(astronaut, scale, dx=2 * k) for k, scale in enumerate([1.0, 1.02, 1.04, 1.06, 1.08])],  # it comes closer
+        [tilted(astronaut, degrees) for degrees in (0, 2, 4, 6, 8)],  # it leans its head
+        list(astronaut_frames(5, noise=0, subpixel=True, over_scene=True)),  # only the head moves, over a busy, still scene
     ):
         mirror, fresh = Mirror(editor, model), Mirror(editor, model, slide_levels=0.0)  # fresh: every move encoded again
         for frame in frames:
@@ -257,6 +269,15 @@ def test_a_face_that_only_moves_keeps_its_edit_and_one_that_changes_is_encoded_a
         assert mirror.slides == len(frames) - 1 and mirror.encodes == 1 and mirror.detections == 1
         assert fresh.slides == 0  # aligned every move again (a crop that comes out the same keeps its latent)
 
+    leaning = Mirror(editor, model)  # the landmarks of a kept face turn with it
+    leaning.edit(tilted(astronaut, 0), STRENGTH)
+    start = leaning._track.landmarks.copy()
+    for degrees in (4, 8):
+        leaning.edit(tilted(astronaut, degrees), STRENGTH)
+    turn = np.radians(8)  # anticlockwise on the screen, whose y points down
+    truth = (start - [319.5, 239.5]) @ np.array([[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]]).T + [319.5, 239.5]
+    assert leaning.slides == 2 and np.abs(leaning._track.landmarks - truth).max() < 0.3
+
     corners = Mirror(editor, model)
     corners.edit(slid(astronaut, 0, 0), STRENGTH)
     mouth = corners._track.landmarks[3:5]
@@ -265,6 +286,6 @@ def test_a_face_that_only_moves_keeps_its_edit_and_one_that_changes_is_encoded_a
         opening.edit(slid(astronaut, 3 * k, k, (mouth, 2 * k) if k else None), STRENGTH)
     assert opening.slides == 0 and opening.encodes == 5
     turning = Mirror(editor, model)
-    for k, narrower in enumerate([1.0, 0.96, 0.92, 0.88]):
+    for k, narrower in enumerate([1.0, 0.92, 0.84, 0.76]):
         turning.edit(zoomed(astronaut, 1.0, dx=2 * k, narrower=narrower), STRENGTH)
     assert turning.slides == 0 and turning.encodes == 4  # a change no shift, growth or turn explains is encoded again

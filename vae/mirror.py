@@ -56,10 +56,10 @@ DETECT_EVERY = 30  # frames between detections while the face moves (2 s at 15 f
 DETECT_SIDE = 320  # MTCNN sees the frame downscaled to this longer side (a webcam face is large)
 NO_FACE_RETRY = 8  # with no face, look again every this many frames (the others pass through at once)
 STILL_LEVELS = 3.0  # an 8x8 block of the patch changing less than this (mean |diff|, 8-bit levels) is still
-SLIDE_LEVELS = (
-    6.0  # no inner 8x8 block mean of the encoded patch, moved by its similarity, changed more than this: the face only moved
-)
+SLIDE_LEVELS = 6.0  # no face tile's mean level, after the fitted similarity, changed more than this: the face only moved
 MAX_SCALE = 0.15  # a face grown or shrunk past this share since it was encoded is aligned and encoded again
+MAX_STEP_SCALE = 0.05  # between two frames a face grows or shrinks less than this; a fit that says more is not used
+MAX_STEP_DISAGREEMENT = 2.0  # patch px the fitted move may differ from phase correlation's at the patch's centre
 MIN_PEAK = 0.08  # phase-correlation peak below this: the face is lost, detect again
 MAX_SHIFT = 0.25  # a move past this share of the patch: between two frames, detect again; from the anchor, encode again
 SMOOTH = 0.5  # a new detection close to the tracked landmarks is blended in with this weight
@@ -308,10 +308,7 @@ class Mirror:
             return self._detect(frame, track), True
         moved = self._slide(frame, track.anchor)
         if moved is None:  # moved and changed: follow it from the last frame, then align and encode again
-            fit = fit_similarity(Template.of(track.patch, track.box), frame, (dx, dy))
-            scale = (track.box[2] - track.box[0]) / PATCH
-            step = np.array([[1, 0, dx * scale], [0, 1, dy * scale], [0, 0, 1.0]]) if fit is None else fit.to_frame
-            track.landmarks = _moved(track.landmarks, step)
+            track.landmarks = _moved(track.landmarks, self._step(frame, track, dx, dy))
             track.crop_to_frame = None
         else:  # the same face as encoded, elsewhere, nearer or turned: its latent and change go with it
             track.landmarks = _moved(track.anchor.landmarks, moved)
@@ -320,6 +317,18 @@ class Mirror:
         track.box = self._patch_box(track.landmarks, frame.shape)
         track.patch = grey_patch(frame, track.box)
         return track, False
+
+    @staticmethod
+    def _step(frame: np.ndarray, track: _Track, dx: float, dy: float) -> np.ndarray:
+        """3x3 (frame px) of the face's move from the last frame: the fitted similarity where it settles close to
+        phase correlation's shift (`dx`, `dy` patch px) and within a frame's growth; else that shift alone."""
+        scale = (track.box[2] - track.box[0]) / PATCH
+        shift = np.array([[1, 0, dx * scale], [0, 1, dy * scale], [0, 0, 1.0]])
+        fit = fit_similarity(Template.of(track.patch, track.box, track.landmarks), frame, (dx, dy))
+        if fit is None or abs(fit.scale - 1) > MAX_STEP_SCALE:
+            return shift
+        centre = np.array([(track.box[0] + track.box[2]) / 2, (track.box[1] + track.box[3]) / 2, 1.0])
+        return fit.to_frame if np.abs((fit.to_frame - shift) @ centre).max() <= MAX_STEP_DISAGREEMENT * scale else shift
 
     def _slide(self, frame: np.ndarray, anchor: _Anchor | None) -> np.ndarray | None:
         """3x3 similarity (frame px) that takes the encoded face to this frame's, when that is all that changed; else None."""
@@ -386,7 +395,7 @@ class Mirror:
         track.crop_to_frame = (
             np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ aligned.frame_to_photo @ crop_to_frame(aligned.frame.size)
         )
-        track.anchor = _Anchor(track.landmarks.copy(), Template.of(track.patch, track.box), track.crop_to_frame)
+        track.anchor = _Anchor(track.landmarks.copy(), Template.of(track.patch, track.box, track.landmarks), track.crop_to_frame)
         if track.crop is not None and track.latent is not None and np.abs(crop.astype(np.int16) - track.crop).mean() < 0.5:
             return False  # the crop is the same face: keep the latent and its change
         track.crop, track.latent, track.changes = crop.astype(np.int16), self.model.encode(crop), {}
