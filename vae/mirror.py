@@ -6,19 +6,19 @@ MTCNN's landmarks -> CelebA's frame (`vae.align`) -> the model's 128x128 crop ->
 
 - **Detection is rare.** MTCNN (the slow part, ~10x a decode) runs on a downscaled copy of the frame only
   when there is no face yet, when tracking is lost, and every `detect_every` frames while the face moves.
-- **Tracking in between** follows the face from the last frame: phase correlation of a small grey patch
-  (64x64) of the face gives its shift, then a Lucas-Kanade fit (`vae.motion`) the similarity (shift to a
-  few hundredths of a pixel, growth, turn) that moves the landmarks with the face.
-- **A still face is left alone.** When no 8x8 block of that patch changed by more than `still_levels`, the
-  last landmarks, latent and change are reused and only put on the new frame: the edit cannot jitter
-  where the face does not move (the flicker measure of `python -m bench.mirror`), and the frame costs
-  one resampling of the change instead of an encode and two decodes.
-- **A face that only moves keeps its edit.** The patch of the frame the latent was encoded from is kept as
-  an anchor. When the similarity fitted from the anchor to this frame (against the anchor itself, so
-  errors do not add up) leaves every inner 8x8 block's mean within `slide_levels`, the face moved, came
-  closer or tilted without changing (alignment would give the same crop): the latent and the change are
-  kept and put where the face now is (and the mouth painted there). A face that turns away or changes
-  its expression, at once or little by little, stops matching the anchor and is aligned and encoded again.
+- **A face that only moves keeps its edit.** The grey patch (64x64) of the frame the latent was encoded
+  from is kept as an anchor. Each moving frame, phase correlation against it gives a shift, and a
+  Lucas-Kanade fit on the face alone (`vae.motion`) the similarity: shift to a few hundredths of a pixel,
+  growth, tilt. Fitted from the anchor itself, errors do not add up. When what it leaves in every face
+  tile's mean level is within `slide_levels`, the face moved, came closer or leaned without changing
+  (aligning it again would give the same crop): the latent, the change and the painted mouth are kept and
+  put where the face now is, and the landmarks move with it. A face that turns away or changes its
+  expression, at once or little by little, stops matching the anchor: it is followed from the last frame
+  (the same fit, where it agrees with phase correlation's shift) and aligned and encoded again.
+- **A still face is left alone.** When no 8x8 block of the patch changed by more than `still_levels` since
+  the last frame, the last landmarks, latent and change are reused and only put on the new frame: the edit
+  cannot jitter where the face does not move (the flicker measure of `python -m bench.mirror`), and the
+  frame costs one resampling of the change instead of an encode and two decodes.
 - **Precision by measurement**: `MirrorModel` times fp32 and (where the CPU has it natively) bf16 copies of the encoder and the decoder
   on this CPU and keeps the faster of each (bf16 only pays on CPUs with native bf16).
 
@@ -182,7 +182,7 @@ class _Painting:
 @dataclass
 class _Track:
     landmarks: np.ndarray  # (5, 2) in frame pixels
-    box: tuple[int, int, int, int]  # the tracker's patch, in frame pixels (fixed size)
+    box: tuple[int, int, int, int]  # the tracker's patch, in frame pixels (a square that grows with the face)
     patch: np.ndarray  # (PATCH, PATCH) float grey of `box` in the last frame
     crop_to_frame: np.ndarray | None = None  # 3x3 model crop -> video frame, for the latent below
     latent: torch.Tensor | None = None
@@ -277,8 +277,9 @@ class Mirror:
 
     @staticmethod
     def _painted(image: np.ndarray, track: _Track, strength: float, renderer: MouthRenderer) -> PaintedMouths | None:
-        """The renderer's mouth for this frame: painted again only for a new strength or a face encoded again. A still
-        face keeps its last painting as it is, a face that only moved gets it moved with it (as its change is)."""
+        """The renderer's mouth for this frame: painted again only for a new strength or a new anchor (a face aligned
+        again, even where its crop came out the same). A still face keeps its last painting as it is, a face that
+        only moved gets it moved with it (as its change is)."""
         painting = track.painted
         if painting is None or painting.strength != strength or painting.anchor is not track.anchor or painting.mouths is None:
             edited, change = track.decodes[strength][1:], track.changes[strength]
@@ -367,7 +368,7 @@ class Mirror:
 
     @staticmethod
     def _patch_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-        """A square around the face (2.2 eye-to-mouth heights), of fixed size, kept inside the frame."""
+        """A square around the face (2.2 eye-to-mouth heights and 2 eye distances, a multiple of 8 px), inside the frame."""
         height, width = shape[:2]
         eyes = (landmarks[0] + landmarks[1]) / 2
         mouth = (landmarks[3] + landmarks[4]) / 2
