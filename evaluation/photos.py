@@ -80,6 +80,18 @@ VARIANTS = {
     "flattened, lower face, along the flow, renderer both ways": TransferSettings(
         lower_face=True, follow_flow=True, render_mouth="both"
     ),
+    "along the flow, renderer both ways, half the residual": TransferSettings(
+        lower_face=True, follow_flow=True, render_mouth="both", residual_gain=0.5
+    ),
+    "along the flow, renderer both ways, no residual": TransferSettings(
+        lower_face=True, follow_flow=True, render_mouth="both", residual_gain=0.0
+    ),
+    "along the flow, renderer both ways, shade outside the lips at most 8 levels": TransferSettings(
+        lower_face=True, follow_flow=True, render_mouth="both", shade_limit=8.0
+    ),
+    "along the flow, renderer both ways, shade outside the lips at most 16 levels": TransferSettings(
+        lower_face=True, follow_flow=True, render_mouth="both", shade_limit=16.0
+    ),
 }
 COMPARED = (  # the flow, pushed harder over the mouth, and a refiner or a renderer when the model has one
     "flattened, lower face, along the flow",
@@ -87,6 +99,10 @@ COMPARED = (  # the flow, pushed harder over the mouth, and a refiner or a rende
     "flattened, lower face, along the flow, mouth refiner",
     "flattened, lower face, along the flow, renderer for more",
     "flattened, lower face, along the flow, renderer both ways",
+    "along the flow, renderer both ways, half the residual",
+    "along the flow, renderer both ways, no residual",
+    "along the flow, renderer both ways, shade outside the lips at most 8 levels",
+    "along the flow, renderer both ways, shade outside the lips at most 16 levels",
 )
 STRENGTHS = (2.5, 3.0, 3.5)
 TARGETS = {

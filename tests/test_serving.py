@@ -288,6 +288,7 @@ def test_the_prepared_cache_reuses_by_content_and_bounds_its_bytes():
         ('{"default_strength": 9, "max_strength": 4}', "default_strength must be between 0 and 4"),
         ('{"strip_steps": 2.5}', "strip_steps must be a whole number"),
         ('{"transfer": {"mouth_gain": -1}}', "transfer.mouth_gain must be between"),
+        ('{"transfer": {"residual_gain": 1.5}}', "transfer.residual_gain must be between 0 and 1"),
         ('{"transfer": {"lower_face": "yes"}}', "transfer.lower_face must be true or false"),
         ('{"colour": 1}', "unknown setting"),
         ("[1, 2]", "must be a JSON object"),

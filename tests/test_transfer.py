@@ -10,7 +10,7 @@ from PIL import Image
 from vae.align import AlignedFace, crop_to_frame
 from vae.filters import gaussian_blur
 from vae.settings import TransferSettings
-from vae.transfer import apply_changes, crop_changes, decoder_flow, face_region, moved, region_weights
+from vae.transfer import apply_changes, crop_changes, crop_landmarks, decoder_flow, face_region, moved, region_weights
 
 RESIDUAL = TransferSettings()  # the code's default: the flattened residual alone (editor.json ships the flow)
 FLOW = TransferSettings(follow_flow=True)
@@ -124,3 +124,43 @@ def test_following_the_flow_on_a_zero_edit_changes_nothing(photo):
     assert change.motion.abs().max() == 0 and change.colour.abs().max() == 0  # exactly, not after rounding
     edited = apply_changes(photo, crop_to_photo(), change)
     assert all(np.array_equal(e, photo) for e in edited)
+
+
+def test_the_residual_gain_scales_what_the_flow_leaves_and_keeps_the_motion():
+    edited, recon = smile_and_cast()
+    full = crop_changes(edited, recon, FLOW)
+    half = crop_changes(edited, recon, TransferSettings(follow_flow=True, residual_gain=0.5))
+    none = crop_changes(edited, recon, TransferSettings(follow_flow=True, residual_gain=0.0))
+    assert torch.equal(full.motion, half.motion) and torch.equal(full.motion, none.motion)
+    weights = region_weights(FLOW, 128)
+
+    def structure(change) -> float:
+        """How much the colour change varies beyond a constant over the region (the mean colour given back)."""
+        constant = (change.colour * weights).sum((-2, -1), keepdim=True) / (weights * weights).sum()
+        return float((change.colour - constant * weights).abs().mean())
+
+    assert structure(half) == pytest.approx(0.5 * structure(full), rel=0.05)
+    assert structure(none) < 1e-3 * structure(full)  # only the moved pixels' mean colour is given back
+
+
+def test_a_shade_limit_holds_the_darkening_outside_the_lips_and_keeps_the_mouth():
+    recon = torch.full((3, 128, 128), 0.5)
+    edited = recon.clone()
+    _, mouth, _ = crop_landmarks()
+    mx, my = round(mouth[0]), round(mouth[1])
+    edited[:, my - 2 : my + 2, mx - 8 : mx + 8] -= 0.3  # the mouth opens: dark
+    edited[:, my + 4 : my + 10, mx - 30 : mx - 20] -= 0.3  # a dark patch at the jaw
+    edited[:, my + 4 : my + 10, mx + 20 : mx + 30] += 0.2  # a light one at the other side
+    free, held = crop_changes(edited[None], recon, RESIDUAL), crop_changes(edited[None], recon, TransferSettings(shade_limit=8))
+
+    def luma(change, rows: slice, cols: slice) -> torch.Tensor:
+        return (change.colour[0, :, rows, cols] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0) * 255
+
+    jaw, light, lips = (
+        (slice(my + 6, my + 8), slice(mx - 27, mx - 23)),
+        (slice(my + 6, my + 8), slice(mx + 23, mx + 27)),
+        (slice(my - 1, my + 1), slice(mx - 3, mx + 3)),
+    )
+    assert luma(free, *jaw).min() < -20 and luma(held, *jaw).min() >= -8.01  # held to the limit
+    assert torch.equal(luma(held, *light), luma(free, *light)) and luma(free, *light).min() > 10  # lightening is left
+    assert torch.allclose(luma(held, *lips), luma(free, *lips)) and luma(free, *lips).max() < -20  # the mouth keeps its dark

@@ -46,10 +46,14 @@ class TransferSettings:
     refine_mouth: bool = False  # redraw the mouth sharp with the model folder's refiner (`vae.refiner`)
     follow_flow: bool = False  # move the photo's own pixels along the decoder's flow; add only what it cannot explain
     render_mouth: str = "off"  # paint inside the lips with the model folder's renderer (`vae.renderer`): off | more | both
+    residual_gain: float = 1.0  # share of the decoded change the flow does not explain that is added (0: moved pixels only)
+    shade_limit: float = 0.0  # 8-bit levels the added change may darken the face outside the lips (0: no limit)
 
     def __post_init__(self) -> None:
         _number("transfer.flatten_sigma", self.flatten_sigma, 0, 64)
         _number("transfer.mouth_gain", self.mouth_gain, 0, 4)
+        _number("transfer.residual_gain", self.residual_gain, 0, 1)
+        _number("transfer.shade_limit", self.shade_limit, 0, 255)
         for name in ("lower_face", "refine_mouth", "follow_flow"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"transfer.{name} must be true or false, not {getattr(self, name)!r}.")

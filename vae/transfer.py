@@ -44,6 +44,7 @@ FLOW_WINDOW = 6.0  # sigma (crop px) of the window each pixel's flow is fitted o
 FLOW_DAMPING = 3e-4  # added to the fit's diagonal: where the decode has little texture, little flow
 MAX_FLOW = 8.0  # crop px; a smile moves the mouth corners a few px, a runaway fit could move more
 LUMA = (0.299, 0.587, 0.114)
+LIPS_RADII = (0.6, 0.35)  # the lips and the mouth between them, in eye distances about CelebA's mouth point (crop px)
 STRIP_PIXELS = 2**19  # image pixels an edit is applied to at once (a webcam's face box fits in one)
 WHOLE_FACE = TransferSettings(mouth_gain=0.0, lower_face=False)  # the region an edit may touch at most
 
@@ -146,17 +147,33 @@ def crop_changes(edited: torch.Tensor, recon: torch.Tensor, transfer: TransferSe
     `flatten_sigma=0` keeps the plain difference (the prototype's variant, kept for the evaluation's
     comparison); `follow_flow` moves the photo along the decoder's flow and keeps only what it leaves,
     and then the colour also takes back the mean colour the moved pixels carry (measured on decode(z)),
-    so the face's mean colour stays put either way.
+    so the face's mean colour stays put either way. `residual_gain` scales what is added beyond the moved
+    pixels (0: the photo's own pixels, moved, keep their colours: no painted shading at the cheeks and jaw).
     """
     weights = region_weights(transfer, edited.shape[-1])
     motion = decoder_flow(edited, recon) * weights if transfer.follow_flow else None
     base = recon.float()[None] if motion is None else _moved_where(recon.float()[None], motion)
-    diff = edited.float() - base
+    diff = (edited.float() - base) * transfer.residual_gain
     if transfer.flatten_sigma:
         diff = diff - gaussian_blur(diff, transfer.flatten_sigma)
         carried = 0 if motion is None else (base - recon.float()).sum((-2, -1), keepdim=True)  # what moving shifts
         diff = diff - ((diff * weights).sum((-2, -1), keepdim=True) + carried) / weights.sum()
-    return CropChange(diff * weights, motion)
+    colour = diff * weights
+    return CropChange(colour if not transfer.shade_limit else _shade_limited(colour, transfer.shade_limit), motion)
+
+
+def _shade_limited(colour: torch.Tensor, levels: float) -> torch.Tensor:
+    """`colour` (K, 3, S, S) with its darkening outside the lips held to `levels` (8-bit): each pixel's change
+    scaled down until its luminance falls by no more. The blurry decode's shading at the cheeks and the jaw
+    lays dark patches on a photo; the mouth opening (teeth, the dark inside) keeps all of it."""
+    _, mouth, eyes_apart = crop_landmarks(colour.shape[-1])
+    lips = _ellipse(
+        colour.shape[-1], (float(mouth[0]), float(mouth[1])), (LIPS_RADII[0] * eyes_apart, LIPS_RADII[1] * eyes_apart), 0.5
+    )
+    luma = (colour * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    floor = -levels / 255
+    scale = torch.where(luma < floor, floor / luma.clamp(max=-1e-6), torch.ones_like(luma))
+    return colour * (lips + (1 - lips) * scale)
 
 
 def moved_points(change: CropChange, points: np.ndarray) -> np.ndarray:
