@@ -10,7 +10,7 @@ from PIL import Image
 from vae.align import AlignedFace, crop_to_frame
 from vae.filters import gaussian_blur
 from vae.settings import TransferSettings
-from vae.transfer import apply_changes, crop_changes, crop_landmarks, decoder_flow, face_region, moved, region_weights
+from vae.transfer import LUMA, apply_changes, crop_changes, crop_landmarks, decoder_flow, face_region, moved, region_weights
 
 RESIDUAL = TransferSettings()  # the code's default: the flattened residual alone (editor.json ships the flow)
 FLOW = TransferSettings(follow_flow=True)
@@ -154,7 +154,7 @@ def test_a_shade_limit_holds_the_darkening_outside_the_lips_and_keeps_the_mouth(
     free, held = crop_changes(edited[None], recon, RESIDUAL), crop_changes(edited[None], recon, TransferSettings(shade_limit=8))
 
     def luma(change, rows: slice, cols: slice) -> torch.Tensor:
-        return (change.colour[0, :, rows, cols] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0) * 255
+        return (change.colour[0, :, rows, cols] * torch.tensor(LUMA).view(3, 1, 1)).sum(0) * 255
 
     jaw, light, lips = (
         (slice(my + 6, my + 8), slice(mx - 27, mx - 23)),

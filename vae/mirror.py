@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, covered_box, crop_to_frame, similarity_transform
+from .align import FRAME_POINTS, FRAME_SIZE, align_to_frame, covered_box, crop_to_frame, map_points, similarity_transform
 from .editor import SmileEditor
-from .motion import PATCH, Template, block_change, fit_similarity, grey_patch, phase_correlation
+from .motion import MARGIN, PATCH, Template, block_change, fit_similarity, grey_patch, inner, phase_correlation
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
 from .renderer import MouthRenderer, PaintedMouths, paint_mouths, put_mouths
@@ -194,11 +194,6 @@ class _Track:
     since_detect: int = 0
 
 
-def _moved(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """(n, 2) points through a 3x3 affine matrix."""
-    return points @ matrix[:2, :2].T + matrix[:2, 2]
-
-
 class Mirror:
     """One video stream's editor: `edit(frame, strength)` per frame; holds the stream's tracking state.
 
@@ -309,10 +304,10 @@ class Mirror:
             return self._detect(frame, track), True
         moved = self._slide(frame, track.anchor)
         if moved is None:  # moved and changed: follow it from the last frame, then align and encode again
-            track.landmarks = _moved(track.landmarks, self._step(frame, track, dx, dy))
+            track.landmarks = map_points(self._step(frame, track, dx, dy), track.landmarks)
             track.crop_to_frame = None
         else:  # the same face as encoded, elsewhere, nearer or turned: its latent and change go with it
-            track.landmarks = _moved(track.anchor.landmarks, moved)
+            track.landmarks = map_points(moved, track.anchor.landmarks)
             track.crop_to_frame = moved @ track.anchor.crop_to_frame
             self.slides += 1
         track.box = self._patch_box(track.landmarks, frame.shape)
@@ -325,7 +320,8 @@ class Mirror:
         phase correlation's shift (`dx`, `dy` patch px) and within a frame's growth; else that shift alone."""
         scale = (track.box[2] - track.box[0]) / PATCH
         shift = np.array([[1, 0, dx * scale], [0, 1, dy * scale], [0, 0, 1.0]])
-        fit = fit_similarity(Template.of(track.patch, track.box, track.landmarks), frame, (dx, dy))
+        grown = grey_patch(frame, track.box, MARGIN)
+        fit = fit_similarity(Template.of(track.patch, track.box, track.landmarks), grown, frame.shape[1::-1], (dx, dy))
         if fit is None or abs(fit.scale - 1) > MAX_STEP_SCALE:
             return shift
         centre = np.array([(track.box[0] + track.box[2]) / 2, (track.box[1] + track.box[3]) / 2, 1.0])
@@ -336,10 +332,11 @@ class Mirror:
         if anchor is None or self.slide_levels <= 0:
             return None
         template = anchor.template
-        dx, dy, peak = phase_correlation(template.patch, grey_patch(frame, template.box))
+        grown = grey_patch(frame, template.box, MARGIN)  # one grey copy for both the shift and the fit
+        dx, dy, peak = phase_correlation(template.patch, inner(grown))
         if peak < MIN_PEAK or max(abs(dx), abs(dy)) > MAX_SHIFT * PATCH:
             return None
-        fit = fit_similarity(template, frame, (dx, dy))
+        fit = fit_similarity(template, grown, frame.shape[1::-1], (dx, dy))
         if fit is None or fit.change >= self.slide_levels or abs(fit.scale - 1) > MAX_SCALE:
             return None
         return fit.to_frame

@@ -147,10 +147,17 @@ class Fit:
     scale: float  # the face's size over the template's
 
 
-def fit_similarity(template: Template, frame: np.ndarray, shift: tuple[float, float], iterations: int = 12) -> Fit | None:
-    """The similarity, from a first guess `shift` (patch px, e.g. phase correlation's); None when the fit did not
-    settle, or the box it moved went past its grown copy or the frame's edges."""
-    image = grey_patch(frame, template.box, MARGIN)
+def inner(grown: np.ndarray) -> np.ndarray:
+    """The plain PATCH x PATCH patch inside a grown one (`grey_patch(..., MARGIN)`): the same pixels."""
+    return grown[MARGIN:-MARGIN, MARGIN:-MARGIN]
+
+
+def fit_similarity(
+    template: Template, image: np.ndarray, frame_size: tuple[int, int], shift: tuple[float, float], iterations: int = 12
+) -> Fit | None:
+    """The similarity, from a first guess `shift` (patch px, e.g. phase correlation's), onto `image`: this frame's
+    `grey_patch(frame, template.box, MARGIN)`, the frame (width, height) px. None when the fit did not settle, or
+    the box it moved went past its grown copy or the frame's edges."""
     warp = _similarity(0.0, 0.0, *shift)
     offset = MARGIN + (PATCH - 1) / 2  # centred patch px -> the grown image's px
 
@@ -171,7 +178,7 @@ def fit_similarity(template: Template, frame: np.ndarray, shift: tuple[float, fl
     to_frame = _patch_to_frame(template.box) @ warp @ np.linalg.inv(_patch_to_frame(template.box))
     x0, y0, x1, y1 = template.box
     x, y = to_frame[:2] @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1, 1, 1, 1]])
-    if x.min() < 0 or y.min() < 0 or x.max() > frame.shape[1] or y.max() > frame.shape[0]:
+    if x.min() < 0 or y.min() < 0 or x.max() > frame_size[0] or y.max() > frame_size[1]:
         return None  # partly out of the frame: align again
     change = float(np.abs(_block_means(sample(warp) - template.patch))[template.blocks].max())
     return Fit(to_frame, change, float(np.hypot(warp[0, 0], warp[1, 0])))
