@@ -7,6 +7,7 @@ GRADIO_SERVER_PORT decide where it listens.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -15,9 +16,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-from vae.editor import SmileEditor
-from vae.hub import ModelLoadError
-from web.app import create_app
+from vae.runtime import wait_briefly_for_work
+
+wait_briefly_for_work()  # before torch loads: its OpenMP reads how to wait once
+from vae.editor import SmileEditor  # noqa: E402
+from vae.hub import ModelLoadError  # noqa: E402
+from web.app import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 
@@ -33,6 +37,9 @@ def load_editor() -> SmileEditor:
 
 
 def main() -> None:
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    for name in ("vae", "web"):  # the project's own start-up choices (the mirror's precision, the CPU), not Gradio's requests
+        logging.getLogger(name).setLevel(logging.INFO)
     editor = load_editor()
     work_dir = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and results of this run
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stopped server (Spaces, tests) still cleans work_dir

@@ -9,7 +9,11 @@ in Debian's Chromium driven by Playwright on this same machine:
   over many moves, and how many requests left the page while sliding (the target is none);
 and over HTTP: /prepare's first and last answers read off its own event stream (httpx), then (gradio_client)
 the /edit round trip, and the server's memory (RSS) after many distinct
-uploads, against a bound that a free 2-vCPU / 16 GB Space holds with several users.
+uploads, against a bound that a free 2-vCPU / 16 GB Space holds with several users. The app's CPU and
+how its OpenMP threads wait are read off its log (GOMP_SPINCOUNT=300000 in the environment gives
+libgomp's own default; `python -m bench.openmp` says why the app spins less). The first look's time is
+broken down in the page: until the upload is answered, until the edit is requested (the page shows its
+own preview first); the rest is the server's first look (over HTTP below) and the page showing it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -49,6 +54,17 @@ SLIDE_JS = """async (values) => {
   return times;
 }"""
 
+PAGE_STEPS_JS = """() => {
+  const since = (t) => Math.round(t - window.benchStart);
+  const entries = performance.getEntriesByType('resource');
+  const upload = entries.find((e) => e.name.includes('/gradio_api/upload?'));
+  const join = entries.find((e) => e.name.includes('/gradio_api/queue/join'));
+  return {
+    upload_answered: upload ? since(upload.responseEnd) : null,
+    edit_requested: join ? since(join.startTime) : null,
+  };
+}"""
+
 
 def percentiles(ms: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1), "n": len(ms)}
@@ -78,6 +94,7 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
     if not shutil.which("chromium"):
         return {"browser": "skipped: apt-get install chromium"}
     first, ready, slide, requests = [], [], [], []
+    steps: dict[str, list[float]] = {}
 
     def count(request) -> None:
         requests.append(request.url)
@@ -88,6 +105,7 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
         for photo in photos:
             page.goto(url)  # a fresh visit per photo: nothing of the last photo can satisfy a wait
             page.wait_for_selector("#photo input[type=file]", state="attached")
+            page.evaluate("() => { performance.clearResourceTimings(); window.benchStart = performance.now(); }")
             start = time.perf_counter()
             page.locator("#photo input[type=file]").set_input_files(str(photo))
             page.wait_for_function(
@@ -96,6 +114,8 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
                 timeout=120_000,
             )
             first.append((time.perf_counter() - start) * 1000)
+            for name, ms in page.evaluate(PAGE_STEPS_JS).items():
+                steps.setdefault(name, []).append(ms)
             page.wait_for_selector("#live [data-ready='1']", state="attached", timeout=120_000)
             ready.append((time.perf_counter() - start) * 1000)
             page.wait_for_function(
@@ -109,6 +129,7 @@ def browser_numbers(url: str, photos: list[Path], moves: int) -> dict:
         browser.close()
     return {
         "upload_to_first_edit": percentiles(first),
+        "upload_to_first_edit_steps": {name: percentiles(ms) for name, ms in steps.items()},
         "upload_to_all_frames_ready": percentiles(ready),
         "slider_input_to_frame_shown": percentiles(slide),
         "requests_while_sliding": len(requests),
@@ -180,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
             folder,
             args.side,
         )
+        logged = re.search(r"; OpenMP: (.*)\)$", server.log.read_text(), re.MULTILINE)
+        result["app_openmp_wait"] = logged.group(1) if logged else "not in the app's log"
     print(json.dumps(result))
     return result
 

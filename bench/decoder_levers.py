@@ -20,11 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from vae.editor import SmileEditor
-from vae.model import SmileVAE
-from vae.runtime import cpu_summary, inference_precisions
+from vae.runtime import cpu_summary, inference_precisions, wait_briefly_for_work
+
+wait_briefly_for_work()  # as the app does, before torch loads
+import torch  # noqa: E402
+
+from vae.editor import SmileEditor  # noqa: E402
+from vae.model import SmileVAE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.appserver import CHROMIUM_ARGS as BROWSER_ARGS
-from bench.appserver import FAKE_CAMERA_ARGS, AppServer
-from bench.fakecam import astronaut_frames, write_y4m
-from vae.editor import SmileEditor
-from vae.mirror import Mirror, MirrorModel
-from vae.runtime import cpu_summary, inference_precisions
-from vae.transfer import face_region
+from vae.runtime import cpu_summary, inference_precisions, wait_briefly_for_work
+
+wait_briefly_for_work()  # the in-process figures as the app's own, before torch loads
+from bench.appserver import CHROMIUM_ARGS as BROWSER_ARGS  # noqa: E402
+from bench.appserver import FAKE_CAMERA_ARGS, AppServer  # noqa: E402
+from bench.fakecam import astronaut_frames, write_y4m  # noqa: E402
+from vae.editor import SmileEditor  # noqa: E402
+from vae.mirror import Mirror, MirrorModel  # noqa: E402
+from vae.transfer import face_region  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STRENGTH = 3.0

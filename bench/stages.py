@@ -6,29 +6,37 @@ astronaut at 512 px, a 12-megapixel phone photo's working size), the median mill
 first (three strengths' face views, decoded, painted and sent as JPEG) and its total; then the rest of
 it: the decode of every live strength, the decoder's flow and the change, the full-size less / more
 photos, the live frames' face views, their JPEG data URIs, and the PNG files written for the page (side
-by side, as the app does, and one by one, the path it replaced) — and the CPU's flags.
-`python -m bench.app` measures the same path as a person sees it, in Chromium.
+by side, as the app does, and one by one, the path it replaced) — and the CPU's flags. `--busy` keeps
+one core taken by another process meanwhile (as a second visitor's edit or a browser would); torch's
+OpenMP waits as the app's does unless GOMP_SPINCOUNT / OMP_WAIT_POLICY say otherwise (`python -m
+bench.openmp` compares them). `python -m bench.app` measures the same path as a person sees it, in Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from PIL import Image
+from vae.runtime import cpu_summary, openmp_wait, wait_briefly_for_work
 
-from vae.editor import SmileEditor
-from vae.image_file import load_image
-from vae.preprocess import crop_and_resize, to_tensor
-from vae.runtime import cpu_summary
-from web.live import frames_json, live_strengths
-from web.server.results import ResultFiles
+wait_briefly_for_work()  # as the app does, before torch loads
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vae.editor import SmileEditor  # noqa: E402
+from vae.image_file import load_image  # noqa: E402
+from vae.preprocess import crop_and_resize, to_tensor  # noqa: E402
+from web.live import frames_json, live_strengths  # noqa: E402
+from web.server.results import ResultFiles  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "examples" / "astronaut.jpg"
@@ -77,15 +85,36 @@ def stages(editor: SmileEditor, data: bytes, results: ResultFiles) -> dict[str, 
     return times
 
 
+@contextlib.contextmanager
+def one_core_taken(busy: bool) -> Iterator[None]:
+    """Another process spinning on one core meanwhile, when `busy`."""
+    if not busy:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sides", type=int, nargs="*", default=[512, 2048])
+    p.add_argument("--busy", action="store_true", help="another process spins on one core while stages are timed")
     args = p.parse_args(argv)
     editor = SmileEditor.from_pretrained(ROOT / "assets")
     editor.aligner.warm_up()
-    result: dict = {"cpu": cpu_summary(), "threads": torch.get_num_threads(), "stages_ms": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    result: dict = {
+        "cpu": cpu_summary(),
+        "openmp_wait": openmp_wait(),
+        "threads": torch.get_num_threads(),
+        "busy": args.busy,
+        "stages_ms": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp, one_core_taken(args.busy):
         results = ResultFiles(Path(tmp))
         for side in args.sides:
             runs = [stages(editor, photo_bytes(side, seed), results) for seed in range(args.repeats + 1)][1:]

@@ -1,11 +1,19 @@
-"""The training path is chosen by timing candidates that the CPU really runs natively."""
+"""The training path is chosen by timing candidates that the CPU really runs natively; OpenMP's waiting is
+set before torch loads."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.model import train_rates
 from train.speed import SpeedPath, candidates, fastest
-from vae.runtime import cpu_has_native_bf16
+from vae.runtime import LIBGOMP_SPIN_COUNT, OPENMP_SPIN_COUNT, cpu_has_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_speed_trial_times_every_path_without_touching_the_run():
@@ -37,3 +45,28 @@ def test_bench_times_exactly_the_paths_training_chooses_from_on_this_cpu():
     assert ("bf16+channels_last" in rates or "bf16" in rates) == cpu_has_native_bf16()
     assert all(r > 0 for r in rates.values()) and result["fast_path"] in trained
     assert result["train_speedup"] == pytest.approx(rates[result["fast_path"]] / rates["fp32"], rel=0.02)
+
+
+def _openmp_wait_in_a_fresh_process(env: dict[str, str], torch_first: bool = False) -> tuple[str, str]:
+    """What `wait_briefly_for_work` answers in a new interpreter, and GOMP_SPINCOUNT as torch then sees it."""
+    code = (
+        ("import torch\n" if torch_first else "")
+        + "import os\nfrom vae.runtime import wait_briefly_for_work\nprint(wait_briefly_for_work())\n"
+        + "import torch\nprint(os.environ.get('GOMP_SPINCOUNT', 'unset'))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    said, seen = done.stdout.strip().splitlines()
+    return said, seen
+
+
+def test_openmp_threads_spin_briefly_unless_the_environment_or_an_early_torch_says_otherwise():
+    assert _openmp_wait_in_a_fresh_process({}) == (f"GOMP_SPINCOUNT={OPENMP_SPIN_COUNT}", OPENMP_SPIN_COUNT)
+    said, seen = _openmp_wait_in_a_fresh_process({"GOMP_SPINCOUNT": LIBGOMP_SPIN_COUNT})
+    assert seen == LIBGOMP_SPIN_COUNT and "from the environment" in said  # a benchmark's baseline is honoured
+    said, seen = _openmp_wait_in_a_fresh_process({"OMP_WAIT_POLICY": "PASSIVE"})
+    assert seen == "unset" and said == "OMP_WAIT_POLICY=PASSIVE (from the environment)"
+    said, seen = _openmp_wait_in_a_fresh_process({}, torch_first=True)
+    assert said.startswith("too late") and seen == "unset"  # libgomp has read its settings already: nothing pretends

@@ -46,7 +46,7 @@ from .motion import MARGIN, PATCH, Template, block_change, fit_similarity, grey_
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
 from .renderer import MouthRenderer, PaintedMouths, paint_mouths, put_mouths
-from .runtime import cpu_summary, inference_precisions
+from .runtime import cpu_summary, inference_precisions, openmp_wait
 from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import shift_latent
 
@@ -109,7 +109,8 @@ class MirrorModel:
         self._decided()
 
     def _decided(self) -> None:
-        log.info("mirror model: %s (timed: %s; CPU: %s)", self.precision, self.timings_ms or "nothing", cpu_summary())
+        timed = {name: round(ms, 1) for name, ms in self.timings_ms.items()} or "nothing"
+        log.info("mirror model: %s (timed, ms: %s; CPU: %s; OpenMP: %s)", self.precision, timed, cpu_summary(), openmp_wait())
         self.ready.set()
 
     def _measure(self, repeats: int, candidates: tuple[str, ...]) -> dict[str, str]:

@@ -5,12 +5,20 @@ amx_bf16). `torch.ops.mkldnn._is_mkldnn_bf16_supported()` also answers True on A
 without it, where oneDNN emulates bf16 10-100x slower than fp32 (one decode of two latents: 3,872 ms
 against 46 ms on a 2-core AVX2 EPYC), and timing that path at every start cost the app ~20 s there.
 Among the paths a CPU does run natively, callers time the candidates and keep the fastest.
+
+How torch's OpenMP threads wait is decided here too, before torch loads (`wait_briefly_for_work`): by
+default an idle thread spins 300,000 times before it sleeps, and on two cores with anything else running
+(another process, a browser, a busy neighbour on a shared host) the spinning and the barriers made the
+page's path 3-9x slower; spinning 20,000 times costs nothing on a quiet machine and keeps it within
+1.5-2.5x (python -m bench.openmp). Several requests in one process need nothing: libgomp spins briefly
+by itself when its own threads outnumber the cores.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +26,9 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 FLAGS_THAT_MATTER = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 BELOW_BF16_ISAS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
 CPUINFO = Path("/proc/cpuinfo")
+OPENMP_SPIN_COUNT = "20000"  # chosen with python -m bench.openmp
+LIBGOMP_SPIN_COUNT = "300000"  # libgomp's own default (OMP_WAIT_POLICY and GOMP_SPINCOUNT unset)
+_openmp_wait = "not set: wait_briefly_for_work() was not called"
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -32,6 +43,27 @@ def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     is not held below the instructions that do it (ONEDNN_MAX_CPU_ISA, e.g. AVX2: then bf16 is emulated)."""
     capped = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper() in BELOW_BF16_ISAS
     return bool(cpu_flags(cpuinfo) & NATIVE_BF16_FLAGS) and not capped
+
+
+def wait_briefly_for_work() -> str:
+    """Let idle OpenMP threads spin only briefly before they sleep (GOMP_SPINCOUNT), unless the environment
+    already says how they wait. libgomp reads this once, when torch loads it: call before importing torch.
+    Returns the setting in effect (`openmp_wait` answers it later)."""
+    global _openmp_wait
+    if "torch" in sys.modules:
+        _openmp_wait = f"too late: torch was loaded first (GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')})"
+    elif "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        _openmp_wait = " ".join(f"{k}={os.environ[k]}" for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ)
+        _openmp_wait += " (from the environment)"
+    else:
+        os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
+        _openmp_wait = f"GOMP_SPINCOUNT={OPENMP_SPIN_COUNT}"
+    return _openmp_wait
+
+
+def openmp_wait() -> str:
+    """How this process's OpenMP threads wait, as `wait_briefly_for_work` left it: what benchmarks and the app's log report."""
+    return _openmp_wait
 
 
 @cache
