@@ -63,3 +63,12 @@ def test_several_faces_edit_the_largest_and_say_so(astronaut_path):
     assert prepared.aligned.faces_found == 2 and "2 faces found" in prepared.notes[0]
     eye_x = (prepared.aligned.frame_to_photo @ np.array([FRAME_POINTS[0][0], FRAME_POINTS[0][1], 1.0]))[0]
     assert eye_x < 512  # the large face on the left, not the small one
+
+
+def test_a_face_too_small_for_the_first_detection_side_is_found_on_the_next(astronaut_path):
+    photo = Image.new("RGB", (2048, 1536), (128, 128, 128))
+    photo.paste(Image.open(astronaut_path).convert("RGB").resize((160, 160)), (1400, 900))  # a ~60 px face
+    assert FaceAligner(detect_sides=(320,)).landmarks(photo) == []  # ~10 px at that side: below MTCNN's smallest
+    (found,) = FaceAligner(detect_sides=(320, 1024)).landmarks(photo)
+    (alone,) = FaceAligner(detect_sides=(1024,)).landmarks(photo)
+    assert np.allclose(found, alone) and (1400 < found[:, 0]).all() and (900 < found[:, 1]).all()  # in photo px

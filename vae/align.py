@@ -21,7 +21,7 @@ from .preprocess import CROP_FRACTION, IMAGE_SIZE, pil_to_tensor, to_image
 
 FRAME_SIZE = (178, 218)  # width, height of CelebA's aligned images
 FRAME_POINTS = np.array([[70.745, 112.0], [108.237, 112.0], [89.432, 153.514]]) - 1.0  # 0-based pixel centres
-DETECT_MAX_SIDE = 1024  # detection runs on a downscaled copy of large photos: faster, same landmarks
+DETECT_SIDES = (1024,)  # detection runs on downscaled copies of large photos, tried in this order until a face is found
 DETECT_MIN_SIDE = 20  # MTCNN's smallest face (its min_face_size); a thinner image has none, and MTCNN would fail
 
 
@@ -96,8 +96,9 @@ def crop_to_frame(frame_size: tuple[int, int], size: int = IMAGE_SIZE, fraction:
 class FaceAligner:
     """MTCNN landmarks + CelebA's similarity rule. Loads MTCNN on first use (a few MB, offline)."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", detect_sides: tuple[int, ...] = DETECT_SIDES) -> None:
         self.device = device
+        self.detect_sides = detect_sides
         self._mtcnn = None
         self._lock = threading.Lock()  # a server's first requests may race to build the detector
 
@@ -115,8 +116,16 @@ class FaceAligner:
         self.landmarks(Image.new("RGB", (160, 160), (128, 128, 128)))
 
     def landmarks(self, photo: Image.Image) -> list[np.ndarray]:
-        """Five landmarks per detected face, largest face first, in photo pixel coordinates."""
-        scale = min(1.0, DETECT_MAX_SIDE / max(photo.size))
+        """Five landmarks per detected face, largest face first, in photo pixel coordinates: from the first of
+        `detect_sides` (the photo's longer side scaled down to it) that finds a face."""
+        for side in self.detect_sides:
+            scale = min(1.0, side / max(photo.size))
+            faces = self._landmarks_at(photo, scale)
+            if faces or scale == 1.0:  # a larger side would see the same pixels
+                return faces
+        return []
+
+    def _landmarks_at(self, photo: Image.Image, scale: float) -> list[np.ndarray]:
         small = (
             photo
             if scale == 1.0
