@@ -254,9 +254,11 @@ class SmileEditor:
         attribute = self.check_attribute(attribute)
         step = self.vectors.step(attribute)
         alphas = torch.tensor(list(strengths), dtype=torch.float32)[:, None]
-        with torch.inference_mode():
-            decoded = self.model.decode(shift_latent(prepared.latent, step, alphas))
-            decoded[alphas[:, 0] == 0] = prepared.recon  # alpha = 0 gives the photo itself: no residual at all
+        moved = alphas[:, 0] != 0  # alpha = 0 gives the photo itself: decode(z), already made, and no residual at all
+        decoded = prepared.recon[None].repeat(len(alphas), 1, 1, 1)
+        if moved.any():
+            with torch.inference_mode():
+                decoded[moved] = self.model.decode(shift_latent(prepared.latent, step, alphas[moved]))
         return DecodedStrengths(
             prepared, list(strengths), decoded, self.settings.transfer, attribute, self.refiner, self.renderer
         )
