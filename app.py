@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from vae.runtime import wait_briefly_for_work
+from vae.runtime import cpu_summary, openmp_wait, wait_briefly_for_work
 
 wait_briefly_for_work()  # before torch loads: its OpenMP reads how to wait once
 from vae.editor import SmileEditor  # noqa: E402
@@ -38,8 +38,13 @@ def load_editor() -> SmileEditor:
 
 def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
-    for name in ("vae", "web"):  # the project's own start-up choices (the mirror's precision, the CPU), not Gradio's requests
+    for name in (
+        "app",
+        "vae",
+        "web",
+    ):  # the project's own start-up choices (CPU, OpenMP, the mirror's precision), not Gradio's requests
         logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("app").info("CPU: %s; OpenMP: %s", cpu_summary(), openmp_wait())
     editor = load_editor()
     work_dir = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and results of this run
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stopped server (Spaces, tests) still cleans work_dir

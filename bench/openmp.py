@@ -4,8 +4,9 @@ Runs `python -m bench.stages` in a fresh process per variant (libgomp reads how 
 loads), on a quiet machine and with one core taken by another process (`--busy`: a second visitor's
 edit, the upload checks or a browser on the same two cores), and prints each variant's medians in ms:
 the first look (upload to the first edited face, in process) and the whole path. Variants: libgomp's
-default (idle threads spin 300,000 times before sleeping), the app's (`vae.runtime.OPENMP_SPIN_COUNT`),
-passive (no spinning) and one thread. The last line is one JSON object.
+default (idle threads spin 300,000 times before sleeping), the app's (nothing set, so
+`vae.runtime.wait_briefly_for_work` decides: `vae.runtime.OPENMP_SPIN_COUNT`), 1,000 spins, passive (no
+spinning) and one thread (spinning as the app's). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -17,22 +18,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vae.runtime import LIBGOMP_SPIN_COUNT, OPENMP_SPIN_COUNT, cpu_summary
+from vae.runtime import LIBGOMP_SPIN_COUNT, OPENMP_WAIT_VARIABLES, cpu_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "libgomp default": {"GOMP_SPINCOUNT": LIBGOMP_SPIN_COUNT},
-    "app": {"GOMP_SPINCOUNT": OPENMP_SPIN_COUNT},
+    "app": {},  # nothing set: vae.runtime.wait_briefly_for_work decides, as in the app
     "spin 1,000": {"GOMP_SPINCOUNT": "1000"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "one thread": {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": OPENMP_SPIN_COUNT},
+    "one thread": {"OMP_NUM_THREADS": "1"},
 }
 SHOWN = ("detect_and_align", "first_look_total", "decode_all_strengths", "live_frame_views", "total")
 
 
 def stages_under(env: dict[str, str], busy: bool, sides: list[int], repeats: int) -> dict:
     """bench.stages' medians in a fresh process with `env` added to this one's (minus any earlier OpenMP say)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    base = {k: v for k, v in os.environ.items() if k not in (*OPENMP_WAIT_VARIABLES, "OMP_NUM_THREADS")}
     command = [sys.executable, "-m", "bench.stages", "--repeats", str(repeats), "--sides", *map(str, sides)]
     done = subprocess.run(command + ["--busy"] * busy, cwd=ROOT, env={**base, **env}, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,6 +1,7 @@
 """The real app over HTTP with gradio_client: whole-photo outputs, the strength axis, caching, the page's API."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -110,3 +111,12 @@ def test_page_flow_prepare_once_then_download_any_strength(app_server, astronaut
     other = Client(app_server, verbose=False)
     with pytest.raises(AppError, match="Upload a photo"):
         other.predict(2.0, api_name="/render")  # state is per session
+
+
+def test_the_app_logs_its_cpu_and_how_openmp_waits_once_at_start(app_process):
+    from vae.runtime import OPENMP_SPIN_COUNT, OPENMP_WAIT_VARIABLES
+
+    lines = [line for line in app_process.log.read_text().splitlines() if " app: CPU: " in line]
+    assert len(lines) == 1 and "'flags': {'avx2'" in lines[0]
+    preset = any(name in os.environ for name in OPENMP_WAIT_VARIABLES)  # then the app keeps what it was given
+    assert lines[0].endswith("(from the environment)" if preset else f"; OpenMP: GOMP_SPINCOUNT={OPENMP_SPIN_COUNT}")

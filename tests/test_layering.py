@@ -41,6 +41,17 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     assert imported_modules(sample) == {"os", "web", "train"}
 
 
+def test_app_py_sets_how_openmp_waits_before_anything_that_loads_torch():
+    body = ast.parse((ROOT / "app.py").read_text()).body
+    call = next(i for i, node in enumerate(body) if isinstance(node, ast.Expr) and "wait_briefly_for_work" in ast.unparse(node))
+    project = [
+        i
+        for i, node in enumerate(body)
+        if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in ("vae", "web") and node.module != "vae.runtime"
+    ]
+    assert project and call < min(project)  # vae.runtime itself imports no torch (test_speed runs it in a fresh interpreter)
+
+
 def test_app_py_is_thin_and_importing_it_builds_nothing():
     tree = ast.parse((ROOT / "app.py").read_text())
     top_level_calls = [

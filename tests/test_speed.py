@@ -11,7 +11,7 @@ import torch
 
 from bench.model import train_rates
 from train.speed import SpeedPath, candidates, fastest
-from vae.runtime import LIBGOMP_SPIN_COUNT, OPENMP_SPIN_COUNT, cpu_has_native_bf16
+from vae.runtime import LIBGOMP_SPIN_COUNT, OPENMP_SPIN_COUNT, OPENMP_WAIT_VARIABLES, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,13 +48,14 @@ def test_bench_times_exactly_the_paths_training_chooses_from_on_this_cpu():
 
 
 def _openmp_wait_in_a_fresh_process(env: dict[str, str], torch_first: bool = False) -> tuple[str, str]:
-    """What `wait_briefly_for_work` answers in a new interpreter, and GOMP_SPINCOUNT as torch then sees it."""
+    """What `wait_briefly_for_work` answers in a new interpreter, and GOMP_SPINCOUNT in its environment once torch is loaded."""
     code = (
         ("import torch\n" if torch_first else "")
-        + "import os\nfrom vae.runtime import wait_briefly_for_work\nprint(wait_briefly_for_work())\n"
+        + "import os\nfrom vae.runtime import wait_briefly_for_work\nsaid = wait_briefly_for_work()\nprint(said)\n"
+        + "assert wait_briefly_for_work() == said\n"  # a second call reports this process's own choice, not the environment's
         + "import torch\nprint(os.environ.get('GOMP_SPINCOUNT', 'unset'))\n"
     )
-    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    clean = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
     done = subprocess.run(
         [sys.executable, "-c", code], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -255,9 +255,10 @@ class SmileEditor:
         step = self.vectors.step(attribute)
         alphas = torch.tensor(list(strengths), dtype=torch.float32)[:, None]
         moved = alphas[:, 0] != 0  # alpha = 0 gives the photo itself: decode(z), already made, and no residual at all
-        decoded = prepared.recon[None].repeat(len(alphas), 1, 1, 1)
-        if moved.any():
-            with torch.inference_mode():
+        with torch.inference_mode():
+            decoded = torch.empty((len(alphas), *prepared.recon.shape))
+            decoded[~moved] = prepared.recon
+            if moved.any():
                 decoded[moved] = self.model.decode(shift_latent(prepared.latent, step, alphas[moved]))
         return DecodedStrengths(
             prepared, list(strengths), decoded, self.settings.transfer, attribute, self.refiner, self.renderer

@@ -46,7 +46,7 @@ from .motion import MARGIN, PATCH, Template, block_change, fit_similarity, grey_
 from .preprocess import crop_and_resize, to_tensor
 from .refiner import refine_mouths
 from .renderer import MouthRenderer, PaintedMouths, paint_mouths, put_mouths
-from .runtime import cpu_summary, inference_precisions, openmp_wait
+from .runtime import cpu_summary, inference_precisions
 from .transfer import CropChange, apply_changes, crop_changes
 from .vectors import shift_latent
 
@@ -110,7 +110,7 @@ class MirrorModel:
 
     def _decided(self) -> None:
         timed = {name: round(ms, 1) for name, ms in self.timings_ms.items()} or "nothing"
-        log.info("mirror model: %s (timed, ms: %s; CPU: %s; OpenMP: %s)", self.precision, timed, cpu_summary(), openmp_wait())
+        log.info("mirror model: %s (timed, ms: %s; CPU: %s)", self.precision, timed, cpu_summary())
         self.ready.set()
 
     def _measure(self, repeats: int, candidates: tuple[str, ...]) -> dict[str, str]:

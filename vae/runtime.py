@@ -9,9 +9,10 @@ Among the paths a CPU does run natively, callers time the candidates and keep th
 How torch's OpenMP threads wait is decided here too, before torch loads (`wait_briefly_for_work`): by
 default an idle thread spins 300,000 times before it sleeps, and on two cores with anything else running
 (another process, a browser, a busy neighbour on a shared host) the spinning and the barriers made the
-page's path 3-9x slower; spinning 20,000 times costs nothing on a quiet machine and keeps it within
-1.5-2.5x (python -m bench.openmp). Several requests in one process need nothing: libgomp spins briefly
-by itself when its own threads outnumber the cores.
+page's path 4-10x slower than on a quiet machine. Spinning 20,000 times costs a quiet machine nothing
+and a busy one about 2x (3x on the first look); spinning less would halve that again but costs every
+quiet call 15-30% (python -m bench.openmp). Several requests in one process need nothing: libgomp spins
+briefly by itself when its own threads outnumber the cores.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ BELOW_BF16_ISAS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
 CPUINFO = Path("/proc/cpuinfo")
 OPENMP_SPIN_COUNT = "20000"  # chosen with python -m bench.openmp
 LIBGOMP_SPIN_COUNT = "300000"  # libgomp's own default (OMP_WAIT_POLICY and GOMP_SPINCOUNT unset)
-_openmp_wait = "not set: wait_briefly_for_work() was not called"
+OPENMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # what says how libgomp's idle threads wait
+_openmp_wait: str | None = None  # what wait_briefly_for_work found or set in this process
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -50,10 +52,12 @@ def wait_briefly_for_work() -> str:
     already says how they wait. libgomp reads this once, when torch loads it: call before importing torch.
     Returns the setting in effect (`openmp_wait` answers it later)."""
     global _openmp_wait
+    if _openmp_wait is not None:  # called before in this process: its own setting is not "from the environment"
+        return _openmp_wait
     if "torch" in sys.modules:
         _openmp_wait = f"too late: torch was loaded first (GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')})"
-    elif "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
-        _openmp_wait = " ".join(f"{k}={os.environ[k]}" for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ)
+    elif any(name in os.environ for name in OPENMP_WAIT_VARIABLES):
+        _openmp_wait = " ".join(f"{k}={os.environ[k]}" for k in OPENMP_WAIT_VARIABLES if k in os.environ)
         _openmp_wait += " (from the environment)"
     else:
         os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
@@ -63,7 +67,7 @@ def wait_briefly_for_work() -> str:
 
 def openmp_wait() -> str:
     """How this process's OpenMP threads wait, as `wait_briefly_for_work` left it: what benchmarks and the app's log report."""
-    return _openmp_wait
+    return _openmp_wait or "not set: wait_briefly_for_work() was not called"
 
 
 @cache
