@@ -38,18 +38,23 @@ def load_editor() -> SmileEditor:
 
 def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
-    for name in (
-        "app",
-        "vae",
-        "web",
-    ):  # the project's own start-up choices (CPU, OpenMP, the mirror's precision), not Gradio's requests
+    # the project's own start-up choices (CPU, OpenMP, the mirror's precision), not Gradio's requests
+    for name in ("app", "vae", "web"):
         logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("app").info("CPU: %s; OpenMP: %s", cpu_summary(), openmp_wait())
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # Spaces and tests stop the server with SIGTERM
+        # only a flag: an exception raised by a handler can land inside an import and leave Python's import
+        # lock held, and the warm-up thread (importing MTCNN meanwhile) then waited for it forever at exit
+        signal.signal(signum, lambda *_: stop.set())
     editor = load_editor()
     work_dir = Path(tempfile.mkdtemp(prefix="smile-"))  # examples and results of this run
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stopped server (Spaces, tests) still cleans work_dir
     try:
-        create_app(editor, work_dir).launch(allowed_paths=[str(work_dir)])  # SmileBlocks bounds every request
+        demo = create_app(editor, work_dir)
+        demo.launch(allowed_paths=[str(work_dir)], prevent_thread_lock=True)  # SmileBlocks bounds every request
+        while not stop.wait(1.0):
+            pass
+        demo.close()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 

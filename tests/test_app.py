@@ -2,9 +2,15 @@
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -120,3 +126,23 @@ def test_the_app_logs_its_cpu_and_how_openmp_waits_once_at_start(app_process):
     assert len(lines) == 1 and "'flags': {'avx2'" in lines[0]
     preset = any(name in os.environ for name in OPENMP_WAIT_VARIABLES)  # then the app keeps what it was given
     assert lines[0].endswith("(from the environment)" if preset else f"; OpenMP: GOMP_SPINCOUNT={OPENMP_SPIN_COUNT}")
+
+
+def test_a_server_stopped_while_it_starts_exits_promptly_and_removes_its_files(tmp_path):
+    """SIGTERM at any moment of the start (imports, the model, MTCNN warming up in a thread, the page just up)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env |= {"HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
+    for delay in (3.0, 6.0, 9.0):
+        app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        app.send_signal(signal.SIGTERM)
+        try:
+            app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            app.kill()
+            pytest.fail(f"the app did not stop within 30 s of SIGTERM, {delay} s into its start")
+        assert app.returncode in (0, -signal.SIGTERM), app.stderr.read().decode()[-2000:]  # -15: stopped before main()
+    assert not list(tmp_path.glob("smile-*"))  # each run's examples and results were removed
