@@ -34,6 +34,23 @@ CHROMIUM_ARGS = [
 FAKE_CAMERA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
+def app_environment(uploads: str) -> tuple[dict[str, str], str]:
+    """This process's environment for `python app.py` on a free local port, offline, its uploads in `uploads`; and its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "GRADIO_TEMP_DIR": uploads,
+    }
+    env.pop("GRADIO_SERVER_NAME", None)
+    return env, f"http://127.0.0.1:{port}/"
+
+
 class AppServer:
     """`python app.py` on a free port, offline, with its own upload folder, its output in `log`; stopped on exit.
 
@@ -44,24 +61,12 @@ class AppServer:
         self.log = log
 
     def __enter__(self) -> AppServer:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         self.uploads = tempfile.mkdtemp(prefix="smile-uploads-")
         self.log = self.log or Path(self.uploads) / "app.log"  # removed with the folder
-        env = {
-            **os.environ,
-            "GRADIO_SERVER_PORT": str(port),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-            "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "GRADIO_TEMP_DIR": self.uploads,
-        }
-        env.pop("GRADIO_SERVER_NAME", None)
+        env, self.url = app_environment(self.uploads)
         started = time.time()
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{port}/"
         while True:
             try:
                 urllib.request.urlopen(self.url, timeout=2)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae.runtime import cpu_summary, inference_precisions, wait_briefly_for_work
+from vae.runtime import cpu_summary, inference_precisions, openmp_wait, wait_briefly_for_work
 
 wait_briefly_for_work()  # as the app does, before torch loads
 import torch  # noqa: E402
@@ -86,6 +86,7 @@ def main() -> None:
     z19, z2 = torch.randn(19, model.latent_dim), torch.randn(2, model.latent_dim)
     result: dict = {
         "cpu": cpu_summary(),
+        "openmp_wait": openmp_wait(),
         "threads": torch.get_num_threads(),
         "compiler": shutil.which("c++") or shutil.which("gcc"),
     }

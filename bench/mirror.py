@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae.runtime import cpu_summary, inference_precisions, wait_briefly_for_work
+from vae.runtime import cpu_summary, inference_precisions, openmp_wait, wait_briefly_for_work
 
 wait_briefly_for_work()  # the in-process figures as the app's own, before torch loads
 from bench.appserver import CHROMIUM_ARGS as BROWSER_ARGS  # noqa: E402
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-browser", action="store_true")
     p.add_argument("--no-two", action="store_true", help="skip the two-viewer run")
     args = p.parse_args(argv)
-    result = {"cpu": cpu_summary(), "cores": os.cpu_count(), "strength": STRENGTH}
+    result = {"cpu": cpu_summary(), "openmp_wait": openmp_wait(), "cores": os.cpu_count(), "strength": STRENGTH}
     editor = SmileEditor.from_pretrained(ROOT / "assets")
     editor.aligner.warm_up()
     result["in_process"] = in_process(editor, moving=60, still=60)

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -130,13 +129,14 @@ def test_the_app_logs_its_cpu_and_how_openmp_waits_once_at_start(app_process):
 
 def test_a_server_stopped_while_it_starts_exits_promptly_and_removes_its_files(tmp_path):
     """SIGTERM at any moment of the start (imports, the model, MTCNN warming up in a thread, the page just up)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    env |= {"HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
+    from bench.appserver import app_environment
+
+    env, _ = app_environment(str(tmp_path / "uploads"))
+    env["TMPDIR"] = str(tmp_path)  # where the app makes its work folder
+    log = tmp_path / "app.log"
     for delay in (3.0, 6.0, 9.0):
-        app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(log, "w") as out:
+            app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         time.sleep(delay)
         app.send_signal(signal.SIGTERM)
         try:
@@ -144,5 +144,5 @@ def test_a_server_stopped_while_it_starts_exits_promptly_and_removes_its_files(t
         except subprocess.TimeoutExpired:
             app.kill()
             pytest.fail(f"the app did not stop within 30 s of SIGTERM, {delay} s into its start")
-        assert app.returncode in (0, -signal.SIGTERM), app.stderr.read().decode()[-2000:]  # -15: stopped before main()
+        assert app.returncode in (0, -signal.SIGTERM), log.read_text()[-2000:]  # -15: stopped before main()
     assert not list(tmp_path.glob("smile-*"))  # each run's examples and results were removed
