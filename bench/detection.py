@@ -1,11 +1,14 @@
-"""Face detection on a large photo: how small a copy MTCNN may see, against the landmarks it finds.
+"""Face detection on a large photo: how small a copy MTCNN may see, and how coarse a search, against the
+landmarks it finds.
 
 `python -m bench.detection` pastes real faces (a seeded sample of --data's images, never saved) at several
-sizes into a 2048x1536 photo over a textured background, and finds them with each candidate list of
-detection sides (`vae.align.FaceAligner(detect_sides=...)`: the photo's longer side scaled down to each in
-turn until a face is found). The reference is MTCNN on the whole 2048-px photo. For each variant and face
-size: how many faces are found where the reference finds them, the landmarks' distance from the
-reference's in eye distances (median and p95 over the five points of every face), and the median
+sizes into a 2048x1536 photo over a textured background, and finds them with each variant of
+`vae.align.FaceAligner`: a list of detection sides (the photo's longer side scaled down to each in turn until
+a face is found), searched with MTCNN's whole pyramid or coarse first (`coarse_first`). The reference is the
+whole pyramid on the whole 2048-px photo. For each variant and face size: how many faces are found where the
+reference finds them, the landmarks' distance from the reference's in eye distances (median and p95 over the
+five points of every face), for a coarse-first variant the largest shift of its landmarks from the whole
+pyramid's at the same sides (eye distances) and how many are within 1e-3 of them, and the median
 milliseconds. The last line is one JSON object; the CPU's flags are in it.
 """
 
@@ -28,8 +31,13 @@ from vae.align import FaceAligner  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "celebahq-256-more" / "img_align_celeba"
 PHOTO_SIZE = (2048, 1536)
-VARIANTS = {"1024": (1024,), "768": (768,), "640": (640,), "512": (512,), "640, then 1024": (640, 1024)}
-FACE_SIDES = (128, 256, 512, 1024)  # the pasted 256-px image's side in the photo (the face is about half of it)
+VARIANTS = {  # name: (detection sides, coarse first)
+    "1024, coarse first (the app's)": ((1024,), True),
+    "1024, whole pyramid": ((1024,), False),
+    "640, coarse first": ((640,), True),
+    "640, whole pyramid": ((640,), False),
+}
+FACE_SIDES = (128, 192, 256, 384, 512, 1024)  # the pasted 256-px image's side in the photo (the face is about half of it)
 
 
 def background(rng: np.random.Generator) -> Image.Image:
@@ -68,8 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"No face images in {args.data}: give --data a folder of .jpg faces.")
     rng = np.random.default_rng(args.seed)
     chosen = [images[i] for i in sorted(rng.choice(len(images), min(args.faces, len(images)), replace=False))]
-    reference = FaceAligner(detect_sides=(max(PHOTO_SIZE),))
-    aligners = {name: FaceAligner(detect_sides=sides) for name, sides in VARIANTS.items()}
+    reference = FaceAligner(detect_sides=(max(PHOTO_SIZE),), coarse_first=False)
+    aligners = {name: FaceAligner(detect_sides=sides, coarse_first=coarse) for name, (sides, coarse) in VARIANTS.items()}
+    whole = {name: f"{sides[0]}, whole pyramid" for name, (sides, coarse) in VARIANTS.items() if coarse}
     reference.warm_up()
     for aligner in aligners.values():
         aligner.warm_up()
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         errors = {name: [] for name in VARIANTS}
         missed = dict.fromkeys(VARIANTS, 0)
         times = {name: [] for name in VARIANTS}
+        shifts = {name: [] for name in whole}
         references = 0
         for path in chosen:
             photo = pasted(Image.open(path).convert("RGB"), side, rng)
@@ -85,15 +95,20 @@ def main(argv: list[str] | None = None) -> dict:
             if not truth:
                 continue
             references += 1
+            founds = {}
             for name, aligner in aligners.items():
                 start = time.perf_counter()
-                found = aligner.landmarks(photo)
+                founds[name] = found = aligner.landmarks(photo)
                 times[name].append((time.perf_counter() - start) * 1000)
                 error = landmark_error(found, truth[0])
                 if error is None:
                     missed[name] += 1
                 else:
                     errors[name].extend(error.tolist())
+            for name, other in whole.items():
+                if founds[name] and founds[other]:
+                    shift = np.linalg.norm(founds[name][0] - founds[other][0], axis=1).max()
+                    shifts[name].append(float(shift / np.linalg.norm(truth[0][1] - truth[0][0])))
         for name in VARIANTS:
             row = {
                 "faces_in_reference": references,
@@ -102,8 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "error_p95": round(float(np.percentile(errors[name], 95)), 4) if errors[name] else None,
                 "ms_median": round(statistics.median(times[name]), 1) if times[name] else None,
             }
+            if shifts.get(name):
+                row["shift_from_whole_pyramid_max"] = round(max(shifts[name]), 4)
+                row["within_1e-3_of_whole_pyramid"] = sum(shift < 1e-3 for shift in shifts[name])
             rows[f"{name} / face image {side} px"] = row
-            print(f"{name:>16} / face image {side:>4} px: {row}", flush=True)
+            print(f"{name:>30} / face image {side:>4} px: {row}", flush=True)
     result = {
         "cpu": cpu_summary(),
         "openmp_wait": openmp_wait(),

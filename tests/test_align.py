@@ -72,3 +72,20 @@ def test_a_face_too_small_for_the_first_detection_side_is_found_on_the_next(astr
     (found,) = FaceAligner(detect_sides=(320, 1024)).landmarks(photo)
     (alone,) = FaceAligner(detect_sides=(1024,)).landmarks(photo)
     assert np.allclose(found, alone) and (1400 < found[:, 0]).all() and (900 < found[:, 1]).all()  # in photo px
+
+
+def test_a_large_face_gets_the_whole_pyramids_landmarks_from_the_coarse_search(astronaut_path):
+    photo = Image.open(astronaut_path).convert("RGB").resize((1024, 1024))  # a face box of ~175 px
+    (coarse,) = FaceAligner().landmarks(photo)
+    (whole,) = FaceAligner(coarse_first=False).landmarks(photo)
+    assert np.abs(coarse - whole).max() < 0.01  # px: float rounding at most
+
+
+def test_small_faces_beside_a_large_one_are_not_searched_for(astronaut_path):
+    face = Image.open(astronaut_path).convert("RGB")
+    group = Image.new("RGB", (1024 + 256, 1024), (128, 128, 128))
+    group.paste(face.resize((1024, 1024)), (0, 0))
+    group.paste(face.resize((160, 160)), (1060, 400))  # a face box of ~28 px, below the coarse search's smallest
+    assert len(FaceAligner(coarse_first=False).landmarks(group)) == 2
+    (largest,) = FaceAligner().landmarks(group)  # the large face alone: the coarse search was enough
+    assert largest[:, 0].max() < 1024

@@ -23,6 +23,13 @@ FRAME_SIZE = (178, 218)  # width, height of CelebA's aligned images
 FRAME_POINTS = np.array([[70.745, 112.0], [108.237, 112.0], [89.432, 153.514]]) - 1.0  # 0-based pixel centres
 DETECT_SIDES = (1024,)  # detection runs on downscaled copies of large photos, tried in this order until a face is found
 DETECT_MIN_SIDE = 20  # MTCNN's smallest face (its min_face_size); a thinner image has none, and MTCNN would fail
+PYRAMID_FACTOR = 0.709  # MTCNN's step between the scales of its image pyramid
+# A first, coarse search: MTCNN's own pyramid less its three finest levels (each level costs about twice the next,
+# so those three are most of its time). Where the largest face it finds is well above its smallest, that face's
+# landmarks are the full search's to within float rounding (under 1e-4 eye distances on pasted CelebA-HQ faces:
+# `python -m bench.detection`); a smaller face, or none, is searched for again with the whole pyramid.
+COARSE_MIN_FACE = DETECT_MIN_SIDE / PYRAMID_FACTOR**3  # ~56 px
+COARSE_TRUSTED_SIDE = 1.5 * COARSE_MIN_FACE  # ~84 px: the largest face's box side from which the coarse search is kept
 
 
 @dataclass
@@ -96,20 +103,23 @@ def crop_to_frame(frame_size: tuple[int, int], size: int = IMAGE_SIZE, fraction:
 class FaceAligner:
     """MTCNN landmarks + CelebA's similarity rule. Loads MTCNN on first use (a few MB, offline)."""
 
-    def __init__(self, device: str = "cpu", detect_sides: tuple[int, ...] = DETECT_SIDES) -> None:
+    def __init__(self, device: str = "cpu", detect_sides: tuple[int, ...] = DETECT_SIDES, coarse_first: bool = True) -> None:
         self.device = device
         self.detect_sides = detect_sides
-        self._mtcnn = None
-        self._lock = threading.Lock()  # a server's first requests may race to build the detector
+        self.coarse_first = coarse_first
+        self._detectors: dict[float, object] = {}  # MTCNN per smallest face size (they share nothing but the weights file)
+        self._lock = threading.Lock()  # a server's first requests may race to build the detectors
 
-    def _detector(self):
+    def _detector(self, min_face: float):
         with self._lock:
-            if self._mtcnn is None:
+            if min_face not in self._detectors:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     from facenet_pytorch import MTCNN
-                self._mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False)
-        return self._mtcnn
+                self._detectors[min_face] = MTCNN(
+                    min_face_size=min_face, factor=PYRAMID_FACTOR, keep_all=True, device=self.device, post_process=False
+                )
+        return self._detectors[min_face]
 
     def warm_up(self) -> None:
         """Build the detector and run it once, so a server's first upload is not the slow one."""
@@ -117,7 +127,9 @@ class FaceAligner:
 
     def landmarks(self, photo: Image.Image) -> list[np.ndarray]:
         """Five landmarks per detected face, largest face first, in photo pixel coordinates: from the first of
-        `detect_sides` (the photo's longer side scaled down to it) that finds a face."""
+        `detect_sides` (the photo's longer side scaled down to it) that finds a face. With `coarse_first`, a
+        photo whose largest face is large is searched once, coarsely (see COARSE_MIN_FACE): small faces beside
+        it are then not counted."""
         for side in self.detect_sides:
             scale = min(1.0, side / max(photo.size))
             faces = self._landmarks_at(photo, scale)
@@ -133,14 +145,24 @@ class FaceAligner:
         )
         if min(small.size) < DETECT_MIN_SIDE:
             return []
+        if self.coarse_first:
+            boxes, points = self._detect(small, COARSE_MIN_FACE)
+            if len(boxes) and min(boxes[0, 2] - boxes[0, 0], boxes[0, 3] - boxes[0, 1]) >= COARSE_TRUSTED_SIDE:
+                return [face / scale for face in points]
+        _, points = self._detect(small, DETECT_MIN_SIDE)
+        return [face / scale for face in points]
+
+    def _detect(self, image: Image.Image, min_face: float) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN's boxes (n, 4) and landmarks (n, 5, 2), largest box first, in `image` px."""
         with torch.inference_mode():
-            boxes, _, points = self._detector().detect(small, landmarks=True)
+            boxes, _, points = self._detector(min_face).detect(image, landmarks=True)
         if boxes is None:
-            return []
+            return np.zeros((0, 4)), np.zeros((0, 5, 2))
         boxes = np.asarray(np.asarray(boxes).tolist(), float)
         points = np.asarray(np.asarray(points).tolist(), float)  # numpy 2: MTCNN may hand back object arrays
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return [points[i] / scale for i in np.argsort(-areas)]
+        order = np.argsort(-areas)
+        return boxes[order], points[order]
 
     def align(self, photo: Image.Image) -> AlignedFace:
         """The largest face in the CelebA frame; with no face, the photo itself and found=False."""
