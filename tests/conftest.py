@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,10 @@ from PIL import Image, ImageDraw
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# gradio_client downloads every result under tempfile's folder (the files in gradio/, and an empty folder per
+# file beside them, never removed): this session's own folder instead, gone at exit, so the suite leaves no litter.
+tempfile.tempdir = tempfile.mkdtemp(prefix="smile-tests-")
+atexit.register(shutil.rmtree, tempfile.tempdir, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 # a smoke run of `python -m train`: small batches, few scored images, fixed numerics (no speed trial)

@@ -11,7 +11,14 @@ import torch
 
 from bench.model import train_rates
 from train.speed import SpeedPath, candidates, fastest
-from vae.runtime import LIBGOMP_SPIN_COUNT, OPENMP_SPIN_COUNT, OPENMP_WAIT_VARIABLES, cpu_has_native_bf16
+from vae.runtime import (
+    INSTRUCTION_CAPS,
+    LIBGOMP_SPIN_COUNT,
+    OPENMP_SPIN_COUNT,
+    OPENMP_WAIT_VARIABLES,
+    cpu_has_native_bf16,
+    cpu_summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +42,19 @@ def test_bf16_is_a_candidate_only_where_the_cpu_flags_say_it_is_native(tmp_path)
     xeon.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n")
     assert cpu_has_native_bf16(xeon)
     assert not cpu_has_native_bf16(tmp_path / "missing")
+
+
+def test_a_cpu_held_to_avx2_says_so_beside_the_figures(tmp_path, monkeypatch):
+    amx = tmp_path / "cpuinfo"
+    amx.write_text("processor\t: 0\nmodel name\t: A Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    for name in INSTRUCTION_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_summary(amx)["native_bf16"] and cpu_summary(amx)["instruction_caps"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    summary = cpu_summary(amx)
+    assert summary["instruction_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert summary["flags"]["amx_bf16"] and not summary["native_bf16"]  # the flags are the CPU's; the path is fp32
 
 
 def test_bench_times_exactly_the_paths_training_chooses_from_on_this_cpu():

@@ -30,6 +30,15 @@ CPUINFO = Path("/proc/cpuinfo")
 OPENMP_SPIN_COUNT = "20000"  # chosen with python -m bench.openmp
 LIBGOMP_SPIN_COUNT = "300000"  # libgomp's own default (OMP_WAIT_POLICY and GOMP_SPINCOUNT unset)
 OPENMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # what says how libgomp's idle threads wait
+# What holds a library below the CPU's own instructions (e.g. an AVX-512 Xeon standing in for an AVX2-only CPU:
+# oneDNN, ATen, MKL and numpy each read their own): a benchmark's figures are that CPU class's only with them.
+INSTRUCTION_CAPS = (
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "NPY_DISABLE_CPU_FEATURES",
+)
 _openmp_wait: str | None = None  # what wait_briefly_for_work found or set in this process
 
 
@@ -77,7 +86,8 @@ def inference_precisions() -> tuple[str, ...]:
 
 
 def cpu_summary(cpuinfo: Path = CPUINFO) -> dict:
-    """The CPU's model name and the flags that decide its path: what a benchmark prints beside its figures."""
+    """The CPU's model name, the flags that decide its path and any instruction caps in the environment: what a
+    benchmark prints beside its figures."""
     name = platform.processor() or "unknown"
     if cpuinfo.exists():
         name = next(
@@ -88,4 +98,5 @@ def cpu_summary(cpuinfo: Path = CPUINFO) -> dict:
         "model": name,
         "flags": {flag: flag in flags for flag in FLAGS_THAT_MATTER},
         "native_bf16": cpu_has_native_bf16(cpuinfo),
+        "instruction_caps": {name: os.environ[name] for name in INSTRUCTION_CAPS if name in os.environ},
     }
