@@ -3,7 +3,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from vae.align import FRAME_POINTS, FRAME_SIZE, FaceAligner, similarity_transform
+from vae.align import COARSE_MIN_FACE, FRAME_POINTS, FRAME_SIZE, FaceAligner, similarity_transform
 
 
 def test_similarity_transform_recovers_a_known_one():
@@ -55,9 +55,9 @@ def test_several_faces_edit_the_largest_and_say_so(astronaut_path):
     from vae.editor import SmileEditor
 
     face = Image.open(astronaut_path).convert("RGB")
-    group = Image.new("RGB", (512 + 256, 512), (128, 128, 128))
+    group = Image.new("RGB", (512 + 384, 512), (128, 128, 128))
     group.paste(face, (0, 0))
-    group.paste(face.resize((256, 256)), (512, 128))
+    group.paste(face.resize((384, 384)), (512, 64))  # a face box of ~66 px: above the coarse search's smallest
     editor = SmileEditor.from_pretrained(ROOT / "assets")
     prepared = editor.prepare(group)
     assert prepared.aligned.faces_found == 2 and "2 faces found" in prepared.notes[0]
@@ -67,7 +67,7 @@ def test_several_faces_edit_the_largest_and_say_so(astronaut_path):
 
 def test_a_face_too_small_for_the_first_detection_side_is_found_on_the_next(astronaut_path):
     photo = Image.new("RGB", (2048, 1536), (128, 128, 128))
-    photo.paste(Image.open(astronaut_path).convert("RGB").resize((160, 160)), (1400, 900))  # a ~60 px face
+    photo.paste(Image.open(astronaut_path).convert("RGB").resize((160, 160)), (1400, 900))  # a face box of ~28 px
     assert FaceAligner(detect_sides=(320,)).landmarks(photo) == []  # ~10 px at that side: below MTCNN's smallest
     (found,) = FaceAligner(detect_sides=(320, 1024)).landmarks(photo)
     (alone,) = FaceAligner(detect_sides=(1024,)).landmarks(photo)
@@ -76,9 +76,27 @@ def test_a_face_too_small_for_the_first_detection_side_is_found_on_the_next(astr
 
 def test_a_large_face_gets_the_whole_pyramids_landmarks_from_the_coarse_search(astronaut_path):
     photo = Image.open(astronaut_path).convert("RGB").resize((1024, 1024))  # a face box of ~175 px
-    (coarse,) = FaceAligner().landmarks(photo)
+    aligner = FaceAligner()
+    (coarse,) = aligner.landmarks(photo)
+    assert (aligner.coarse_kept, aligner.whole_searches) == (1, 0) and set(aligner._detectors) == {COARSE_MIN_FACE}
     (whole,) = FaceAligner(coarse_first=False).landmarks(photo)
     assert np.abs(coarse - whole).max() < 0.01  # px: float rounding at most
+
+
+def test_a_face_below_the_coarse_searchs_trusted_size_is_searched_again_with_the_whole_pyramid(astronaut_path):
+    photo = Image.open(astronaut_path).convert("RGB").resize((384, 384))  # a face box of ~66 px
+    aligner = FaceAligner()
+    (found,) = aligner.landmarks(photo)
+    assert (aligner.coarse_kept, aligner.whole_searches) == (0, 1)
+    assert np.array_equal(found, FaceAligner(coarse_first=False).landmarks(photo)[0])
+
+
+@pytest.mark.parametrize("size", [(40, 40), (2048, 50), (128, 32)])
+def test_an_image_thinner_than_the_coarse_searchs_smallest_face_has_none_and_no_error(size):
+    assert min(size) / (1 if max(size) <= 1024 else max(size) / 1024) < COARSE_MIN_FACE
+    aligner = FaceAligner()
+    assert aligner.landmarks(Image.new("RGB", size, (80, 120, 200))) == []
+    assert not aligner.align(Image.new("RGB", size, (80, 120, 200))).found
 
 
 def test_small_faces_beside_a_large_one_are_not_searched_for(astronaut_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,10 +20,13 @@ from PIL import Image
 
 from .preprocess import CROP_FRACTION, IMAGE_SIZE, pil_to_tensor, to_image
 
+if TYPE_CHECKING:
+    from facenet_pytorch import MTCNN
+
 FRAME_SIZE = (178, 218)  # width, height of CelebA's aligned images
 FRAME_POINTS = np.array([[70.745, 112.0], [108.237, 112.0], [89.432, 153.514]]) - 1.0  # 0-based pixel centres
 DETECT_SIDES = (1024,)  # detection runs on downscaled copies of large photos, tried in this order until a face is found
-DETECT_MIN_SIDE = 20  # MTCNN's smallest face (its min_face_size); a thinner image has none, and MTCNN would fail
+DETECT_MIN_SIDE = 20  # MTCNN's smallest face (its min_face_size); an image thinner than a search's smallest face has none
 PYRAMID_FACTOR = 0.709  # MTCNN's step between the scales of its image pyramid
 # A first, coarse search: MTCNN's own pyramid less its three finest levels (each level costs about twice the next,
 # so those three are most of its time). Where the largest face it finds is well above its smallest, that face's
@@ -38,7 +42,8 @@ class AlignedFace:
 
     frame: Image.Image  # 178x218 RGB, ready for the usual centre crop
     frame_to_photo: np.ndarray  # 3x3: frame pixel -> photo pixel
-    faces_found: int  # 0 means no face: `frame` is then the plain photo and the matrix the identity
+    faces_found: int  # 0 means no face: `frame` is then the plain photo and the matrix the identity; with a large
+    # largest face, the coarse search's count (faces of ~56 px or more in the detection copy; FaceAligner.landmarks)
     landmarks: np.ndarray | None = None  # (5, 2) MTCNN's points in photo px (eyes, nose, mouth corners), when found
 
     @property
@@ -107,10 +112,12 @@ class FaceAligner:
         self.device = device
         self.detect_sides = detect_sides
         self.coarse_first = coarse_first
-        self._detectors: dict[float, object] = {}  # MTCNN per smallest face size (they share nothing but the weights file)
+        self._detectors: dict[float, MTCNN] = {}  # MTCNN per smallest face size (they share nothing but the weights file)
         self._lock = threading.Lock()  # a server's first requests may race to build the detectors
+        self.coarse_kept = 0  # searches answered by the coarse search alone, and by the whole pyramid: what benchmarks count
+        self.whole_searches = 0
 
-    def _detector(self, min_face: float):
+    def _detector(self, min_face: float) -> MTCNN:
         with self._lock:
             if min_face not in self._detectors:
                 with warnings.catch_warnings():
@@ -122,45 +129,53 @@ class FaceAligner:
         return self._detectors[min_face]
 
     def warm_up(self) -> None:
-        """Build the detector and run it once, so a server's first upload is not the slow one."""
+        """Build both detectors and run them once (a grey image: no face, so the whole pyramid runs after the
+        coarse search), so a server's first upload is not the slow one."""
         self.landmarks(Image.new("RGB", (160, 160), (128, 128, 128)))
 
-    def landmarks(self, photo: Image.Image) -> list[np.ndarray]:
+    def landmarks(self, photo: Image.Image, coarse_first: bool | None = None) -> list[np.ndarray]:
         """Five landmarks per detected face, largest face first, in photo pixel coordinates: from the first of
-        `detect_sides` (the photo's longer side scaled down to it) that finds a face. With `coarse_first`, a
-        photo whose largest face is large is searched once, coarsely (see COARSE_MIN_FACE): small faces beside
-        it are then not counted."""
+        `detect_sides` (the photo's longer side scaled down to it) that finds a face. Coarse first (this
+        aligner's `coarse_first` unless said here), a photo whose largest face is large is searched once,
+        coarsely (see COARSE_MIN_FACE): small faces beside it are then not counted."""
+        coarse = self.coarse_first if coarse_first is None else coarse_first
         for side in self.detect_sides:
             scale = min(1.0, side / max(photo.size))
-            faces = self._landmarks_at(photo, scale)
+            faces = self._landmarks_at(photo, scale, coarse)
             if faces or scale == 1.0:  # a larger side would see the same pixels
                 return faces
         return []
 
-    def _landmarks_at(self, photo: Image.Image, scale: float) -> list[np.ndarray]:
+    def _landmarks_at(self, photo: Image.Image, scale: float, coarse_first: bool) -> list[np.ndarray]:
         small = (
             photo
             if scale == 1.0
             else photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
         )
-        if min(small.size) < DETECT_MIN_SIDE:
-            return []
-        if self.coarse_first:
-            boxes, points = self._detect(small, COARSE_MIN_FACE)
-            if len(boxes) and min(boxes[0, 2] - boxes[0, 0], boxes[0, 3] - boxes[0, 1]) >= COARSE_TRUSTED_SIDE:
-                return [face / scale for face in points]
+        coarse_boxes, coarse_points = (
+            self._detect(small, COARSE_MIN_FACE) if coarse_first else (np.zeros((0, 4)), np.zeros((0, 5, 2)))
+        )
+        if len(coarse_boxes) and min(coarse_boxes[0, 2:] - coarse_boxes[0, :2]) >= COARSE_TRUSTED_SIDE:
+            self.coarse_kept += 1
+            return [face / scale for face in coarse_points]
+        self.whole_searches += 1
         _, points = self._detect(small, DETECT_MIN_SIDE)
+        if not len(points):  # the whole pyramid's batches differ: never lose a face the coarse search saw
+            points = coarse_points
         return [face / scale for face in points]
 
     def _detect(self, image: Image.Image, min_face: float) -> tuple[np.ndarray, np.ndarray]:
-        """MTCNN's boxes (n, 4) and landmarks (n, 5, 2), largest box first, in `image` px."""
+        """MTCNN's boxes (n, 4) and landmarks (n, 5, 2), largest box first, in `image` px; none in an image
+        thinner than `min_face` (MTCNN's pyramid would have no level, and it would fail)."""
+        if min(image.size) < min_face:
+            return np.zeros((0, 4)), np.zeros((0, 5, 2))
         with torch.inference_mode():
             boxes, _, points = self._detector(min_face).detect(image, landmarks=True)
         if boxes is None:
             return np.zeros((0, 4)), np.zeros((0, 5, 2))
         boxes = np.asarray(np.asarray(boxes).tolist(), float)
         points = np.asarray(np.asarray(points).tolist(), float)  # numpy 2: MTCNN may hand back object arrays
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
         order = np.argsort(-areas)
         return boxes[order], points[order]
 
