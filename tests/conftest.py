@@ -16,6 +16,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # gradio_client downloads every result under tempfile's folder (the files in gradio/, and an empty folder per
 # file beside them, never removed): this session's own folder instead, gone at exit, so the suite leaves no litter.
+# pytest's own tmp_path folders stay where they were, kept after a failure as pytest.ini says.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
 tempfile.tempdir = tempfile.mkdtemp(prefix="smile-tests-")
 atexit.register(shutil.rmtree, tempfile.tempdir, ignore_errors=True)
 

@@ -98,5 +98,5 @@ def cpu_summary(cpuinfo: Path = CPUINFO) -> dict:
         "model": name,
         "flags": {flag: flag in flags for flag in FLAGS_THAT_MATTER},
         "native_bf16": cpu_has_native_bf16(cpuinfo),
-        "instruction_caps": {name: os.environ[name] for name in INSTRUCTION_CAPS if name in os.environ},
+        "instruction_caps": {cap: os.environ[cap] for cap in INSTRUCTION_CAPS if cap in os.environ},
     }
