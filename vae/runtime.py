@@ -38,6 +38,7 @@ INSTRUCTION_CAPS = (
     "ATEN_CPU_CAPABILITY",
     "MKL_ENABLE_INSTRUCTIONS",
     "NPY_DISABLE_CPU_FEATURES",
+    "NPY_ENABLE_CPU_FEATURES",
 )
 _openmp_wait: str | None = None  # what wait_briefly_for_work found or set in this process
 
