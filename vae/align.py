@@ -34,6 +34,7 @@ PYRAMID_FACTOR = 0.709  # MTCNN's step between the scales of its image pyramid
 # `python -m bench.detection`); a smaller face, or none, is searched for again with the whole pyramid.
 COARSE_MIN_FACE = DETECT_MIN_SIDE / PYRAMID_FACTOR**3  # ~56 px
 COARSE_TRUSTED_SIDE = 1.5 * COARSE_MIN_FACE  # ~84 px: the largest face's box side from which the coarse search is kept
+NO_FACES = (np.zeros((0, 4)), np.zeros((0, 5, 2)))  # a search's boxes and landmarks when it finds nothing
 
 
 @dataclass
@@ -152,9 +153,7 @@ class FaceAligner:
             if scale == 1.0
             else photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BILINEAR)
         )
-        coarse_boxes, coarse_points = (
-            self._detect(small, COARSE_MIN_FACE) if coarse_first else (np.zeros((0, 4)), np.zeros((0, 5, 2)))
-        )
+        coarse_boxes, coarse_points = self._detect(small, COARSE_MIN_FACE) if coarse_first else NO_FACES
         if len(coarse_boxes) and min(coarse_boxes[0, 2:] - coarse_boxes[0, :2]) >= COARSE_TRUSTED_SIDE:
             self.coarse_kept += 1
             return [face / scale for face in coarse_points]
@@ -168,11 +167,11 @@ class FaceAligner:
         """MTCNN's boxes (n, 4) and landmarks (n, 5, 2), largest box first, in `image` px; none in an image
         thinner than `min_face` (MTCNN's pyramid would have no level, and it would fail)."""
         if min(image.size) < min_face:
-            return np.zeros((0, 4)), np.zeros((0, 5, 2))
+            return NO_FACES
         with torch.inference_mode():
             boxes, _, points = self._detector(min_face).detect(image, landmarks=True)
         if boxes is None:
-            return np.zeros((0, 4)), np.zeros((0, 5, 2))
+            return NO_FACES
         boxes = np.asarray(np.asarray(boxes).tolist(), float)
         points = np.asarray(np.asarray(points).tolist(), float)  # numpy 2: MTCNN may hand back object arrays
         areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
